@@ -1,0 +1,343 @@
+"""Load generator: connects the members, sends on a schedule, measures every delivery.
+
+Runs as its own process (``python -m bench.generator SPEC.json``), normally pinned to
+its own core by the runner, and prints one JSON result on stdout. Progress goes to
+stderr. Each sent text is ``"<sender>:<n>:<send monotonic ns>"`` where ``n`` is a
+generator-wide message number, so a delivery is attributed in O(1) and its latency is
+the receiver's clock minus the sender's clock in this same process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import sys
+import time
+from array import array
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import msgpack
+
+from bench import procstat
+from bench.spec import GenSpec, Phase
+from bench.wsclient import Connection
+
+_SATURATED_PCT = 90.0
+
+
+def _log(text: str) -> None:
+    print(f"[generator] {text}", file=sys.stderr, flush=True)
+
+
+def _own_cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _percentile(sorted_ns: list[int], q: float) -> float:
+    """Nearest-rank percentile, in milliseconds."""
+    if not sorted_ns:
+        return float("nan")
+    rank = max(0, min(len(sorted_ns) - 1, int(round(q / 100.0 * len(sorted_ns) + 0.5)) - 1))
+    return sorted_ns[rank] / 1e6
+
+
+@dataclass
+class PhaseResult:
+    """Measured figures for one measurement window."""
+
+    rate: float
+    measure_s: float
+    sent: int = 0
+    expected: int = 0
+    received: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    send_rate: float = 0.0
+    deliveries_per_s: float = 0.0
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    server_cpu_pct: float = 0.0
+    gen_cpu_pct: float = 0.0
+    gen_saturated: bool = False
+    server_peak_rss: int = 0
+    server_rss: int = 0
+    passed: bool = True
+
+
+@dataclass
+class Recorder:
+    """Per-message bookkeeping, indexed by the generator-wide message number."""
+
+    expected: array = field(default_factory=lambda: array("i"))
+    received: array = field(default_factory=lambda: array("i"))
+    window: array = field(default_factory=lambda: array("i"))  # phase index, -1 outside
+    latencies: list[list[int]] = field(default_factory=list)
+    window_received: list[int] = field(default_factory=list)
+    window_expected: list[int] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    welcomed: int = 0
+
+    def on_frame(self, conn: Connection, data: bytes) -> None:
+        """Decode one server frame (a map, or an array of maps when batched: protocol §2)."""
+        try:
+            obj = msgpack.unpackb(data)
+        except Exception:
+            self.errors["undecodable_frame"] += 1
+            return
+        if isinstance(obj, list):
+            for item in obj:
+                self._message(conn, item)
+        else:
+            self._message(conn, obj)
+
+    def _message(self, conn: Connection, m: Any) -> None:
+        if not isinstance(m, dict):
+            self.errors["non_map_message"] += 1
+            return
+        t = m.get("t")
+        if t == "msg":
+            now = time.monotonic_ns()
+            try:
+                _, n_s, ns_s = m["text"].split(":")
+                n = int(n_s)
+                sent_ns = int(ns_s)
+            except (KeyError, ValueError, AttributeError):
+                return  # not one of ours (announcements and the like)
+            self.received[n] += 1
+            ph = self.window[n]
+            if ph >= 0:
+                self.window_received[ph] += 1
+                self.latencies[ph].append(now - sent_ns)
+        elif t == "welcome":
+            waiter = _welcome_waiters.pop(conn.index, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            self.welcomed += 1
+        elif t == "error":
+            self.errors[f"error:{m.get('code')}"] += 1
+
+
+_welcome_waiters: dict[int, asyncio.Future[None]] = {}
+
+
+class Generator:
+    """Owns the connections of one generator run."""
+
+    def __init__(self, spec: GenSpec) -> None:
+        self.spec = spec
+        self.rec = Recorder()
+        self.conns: list[Connection] = []
+        self.room_of: list[int] = []
+        self.senders: list[int] = []
+        self.packer = msgpack.Packer()
+        self.early_closes: Counter[str] = Counter()
+        self.connect_errors: Counter[str] = Counter()
+
+    def _watch(self) -> list[int]:
+        return procstat.tree(self.spec.watch_pids)
+
+    async def connect_all(self) -> None:
+        """Open and join every member, a bounded number of handshakes at a time."""
+        spec = self.spec
+        sem = asyncio.Semaphore(spec.connect_concurrency)
+        loop = asyncio.get_running_loop()
+        plan: list[tuple[int, int]] = []  # (room, member-in-room)
+        for j in range(spec.members_per_room):
+            for r in range(len(spec.rooms)):
+                plan.append((r, j))
+
+        async def one(i: int, room: int, member: int) -> Connection | None:
+            # Members of one room alternate between workers so that, with two workers,
+            # every message has recipients on both and so crosses the broker.
+            url = spec.urls[member % len(spec.urls)]
+            host, port = url.split("//")[1].split("/")[0].split(":")
+            async with sem:
+                try:
+                    _, conn = await asyncio.wait_for(
+                        loop.create_connection(
+                            lambda: Connection(url, spec.subprotocol, self.rec.on_frame, i),
+                            host,
+                            int(port),
+                        ),
+                        spec.join_timeout_s,
+                    )
+                    await asyncio.wait_for(conn.opened, spec.join_timeout_s)
+                    waiter = loop.create_future()
+                    _welcome_waiters[i] = waiter
+                    conn.send(self.packer.pack({"t": "join", "room": spec.rooms[room]}))
+                    await asyncio.wait_for(waiter, spec.join_timeout_s)
+                    return conn
+                except Exception as exc:  # counted and reported, never fatal
+                    self.connect_errors[type(exc).__name__ + (f": {exc}"[:80])] += 1
+                    return None
+
+        t0 = time.monotonic()
+        results = await asyncio.gather(*(one(i, r, j) for i, (r, j) in enumerate(plan)))
+        for (r, j), conn in zip(plan, results, strict=True):
+            if conn is None:
+                continue
+            self.conns.append(conn)
+            self.room_of.append(r)
+            if j < spec.senders_per_room:
+                self.senders.append(len(self.conns) - 1)
+        _log(
+            f"{len(self.conns)}/{len(plan)} members joined in {time.monotonic() - t0:.1f}s"
+            + (f"; failures: {dict(self.connect_errors)}" if self.connect_errors else "")
+        )
+
+    def _room_sizes(self) -> list[int]:
+        sizes = [0] * len(self.spec.rooms)
+        for r in self.room_of:
+            sizes[r] += 1
+        return sizes
+
+    async def _send_for(self, rate: float, duration: float, window: int, sizes: list[int]) -> int:
+        """Send ``rate`` messages/s spread evenly over the senders for ``duration`` seconds."""
+        rec, conns, senders, pack = self.rec, self.conns, self.senders, self.packer.pack
+        n_senders = len(senders)
+        if n_senders == 0:
+            raise RuntimeError("no sender could join; nothing to measure")
+        t0 = time.monotonic()
+        k = 0
+        while True:
+            elapsed = time.monotonic() - t0
+            if elapsed >= duration:
+                return k
+            due = min(int(elapsed * rate) + 1, int(duration * rate))
+            while k < due:
+                ci = senders[k % n_senders]
+                conn = conns[ci]
+                n = len(rec.expected)
+                rec.expected.append(sizes[self.room_of[ci]])
+                rec.received.append(0)
+                rec.window.append(window)
+                text = f"{ci}:{n}:{time.monotonic_ns()}"
+                if not conn.closed.done():
+                    conn.send(pack({"t": "say", "text": text}))
+                k += 1
+            await asyncio.sleep(max(0.0, t0 + k / rate - time.monotonic()))
+
+    async def _drain(self, ph: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.rec.window_received[ph] >= self.rec.window_expected[ph]:
+                return
+            await asyncio.sleep(0.05)
+
+    async def run_phase(self, ph: int, phase: Phase) -> PhaseResult:
+        """Warm up, measure, then drain one phase; return its figures."""
+        rec = self.rec
+        rec.latencies.append([])
+        rec.window_received.append(0)
+        rec.window_expected.append(0)
+        sizes = self._room_sizes()
+        await self._send_for(phase.rate, phase.warmup_s, -1, sizes)
+        first = len(rec.expected)
+        watch = self._watch()
+        srv0 = procstat.sample(watch, time.monotonic())
+        gen0 = (_own_cpu_s(), time.monotonic())
+        sent = await self._send_for(phase.rate, phase.measure_s, ph, sizes)
+        srv1 = procstat.sample(watch, time.monotonic())
+        gen1 = (_own_cpu_s(), time.monotonic())
+        rec.window_expected[ph] = sum(rec.expected[first : first + sent])
+        await self._drain(ph, self.spec.drain_s)
+        res = PhaseResult(rate=phase.rate, measure_s=phase.measure_s, sent=sent)
+        res.expected = rec.window_expected[ph]
+        received = rec.received[first : first + sent]
+        res.received = sum(min(r, e) for r, e in zip(received, rec.expected[first:], strict=False))
+        res.duplicates = sum(max(0, r - e) for r, e in zip(received, rec.expected[first:], strict=False))
+        res.lost = res.expected - res.received
+        res.send_rate = sent / phase.measure_s
+        res.deliveries_per_s = res.received / phase.measure_s
+        lat = sorted(rec.latencies[ph])
+        rec.latencies[ph] = []  # free memory; the figures are kept below
+        res.p50_ms, res.p95_ms, res.p99_ms = (_percentile(lat, q) for q in (50, 95, 99))
+        res.max_ms = lat[-1] / 1e6 if lat else float("nan")
+        res.server_cpu_pct = procstat.cpu_percent(srv0, srv1)
+        res.gen_cpu_pct = 100.0 * (gen1[0] - gen0[0]) / (gen1[1] - gen0[1])
+        res.gen_saturated = res.gen_cpu_pct >= _SATURATED_PCT
+        res.server_peak_rss = procstat.peak_rss_bytes(watch)
+        res.server_rss = procstat.rss_bytes(watch)
+        limit = self.spec.fail_p99_ms
+        res.passed = res.lost == 0 and res.sent > 0 and (limit is None or res.p99_ms <= limit)
+        _log(
+            f"phase {ph} rate={phase.rate:g}/s sent={sent} deliveries/s={res.deliveries_per_s:.0f} "
+            f"p99={res.p99_ms:.1f}ms lost={res.lost} server={res.server_cpu_pct:.0f}% "
+            f"gen={res.gen_cpu_pct:.0f}%"
+        )
+        return res
+
+    async def close_all(self) -> None:
+        for conn in self.conns:
+            if conn.closed.done() and not conn.closing:
+                self.early_closes[str(conn.close_code)] += 1
+        for conn in self.conns:
+            conn.close()
+        pending = [c.closed for c in self.conns if not c.closed.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=3.0)
+        for conn in self.conns:
+            if not conn.closed.done():
+                conn.abort()
+
+
+async def run(spec: GenSpec) -> dict[str, Any]:
+    """Execute a spec and return the JSON-able result."""
+    gen = Generator(spec)
+    watch = procstat.tree(spec.watch_pids)
+    rss_before = procstat.rss_bytes(watch)
+    cpu_start = _own_cpu_s()
+    out: dict[str, Any] = {"members": len(spec.rooms) * spec.members_per_room}
+    try:
+        await gen.connect_all()
+        out["connected"] = len(gen.conns)
+        if spec.mode == "idle":
+            await asyncio.sleep(spec.idle_hold_s)
+            watch = procstat.tree(spec.watch_pids)
+            rss_after = procstat.rss_bytes(watch)
+            still_open = sum(1 for c in gen.conns if not c.closed.done())
+            out.update(
+                rss_before=rss_before,
+                rss_after=rss_after,
+                still_open=still_open,
+                rss_per_conn=(rss_after - rss_before) / max(1, still_open),
+                server_peak_rss=procstat.peak_rss_bytes(watch),
+            )
+        else:
+            phases: list[dict[str, Any]] = []
+            for i, phase in enumerate(spec.phases):
+                res = await gen.run_phase(i, phase)
+                phases.append(asdict(res))
+                if spec.fail_p99_ms is not None and not res.passed:
+                    break
+            out["phases"] = phases
+    finally:
+        await gen.close_all()
+    out["errors"] = dict(gen.rec.errors)
+    out["connect_errors"] = dict(gen.connect_errors)
+    out["early_closes"] = dict(gen.early_closes)
+    out["gen_cpu_s_total"] = _own_cpu_s() - cpu_start
+    return out
+
+
+def main() -> None:
+    spec = GenSpec.from_json(open(sys.argv[1]).read())
+    try:
+        import uvloop
+    except ImportError:
+        result = asyncio.run(run(spec))
+        result["event_loop"] = "asyncio"
+    else:
+        result = uvloop.run(run(spec))
+        result["event_loop"] = "uvloop"
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

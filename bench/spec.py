@@ -1,0 +1,43 @@
+"""What the runner asks of one generator process (serialised as JSON between them)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A constant offered load: ``rate`` messages/s in total, over every sender."""
+
+    rate: float
+    warmup_s: float
+    measure_s: float
+
+
+@dataclass(frozen=True)
+class GenSpec:
+    """One generator run: who connects where, and the load phases to play."""
+
+    urls: list[str]
+    rooms: list[str]
+    members_per_room: int
+    senders_per_room: int
+    phases: list[Phase] = field(default_factory=list)
+    mode: str = "load"  # "load" or "idle"
+    drain_s: float = 3.0
+    idle_hold_s: float = 3.0
+    watch_pids: list[int] = field(default_factory=list)
+    subprotocol: str = "hearth.v1.msgpack"
+    connect_concurrency: int = 100
+    join_timeout_s: float = 30.0
+    fail_p99_ms: float | None = None  # set for capacity: stop at the first failing phase
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> GenSpec:
+        raw = json.loads(text)
+        raw["phases"] = [Phase(**p) for p in raw.get("phases", [])]
+        return cls(**raw)
