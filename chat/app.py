@@ -1,0 +1,285 @@
+"""The HTTP and WebSocket application: routes, lifespan, Origin check, security headers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+from chat import joining, metrics
+from chat.broker.memory import MemoryBroker
+from chat.context import Services, now_ms
+from chat.hub import Hub
+from chat.identity import hash_secret, new_room_id, new_salt, new_secret
+from chat.protocol import Encoding, Limits
+from chat.rooms import RoomRequestError, parse_room_request
+from chat.session import Session
+from chat.settings import Settings
+from chat.state.base import RoomRecord
+from chat.state.memory import MemoryRoomStore
+
+log = logging.getLogger("hearth.app")
+STATIC = Path(__file__).resolve().parent.parent / "static"
+MAX_BODY = 16_384
+
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        b"connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; "
+        b"form-action 'self'; object-src 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), interest-cohort=()"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cache-control", b"no-store"),
+]
+
+
+class SecurityHeaders:
+    """Adds the security headers to every HTTP response (pages, API and assets alike)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {name for name, _ in message.get("headers", [])}
+                message["headers"] = list(message.get("headers", [])) + [
+                    h for h in SECURITY_HEADERS if h[0] not in names
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(settings: Settings) -> Starlette:
+    """Build the application for one worker.
+
+    Args:
+        settings: the worker's configuration.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        services = await _build_services(settings)
+        janitor = asyncio.create_task(_sweep_idle_rooms(services))
+        log.info("hearth started", extra={"broker": type(services.hub.broker).__name__})
+        try:
+            yield {"services": services}
+        finally:
+            janitor.cancel()
+            for handle in services.departures.values():
+                handle.cancel()
+            await services.hub.aclose()
+
+    routes = [
+        Route("/api/rooms", create_room, methods=["POST"]),
+        Route("/api/rooms/{room}", room_info, methods=["GET"]),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics_text),
+        WebSocketRoute("/ws", websocket_endpoint),
+        Route("/", page("index.html")),
+        Route("/r/{room}", page("room.html")),
+        Mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static"),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.add_middleware(SecurityHeaders)
+    return app
+
+
+async def _build_services(settings: Settings) -> Services:
+    broker = MemoryBroker()
+    store = MemoryRoomStore(settings.history_messages, settings.history_seconds)
+    hub = Hub(broker)
+    await hub.start()
+    limits = Limits(max_frame=settings.max_frame, max_text=settings.max_text)
+    return Services(settings=settings, store=store, hub=hub, limits=limits)
+
+
+async def _sweep_idle_rooms(services: Services) -> None:
+    idle_ms = int(services.settings.room_idle * 1000)
+    period = min(30.0, max(0.2, services.settings.room_idle / 4))
+    while True:
+        await asyncio.sleep(period)
+        try:
+            for room_id in await services.store.expired_rooms(now_ms(), idle_ms):
+                await joining.end_room(services, room_id)
+        except Exception:
+            log.exception("idle sweep failed")
+
+
+def _services(conn: Request | WebSocket) -> Services:
+    services: Services = conn.state.services
+    return services
+
+
+# --- HTTP ----------------------------------------------------------------------------------
+
+
+async def create_room(request: Request) -> Response:
+    services = _services(request)
+    token = services.settings.operator_token
+    if token is not None and not _bearer_matches(request, token):
+        return JSONResponse(
+            {"error": "unauthorized", "message": "An operator token is needed."},
+            status_code=401,
+            headers={"www-authenticate": "Bearer"},
+        )
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        return JSONResponse(
+            {"error": "too_large", "message": "The request is too large."}, status_code=413
+        )
+    try:
+        wanted = parse_room_request(body)
+    except RoomRequestError as exc:
+        return JSONResponse({"error": "bad_request", "message": str(exc)}, status_code=400)
+    key = new_secret()
+    record = RoomRecord(
+        id=new_room_id(), key_hash=hash_secret(key), salt=new_salt(), created_ms=now_ms(), **wanted
+    )
+    await services.store.create_room(record)
+    return JSONResponse(
+        {
+            "room": record.id,
+            "facilitator_key": key,
+            "join_url": f"/r/{record.id}",
+            "facilitator_url": f"/r/{record.id}#key={key}",
+        },
+        status_code=201,
+    )
+
+
+def _bearer_matches(request: Request, token: str) -> bool:
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    expected = hash_secret(token)
+    return scheme.lower() == "bearer" and hmac.compare_digest(hash_secret(given.strip()), expected)
+
+
+async def room_info(request: Request) -> Response:
+    """What a page needs before joining: title, rules, admission and lock (no members)."""
+    record = await _services(request).store.get_room(request.path_params["room"])
+    if record is None:
+        return JSONResponse(
+            {"error": "not_found", "message": "There is no such room."}, status_code=404
+        )
+    return JSONResponse(
+        {
+            "room": record.id,
+            "title": record.title,
+            "rules": record.rules,
+            "admission": record.admission,
+            "locked": record.locked,
+        }
+    )
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def readyz(request: Request) -> Response:
+    if _services(request).hub.broker.ready:
+        return PlainTextResponse("ready")
+    return PlainTextResponse("broker unavailable", status_code=503)
+
+
+async def metrics_text(request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def page(name: str) -> Any:
+    async def serve(request: Request) -> Response:
+        path = STATIC / name
+        if path.is_file():
+            return FileResponse(path, media_type="text/html")
+        return PlainTextResponse("Hearth is running. The browser client is not installed.")
+
+    return serve
+
+
+# --- WebSocket -----------------------------------------------------------------------------
+
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    services = _services(websocket)
+    settings = services.settings
+    if not origin_allowed(
+        websocket.headers.get("origin"), websocket.headers.get("host"), settings.allowed_origins
+    ):
+        metrics.REFUSED.labels(reason="origin").inc()
+        await websocket.close()  # before accept: uvicorn answers HTTP 403
+        return
+    if metrics.CONNECTIONS._value.get() >= settings.max_connections:
+        metrics.REFUSED.labels(reason="capacity").inc()
+        await websocket.send_denial_response(
+            JSONResponse(
+                {"error": "unavailable", "message": "This server is full; try again."},
+                status_code=503,
+                headers={"retry-after": "5"},
+            )
+        )
+        return
+    offered = websocket.scope.get("subprotocols") or []
+    encoding = Encoding.negotiate(offered)
+    if encoding is None and offered:
+        metrics.REFUSED.labels(reason="subprotocol").inc()
+        await websocket.close()
+        return
+    await websocket.accept(subprotocol=encoding.value if encoding else None)
+    client = websocket.client
+    session = Session(websocket, services, encoding or Encoding.JSON, client.host if client else "")
+    metrics.CONNECTIONS.inc()
+    try:
+        await session.run()
+    finally:
+        metrics.CONNECTIONS.dec()
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
+    """Protocol §2: no Origin is a non-browser client; a present Origin must be allowed.
+
+    With no configured list, the allowed origin is the server's own, by its Host header.
+    """
+    if origin is None:
+        return True
+    origin = origin.rstrip("/")
+    if allowed:
+        return origin in allowed
+    parts = urlsplit(origin)
+    return parts.scheme in {"http", "https"} and bool(host) and parts.netloc == host
+
+
+def app_from_env() -> Starlette:
+    """The app as uvicorn's worker processes build it (``--workers``): settings from env."""
+    from chat import logs
+
+    settings = Settings.from_env()
+    logs.configure(settings.log_level)
+    return create_app(settings)
+
+
+__all__ = ["app_from_env", "create_app", "origin_allowed"]

@@ -1,0 +1,202 @@
+"""This worker's rooms: who is connected here, and fan-out of encoded frames to them.
+
+The hub subscribes the broker to a room when the room's first local member arrives and
+unsubscribes when the last one leaves. Every event for a room, this worker's own included,
+comes back through the broker and :meth:`Hub.deliver`, which encodes it once per encoding and
+hands the same frame to every local member it is addressed to. Delivery never awaits a
+member: each member queues the frame and its own writer sends it (protocol §10).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from chat import metrics
+from chat.broker.base import Broker
+from chat.protocol import Encoding, Frame, Message, encode, pack_envelope, unpack_envelope
+from chat.state.base import FACILITATOR, RoomRecord
+
+log = logging.getLogger("hearth.hub")
+
+# Events after which the member the event concerns must also act (close, change state).
+CONTROL_EVENTS = frozenset({"removed", "closed", "denied", "muted", "unmuted"})
+
+
+class Member(Protocol):
+    """What the hub needs of a connected member."""
+
+    pid: str
+    role: str
+    encoding: Encoding
+
+    def send_frame(self, frame: Frame, seq: int) -> None:
+        """Queue an encoded frame; never awaits. ``seq`` is 0 for unsequenced events."""
+        ...
+
+    def control(self, event: Message) -> None:
+        """React to an event that concerns this member (after its frame, if any, is queued)."""
+        ...
+
+
+@dataclass(slots=True)
+class LocalRoom:
+    """A room as this worker sees it: its local members and the settings fan-out needs."""
+
+    record: RoomRecord
+    members: dict[str, Member] = field(default_factory=dict)
+    subscribed: asyncio.Future[None] | None = None
+
+
+class Hub:
+    """Rooms with members on this worker.
+
+    Args:
+        broker: the broker that carries every room's events between workers.
+    """
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.rooms: dict[str, LocalRoom] = {}
+
+    async def start(self) -> None:
+        await self.broker.start(self.deliver)
+
+    async def aclose(self) -> None:
+        await self.broker.aclose()
+        self.rooms.clear()
+        metrics.ROOMS.set(0)
+
+    async def attach(self, record: RoomRecord, member: Member) -> None:
+        """Add a local member; the first one subscribes this worker to the room."""
+        room = self.rooms.get(record.id)
+        if room is None:
+            room = self.rooms[record.id] = LocalRoom(record)
+            room.subscribed = asyncio.get_running_loop().create_future()
+            metrics.ROOMS.set(len(self.rooms))
+            room.members[member.pid] = member
+            try:
+                await self.broker.subscribe(record.id)
+            except BaseException:
+                room.members.pop(member.pid, None)
+                self._forget_if_empty(record.id, room)
+                room.subscribed.set_result(None)
+                raise
+            room.subscribed.set_result(None)
+            return
+        room.members[member.pid] = member
+        if room.subscribed is not None and not room.subscribed.done():
+            await asyncio.shield(room.subscribed)
+
+    async def detach(self, room_id: str, member: Member) -> None:
+        """Remove a local member; the last one unsubscribes this worker from the room."""
+        room = self.rooms.get(room_id)
+        if room is None or room.members.get(member.pid) is not member:
+            return
+        del room.members[member.pid]
+        if self._forget_if_empty(room_id, room):
+            await self.broker.unsubscribe(room_id)
+
+    def _forget_if_empty(self, room_id: str, room: LocalRoom) -> bool:
+        if room.members or self.rooms.get(room_id) is not room:
+            return False
+        del self.rooms[room_id]
+        metrics.ROOMS.set(len(self.rooms))
+        return True
+
+    def local(self, room_id: str) -> LocalRoom | None:
+        return self.rooms.get(room_id)
+
+    async def publish(
+        self,
+        room_id: str,
+        event: Message,
+        *,
+        to: list[str] | None = None,
+        exclude: str | None = None,
+        facilitators: bool = False,
+        sequenced: bool = False,
+    ) -> int:
+        """Send an event to the room's members on every worker.
+
+        Args:
+            room_id: the room.
+            event: the server message, without ``seq`` (a sequenced publish adds it).
+            to: only these pids.
+            exclude: everyone but this pid.
+            facilitators: only facilitators (combined with ``to``: those pids as well).
+            sequenced: give the event the room's next ``seq``.
+
+        Returns:
+            The assigned ``seq``, or 0.
+
+        Raises:
+            BrokerUnavailable: nothing was sent.
+        """
+        envelope: dict[str, Any] = {"e": event}
+        if to is not None:
+            envelope["to"] = to
+        if exclude is not None:
+            envelope["x"] = exclude
+        if facilitators:
+            envelope["f"] = 1
+        return await self.broker.publish(room_id, pack_envelope(envelope), sequenced=sequenced)
+
+    def deliver(self, room_id: str, seq: int, data: bytes) -> None:
+        """Hand one published event to its local recipients. Never awaits, never raises."""
+        room = self.rooms.get(room_id)
+        if room is None:
+            return
+        try:
+            envelope = unpack_envelope(data)
+            event = envelope["e"]
+            kind = event["t"]
+        except (ValueError, KeyError, TypeError):
+            metrics.BUS_DROPPED.labels(reason="malformed").inc()
+            return
+        if seq:
+            event["seq"] = seq
+            metrics.MESSAGES.inc()
+        if kind == "room":
+            room.record.locked = bool(event.get("locked"))
+            room.record.slow = int(event.get("slow") or 0)
+        for member in self._recipients(room, envelope):
+            if not kind.startswith("_"):
+                member.send_frame(_frame_for(event, member.encoding, envelope), seq)
+            if kind in CONTROL_EVENTS or kind.startswith("_"):
+                self._control(member, event, envelope)
+
+    def _recipients(self, room: LocalRoom, envelope: Message) -> list[Member]:
+        to = envelope.get("to")
+        exclude = envelope.get("x")
+        only_facilitators = envelope.get("f")
+        if to is not None and not only_facilitators:
+            return [m for pid in to if (m := room.members.get(pid)) is not None]
+        wanted = set(to or ())
+        return [
+            m
+            for m in list(room.members.values())
+            if m.pid != exclude
+            and (not only_facilitators or m.role == FACILITATOR or m.pid in wanted)
+        ]
+
+    def _control(self, member: Member, event: Message, envelope: Message) -> None:
+        target = event.get("pid")
+        if event["t"] in {"muted", "unmuted"} and target != member.pid:
+            return
+        try:
+            member.control(event)
+        except Exception:
+            log.exception("member control failed", extra={"event": event["t"]})
+
+
+def _frame_for(event: Message, encoding: Encoding, envelope: Message) -> Frame:
+    # One encode per encoding per event: the frame is cached in the envelope, which lives
+    # for this one delivery only.
+    cache: dict[Encoding, Frame] = envelope.setdefault("_frames", {})
+    frame = cache.get(encoding)
+    if frame is None:
+        frame = cache[encoding] = encode(event, encoding)
+    return frame

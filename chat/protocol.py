@@ -1,0 +1,404 @@
+"""The wire: client messages in, server messages out, for both encodings (protocol v1).
+
+This module is the one place that knows the wire shapes. It does no I/O and imports no
+asyncio: bytes or text come in, typed messages go out; dicts come in, frames go out.
+
+Client → server (every request may carry ``id``: int, 0 ≤ id < 2**31)
+
+=========  ======================================================  =====================
+type       fields                                                  answered with
+=========  ======================================================  =====================
+join       room, name?, key?, resume?, since?, agree?              welcome / waiting
+say        text (1..max_text chars after NFKC)                     ack + msg to the room
+typing     –                                                       typing to the others
+leave      –                                                       left, close 1000
+report     mid, reason?                                            ack; report to facilitators
+whisper    to, text                                                ack; whisper to both ends
+help       –                                                       resources
+mute       pid, seconds?                                           ack; muted to the room
+unmute     pid                                                     ack; unmuted
+remove     pid, reason?                                            ack; removed + close 4001
+delete     mid                                                     ack; deleted
+lock       –                                                       ack; room
+unlock     –                                                       ack; room
+slow       seconds (0..3600)                                       ack; room
+announce   text                                                    ack; msg kind=announce
+close      –                                                       ack; closed + close 4010
+admit      pid                                                     ack; welcome to the pid
+deny       pid                                                     ack; denied + close 4003
+=========  ======================================================  =====================
+
+Server → client: welcome, waiting, joined, msg, ack, typing, left, error, report, whisper,
+resources, help, muted, unmuted, removed, deleted, room, closed, knock, denied. A server frame
+holds one message or an array of messages (§2); :func:`batch` builds the array.
+
+Limits: frame payload ≤ ``max_frame`` bytes (enforced by uvicorn, close 1009), text ≤
+``max_text`` code points after NFKC, names 1..24 code points (checked in ``identity``).
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from dataclasses import dataclass, fields
+from enum import Enum
+from typing import Any, ClassVar
+
+import msgpack
+
+from chat.errors import ErrorCode, ProtocolError
+
+MAX_ID = 2**31
+MAX_TOKEN = 128  # room ids, pids, mids, keys and resume tokens are short ASCII strings
+MAX_SECONDS = 30 * 24 * 3600
+MAX_SLOW = 3600
+
+Frame = bytes | str
+
+
+class Encoding(Enum):
+    """A wire encoding, named by its WebSocket subprotocol."""
+
+    MSGPACK = "hearth.v1.msgpack"
+    JSON = "hearth.v1.json"
+
+    @classmethod
+    def negotiate(cls, offered: list[str]) -> Encoding | None:
+        """The first offered subprotocol we support, in the client's order (§2)."""
+        for name in offered:
+            for encoding in cls:
+                if encoding.value == name:
+                    return encoding
+        return None
+
+
+# --- client messages ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClientMessage:
+    """Base of the client messages; ``id`` is the client's optional request id."""
+
+    t: ClassVar[str] = ""
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Join(ClientMessage):
+    t: ClassVar[str] = "join"
+    room: str = ""
+    name: str | None = None
+    key: str | None = None
+    resume: str | None = None
+    since: int | None = None
+    agree: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Say(ClientMessage):
+    t: ClassVar[str] = "say"
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Typing(ClientMessage):
+    t: ClassVar[str] = "typing"
+
+
+@dataclass(frozen=True, slots=True)
+class Leave(ClientMessage):
+    t: ClassVar[str] = "leave"
+
+
+@dataclass(frozen=True, slots=True)
+class Report(ClientMessage):
+    t: ClassVar[str] = "report"
+    mid: str = ""
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Whisper(ClientMessage):
+    t: ClassVar[str] = "whisper"
+    to: str = ""
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Help(ClientMessage):
+    t: ClassVar[str] = "help"
+
+
+@dataclass(frozen=True, slots=True)
+class Mute(ClientMessage):
+    t: ClassVar[str] = "mute"
+    pid: str = ""
+    seconds: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unmute(ClientMessage):
+    t: ClassVar[str] = "unmute"
+    pid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Remove(ClientMessage):
+    t: ClassVar[str] = "remove"
+    pid: str = ""
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete(ClientMessage):
+    t: ClassVar[str] = "delete"
+    mid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Lock(ClientMessage):
+    t: ClassVar[str] = "lock"
+
+
+@dataclass(frozen=True, slots=True)
+class Unlock(ClientMessage):
+    t: ClassVar[str] = "unlock"
+
+
+@dataclass(frozen=True, slots=True)
+class Slow(ClientMessage):
+    t: ClassVar[str] = "slow"
+    seconds: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Announce(ClientMessage):
+    t: ClassVar[str] = "announce"
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Close(ClientMessage):
+    t: ClassVar[str] = "close"
+
+
+@dataclass(frozen=True, slots=True)
+class Admit(ClientMessage):
+    t: ClassVar[str] = "admit"
+    pid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Deny(ClientMessage):
+    t: ClassVar[str] = "deny"
+    pid: str = ""
+
+
+MESSAGE_TYPES: dict[str, type[ClientMessage]] = {
+    cls.t: cls
+    for cls in (
+        Join,
+        Say,
+        Typing,
+        Leave,
+        Report,
+        Whisper,
+        Help,
+        Mute,
+        Unmute,
+        Remove,
+        Delete,
+        Lock,
+        Unlock,
+        Slow,
+        Announce,
+        Close,
+        Admit,
+        Deny,
+    )
+}
+
+# Which fields are required, and which carry free text checked against max_text.
+_REQUIRED = {"room", "text", "mid", "pid", "to"}
+_REQUIRED_BY_TYPE = {"slow": {"seconds"}}
+_TEXT_FIELDS = {"text", "reason"}
+_TOKEN_FIELDS = {"room", "key", "resume", "mid", "pid", "to"}
+_INT_RANGES = {"since": (0, 2**53), "seconds": (1, MAX_SECONDS)}
+_INT_RANGES_BY_TYPE = {"slow": {"seconds": (0, MAX_SLOW)}}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Size limits of protocol §2 (defaults; the operator may change them)."""
+
+    max_frame: int = 16_384
+    max_text: int = 2_000
+    max_name: int = 24
+
+
+def text_length(text: str) -> int:
+    """Length in code points after NFKC normalisation (§2); ASCII is its own NFKC."""
+    if text.isascii():
+        return len(text)
+    return len(unicodedata.normalize("NFKC", text))
+
+
+def decode(frame: Frame, encoding: Encoding, limits: Limits) -> ClientMessage:
+    """Turn one untrusted client frame into a typed, validated message.
+
+    Args:
+        frame: the frame payload: ``bytes`` for a binary frame, ``str`` for a text frame.
+        encoding: the encoding negotiated for this connection.
+        limits: the field limits in force.
+
+    Raises:
+        ProtocolError: ``bad_frame`` (undecodable, wrong frame kind), ``unknown_type``,
+            ``bad_request`` (missing, mistyped or out-of-range field) or ``too_large``.
+    """
+    raw = _load(frame, encoding)
+    if not isinstance(raw, dict):
+        raise ProtocolError(ErrorCode.BAD_FRAME, "A message must be a map.")
+    request_id = _request_id(raw.get("id"))
+    kind = raw.get("t")
+    if not isinstance(kind, str):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "Field t must be a string.", id=request_id)
+    cls = MESSAGE_TYPES.get(kind)
+    if cls is None:
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "Unknown message type.", id=request_id)
+    values: dict[str, Any] = {"id": request_id}
+    for field in fields(cls):
+        if field.name != "id":
+            values[field.name] = _field(kind, field.name, raw.get(field.name), limits, request_id)
+    return cls(**values)
+
+
+def _load(frame: Frame, encoding: Encoding) -> Any:
+    try:
+        if encoding is Encoding.MSGPACK:
+            if not isinstance(frame, bytes):
+                raise ProtocolError(ErrorCode.BAD_FRAME, "Expected a binary frame.")
+            return msgpack.unpackb(frame, raw=False, strict_map_key=True)
+        if not isinstance(frame, str):
+            raise ProtocolError(ErrorCode.BAD_FRAME, "Expected a text frame.")
+        return json.loads(frame)
+    except (ValueError, TypeError, RecursionError) as exc:
+        # msgpack's ExtraData, FormatError, StackError and UnicodeDecodeError, and
+        # json's JSONDecodeError, all derive from ValueError.
+        raise ProtocolError(ErrorCode.BAD_FRAME, "The frame could not be decoded.") from exc
+
+
+def _request_id(value: Any) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int or not 0 <= value < MAX_ID:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "Field id must be an integer in [0, 2^31).")
+    return value
+
+
+def _field(kind: str, name: str, value: Any, limits: Limits, request_id: int | None) -> Any:
+    def bad(message: str, code: ErrorCode = ErrorCode.BAD_REQUEST) -> ProtocolError:
+        return ProtocolError(code, message, id=request_id)
+
+    required = name in _REQUIRED or name in _REQUIRED_BY_TYPE.get(kind, ())
+    if value is None:
+        if required:
+            raise bad(f"Field {name} is required.")
+        return None
+    if name == "agree":
+        if type(value) is not bool:
+            raise bad("Field agree must be a boolean.")
+        return value
+    if name in _INT_RANGES:
+        low, high = _INT_RANGES_BY_TYPE.get(kind, {}).get(name, _INT_RANGES[name])
+        if type(value) is not int or not low <= value <= high:
+            raise bad(f"Field {name} must be an integer in [{low}, {high}].")
+        return value
+    if not isinstance(value, str):
+        raise bad(f"Field {name} must be a string.")
+    if name in _TOKEN_FIELDS:
+        if not value or len(value) > MAX_TOKEN:
+            raise bad(f"Field {name} must be 1 to {MAX_TOKEN} characters.")
+        return value
+    if name in _TEXT_FIELDS:
+        if text_length(value) > limits.max_text:
+            raise bad(f"Field {name} is over {limits.max_text} characters.", ErrorCode.TOO_LARGE)
+        if name == "text" and not value.strip():
+            raise bad("Field text must not be empty.")
+        return value
+    if name == "name":
+        if len(value) > limits.max_name * 4:  # normalised and checked fully in identity
+            raise bad("Field name is too long.")
+        return value
+    raise bad(f"Field {name} is not understood.")  # pragma: no cover - table is complete
+
+
+# --- server messages ---------------------------------------------------------------------
+
+Message = dict[str, Any]
+
+
+def error(code: ErrorCode, message: str, request_id: int | None = None, **extra: Any) -> Message:
+    """An ``error`` message (§8)."""
+    out: Message = {"t": "error", "code": str(code), "message": message}
+    if request_id is not None:
+        out["id"] = request_id
+    out.update(extra)
+    return out
+
+
+def ack(request_id: int | None, **extra: Any) -> Message:
+    """An ``ack`` for a request that carried ``id``."""
+    out: Message = {"t": "ack", "id": request_id}
+    out.update(extra)
+    return out
+
+
+def encode(message: Message | list[Message], encoding: Encoding) -> Frame:
+    """Encode one server message (or an array of them) as one frame."""
+    if encoding is Encoding.MSGPACK:
+        return msgpack.packb(message, use_bin_type=True)
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+
+
+def batch(frames: list[Frame], encoding: Encoding) -> Frame:
+    """Join already encoded single-message frames into one array frame (§2).
+
+    Concatenation is enough: a MessagePack array is a header followed by its elements, and a
+    JSON array is its elements between brackets.
+    """
+    if encoding is Encoding.MSGPACK:
+        count = len(frames)
+        header = (
+            bytes((0x90 | count,))
+            if count < 16
+            else (
+                b"\xdc" + count.to_bytes(2, "big")
+                if count < 2**16
+                else b"\xdd" + count.to_bytes(4, "big")
+            )
+        )
+        return header + b"".join(frames)  # type: ignore[arg-type]
+    return "[" + ",".join(frames) + "]"  # type: ignore[arg-type]
+
+
+# --- the bus between workers -------------------------------------------------------------
+
+
+def pack_envelope(envelope: Message) -> bytes:
+    """Serialise a bus envelope (a map of plain values) to bytes."""
+    return msgpack.packb(envelope, use_bin_type=True)
+
+
+def unpack_envelope(data: bytes) -> Message:
+    """Parse a bus envelope.
+
+    Raises:
+        ValueError: the bytes are not a MessagePack map.
+    """
+    try:
+        value = msgpack.unpackb(data, raw=False)
+    except (ValueError, TypeError) as exc:
+        raise ValueError("not a Hearth envelope") from exc
+    if not isinstance(value, dict):
+        raise ValueError("not a Hearth envelope")
+    return value

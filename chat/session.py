@@ -1,0 +1,300 @@
+"""The life of one WebSocket connection: reader, writer, bounded outbound queue, close codes.
+
+The reader decodes each frame and runs its command; the writer drains the outbound queue,
+sending everything that is ready as one frame (an array when there are several, protocol
+§2). The hub only ever appends to the queue: a member that falls ``queue_frames`` behind is
+closed with 4008 and the room goes on without waiting for it (§10).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import deque
+from typing import Any
+
+from starlette.websockets import WebSocket
+
+from chat import commands, joining, metrics
+from chat.broker.base import BrokerUnavailable
+from chat.context import Seat, Services, now_ms
+from chat.errors import CloseCode, ErrorCode, ProtocolError, RequestError, SessionEnded
+from chat.hub import Member
+from chat.protocol import Encoding, Frame, Message, batch, decode, encode, error
+from chat.ratelimit import TokenBucket
+
+log = logging.getLogger("hearth.session")
+CLOSE_WAIT = 5.0  # seconds the writer may take to flush a close behind a stalled socket
+
+
+class Session:
+    """One connection, from accepted handshake to close.
+
+    Args:
+        websocket: the accepted Starlette WebSocket.
+        services: the worker's services.
+        encoding: the negotiated encoding.
+        address: the client's network address, used only to derive a salted ban hash.
+    """
+
+    def __init__(
+        self, websocket: WebSocket, services: Services, encoding: Encoding, address: str
+    ) -> None:
+        self.websocket = websocket
+        self.services = services
+        self.encoding = encoding
+        self.address = address
+        self.conn_id = secrets.token_hex(8)
+        self.seat: Seat | None = None
+        settings = services.settings
+        self._bucket = TokenBucket(settings.rate, settings.burst, time.monotonic())
+        self._queue: deque[Frame] = deque()
+        self._held: list[tuple[Frame, int]] | None = None
+        self._wakeup: asyncio.Future[None] | None = None
+        self._closing: tuple[CloseCode, str] | None = None
+        self._mute_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- the hub's view of this connection (hub.Member) ----------------------------------
+
+    @property
+    def pid(self) -> str:
+        return self.seat.pid if self.seat else ""
+
+    @property
+    def role(self) -> str:
+        return self.seat.role if self.seat else ""
+
+    @property
+    def member(self) -> Member:
+        return self
+
+    def send_frame(self, frame: Frame, seq: int) -> None:
+        if self._closing is not None or (self.seat is not None and self.seat.waiting):
+            return
+        if self._held is not None:
+            self._held.append((frame, seq))
+            if len(self._held) > self.services.settings.queue_frames:
+                self._too_slow()
+            return
+        queue = self._queue
+        if len(queue) >= self.services.settings.queue_frames:
+            self._too_slow()
+            return
+        queue.append(frame)
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    def control(self, event: Message) -> None:
+        kind = event["t"]
+        seat = self.seat
+        if kind == "_takeover":
+            if event.get("conn") != self.conn_id:
+                self.seat = None  # the new connection holds the member now
+                self.end(CloseCode.NORMAL, "resumed on another connection")
+        elif kind == "removed":
+            self.seat = None
+            self.end(CloseCode.REMOVED, "removed by a facilitator")
+        elif kind == "closed":
+            self.seat = None
+            self.end(CloseCode.ROOM_CLOSED, "the room was closed")
+        elif kind == "denied":
+            self.seat = None
+            self.reply({"t": "denied"})
+            self.end(CloseCode.FORBIDDEN, "not admitted")
+        elif kind == "_admit":
+            self._spawn(joining.admitted(self.services, self))
+        elif seat is not None and kind in {"muted", "unmuted"}:
+            self._set_mute(seat, kind == "muted", event.get("until"))
+
+    # --- the commands' view of this connection (context.Caller) --------------------------
+
+    def reply(self, message: Message) -> None:
+        self._queue.append(encode(message, self.encoding))
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    def end(self, code: CloseCode, reason: str = "") -> None:
+        if self._closing is None:
+            self._closing = (code, reason)
+            metrics.CLOSES.labels(code=str(int(code))).inc()
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    def hold(self) -> None:
+        self._held = []
+
+    def release(self, after_seq: int) -> None:
+        held, self._held = self._held or [], None
+        for frame, seq in held:
+            if seq == 0 or seq > after_seq:
+                self.send_frame(frame, seq)
+
+    # --- running ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the connection until it closes; always leaves the hub tidy."""
+        writer = asyncio.create_task(self._write())
+        try:
+            await self._read()
+        except Exception:
+            log.exception("session failed")
+            self.end(CloseCode.INTERNAL)
+        finally:
+            await self._depart()
+            if self._closing is not None and not writer.done():
+                try:
+                    async with asyncio.timeout(CLOSE_WAIT):
+                        await asyncio.shield(writer)
+                except TimeoutError:
+                    pass
+            writer.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+
+    async def _depart(self) -> None:
+        if self._mute_timer is not None:
+            self._mute_timer.cancel()
+        try:
+            await joining.went_away(self.services, self)
+        except BrokerUnavailable:
+            log.warning("could not record a departure: broker unavailable")
+
+    async def _read(self) -> None:
+        join_deadline = time.monotonic() + self.services.settings.join_timeout
+        receive = self.websocket.receive
+        while True:
+            if self.seat is None and self._closing is None:
+                remaining = join_deadline - time.monotonic()
+                try:
+                    async with asyncio.timeout(max(remaining, 0)):
+                        message = await receive()
+                except TimeoutError:
+                    self.reply(error(ErrorCode.NOT_JOINED, "No join arrived in time."))
+                    self.end(CloseCode.POLICY, "join timeout")
+                    join_deadline = float("inf")
+                    continue
+            else:
+                message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if self._closing is not None:
+                continue  # the close is on its way; what the client still sends is moot
+            frame = message.get("bytes")
+            await self._handle(frame if frame is not None else message.get("text", ""))
+
+    async def _handle(self, frame: Frame) -> None:
+        request_id: int | None = None
+        try:
+            wait = self._bucket.take(time.monotonic())
+            if wait:
+                self._rate_limited(wait)
+                return
+            msg = decode(frame, self.encoding, self.services.limits)
+            request_id = msg.id
+            await commands.dispatch(self.services, self, msg)
+        except ProtocolError as exc:
+            self._error(exc, exc.extra.pop("id", None))
+        except RequestError as exc:
+            self._error(exc, request_id)
+        except SessionEnded as exc:
+            if exc.error is not None:
+                self._error(exc.error, request_id)
+            self.end(exc.close_code, exc.reason)
+        except BrokerUnavailable:
+            self._error(
+                RequestError(
+                    ErrorCode.UNAVAILABLE, "The service is briefly unavailable; nothing was sent."
+                ),
+                request_id,
+            )
+
+    def _rate_limited(self, wait: float) -> None:
+        if self._bucket.strikes > self.services.settings.flood_strikes:
+            self.end(CloseCode.POLICY, "flooding")
+            return
+        self._error(
+            RequestError(
+                ErrorCode.RATE_LIMITED,
+                "You are sending too fast.",
+                retry_after=int(wait * 1000) + 1,
+            ),
+            None,
+        )
+
+    def _error(self, exc: RequestError, request_id: int | None) -> None:
+        extra: dict[str, Any] = dict(exc.extra)
+        extra.pop("id", None)
+        metrics.ERRORS.labels(code=str(exc.code)).inc()
+        self.reply(error(exc.code, exc.message, request_id, **extra))
+
+    async def _write(self) -> None:
+        loop = asyncio.get_running_loop()
+        queue = self._queue
+        send = self.websocket.send
+        binary = self.encoding is Encoding.MSGPACK
+        while True:
+            if not queue:
+                if self._closing is not None:
+                    break
+                self._wakeup = loop.create_future()
+                await self._wakeup
+                continue
+            frame = queue.popleft() if len(queue) == 1 else _drain(queue, self.encoding)
+            if binary:
+                await send({"type": "websocket.send", "bytes": frame})
+            else:
+                await send({"type": "websocket.send", "text": frame})
+        code, reason = self._closing
+        await self.websocket.close(int(code), reason)
+
+    def _too_slow(self) -> None:
+        self._queue.clear()
+        self._held = None
+        self.end(CloseCode.TOO_SLOW, "could not keep up with the room")
+
+    def _set_mute(self, seat: Seat, muted: bool, until: int | None) -> None:
+        seat.muted, seat.muted_until = muted, until if muted else None
+        if self._mute_timer is not None:
+            self._mute_timer.cancel()
+            self._mute_timer = None
+        if muted and until is not None:
+            delay = max(0.0, (until - now_ms()) / 1000)
+            self._mute_timer = asyncio.get_running_loop().call_later(
+                delay, lambda: self._spawn(self._mute_expired(seat, until))
+            )
+
+    async def _mute_expired(self, seat: Seat, until: int) -> None:
+        """A timed mute ran out: the connection holding the member tells the room."""
+        store = self.services.store
+        member = await store.get_member(seat.room.id, seat.pid)
+        if member is None or not member.muted or member.muted_until != until:
+            return
+        member.muted, member.muted_until = False, None
+        await store.save_member(seat.room.id, member)
+        await self.services.hub.publish(seat.room.id, {"t": "unmuted", "pid": seat.pid})
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.ensure_future(self._guarded(work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guarded(self, work: Any) -> None:
+        try:
+            await work
+        except (RequestError, SessionEnded, BrokerUnavailable) as exc:
+            log.warning("background step failed", extra={"error": type(exc).__name__})
+        except Exception:
+            log.exception("background step failed")
+            self.end(CloseCode.INTERNAL)
+
+
+def _drain(queue: deque[Frame], encoding: Encoding) -> Frame:
+    frames = list(queue)
+    queue.clear()
+    return batch(frames, encoding)

@@ -1,0 +1,251 @@
+"""Every operator knob with its default, and the only reader of ``os.environ`` (stdlib only).
+
+:data:`OPTIONS` is the single table of settings: the ``hearth serve`` command builds its flags
+from it, :meth:`Settings.from_env` reads the ``HEARTH_*`` twins from it, and the README's
+configuration table mirrors it (protocol §9).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """An invalid setting; the message names the option and is fit for one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class CrisisResources:
+    """What the help flare answers: operator-configured text and links (protocol §6)."""
+
+    text: str = ""
+    links: tuple[tuple[str, str], ...] = ()
+
+    def as_message_fields(self) -> dict[str, Any]:
+        return {"text": self.text, "links": [{"title": t, "url": u} for t, u in self.links]}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """One worker's configuration. Tests build it directly; operators use flags or env."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    redis_url: str | None = None
+    workers: int = 1
+    join_timeout: float = 10.0
+    operator_token: str | None = None
+    allowed_origins: tuple[str, ...] = ()  # empty: the server's own origin only
+    resume_grace: float = 120.0
+    room_idle: float = 3600.0
+    history_messages: int = 200
+    history_seconds: float = 1800.0
+    max_frame: int = 16_384
+    max_text: int = 2_000
+    rate: float = 5.0
+    burst: int = 10
+    allow_persistent_redis: bool = False
+    bus_key: bytes | None = field(default=None, repr=False)
+    bus_key_old: bytes | None = field(default=None, repr=False)
+    crisis_resources: CrisisResources = CrisisResources()
+    max_connections: int = 10_000
+    # Not in the contract's table, but every one is an operator's knob all the same.
+    queue_frames: int = 512  # outbound frames a member may lag behind before close 4008
+    flood_strikes: int = 20  # rate_limited answers in a row before close 1008
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    shutdown_timeout: float = 5.0
+    redis_prefix: str = "hearth"
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``HEARTH_*`` variables (and ``REDIS_URL``, ``PORT``), then overrides.
+
+        Raises:
+            SettingsError: a variable holds an invalid value; the message names it.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for option in OPTIONS:
+            raw = next((env[name] for name in option.env_names() if env.get(name)), None)
+            if raw is not None:
+                values[option.name] = option.parse(raw, option.env_names()[0])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values).checked()
+
+    def checked(self) -> Settings:
+        """Cross-field checks.
+
+        Raises:
+            SettingsError: the combination cannot work.
+        """
+        if self.workers > 1 and not self.redis_url:
+            raise SettingsError("--workers: more than 1 worker needs --redis-url (REDIS_URL)")
+        if self.burst < 1 or self.rate <= 0:
+            raise SettingsError("--rate/--burst: both must be positive")
+        if self.max_frame < 256 or self.max_text < 1:
+            raise SettingsError("--max-frame/--max-text: too small to carry a message")
+        return self
+
+    def with_port(self, port: int) -> Settings:
+        return replace(self, port=port)
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One row of the settings table."""
+
+    name: str
+    parse_value: Callable[[str], Any]
+    help: str
+    flag_only: bool = False  # a switch: ``--allow-persistent-redis`` takes no value
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def env_names(self) -> tuple[str, ...]:
+        own = "HEARTH_" + self.name.upper()
+        twins = {"redis_url": ("REDIS_URL",), "port": ("PORT",)}
+        return (own, *twins.get(self.name, ()))
+
+    def parse(self, raw: str, source: str) -> Any:
+        try:
+            return self.parse_value(raw)
+        except (ValueError, OSError) as exc:
+            raise SettingsError(f"{source}: {exc}") from None
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value < 65536:
+        raise ValueError("must be a port number (0-65535)")
+    return value
+
+
+def _seconds(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be a positive number of seconds")
+    return value
+
+
+def _positive(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _flag(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("must be true or false")
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if "://" not in origin:
+            raise ValueError(f"{origin!r} is not an origin such as https://chat.example.org")
+    return origins
+
+
+def _redis_url(raw: str) -> str:
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return raw
+
+
+def bus_key(raw: str) -> bytes:
+    """Parse a 32-byte key given as 64 hex characters or URL-safe base64."""
+    text = raw.strip()
+    try:
+        key = (
+            bytes.fromhex(text)
+            if len(text) == 64
+            else base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        )
+    except (ValueError, binascii.Error):
+        raise ValueError("must be 32 bytes as 64 hex characters or URL-safe base64") from None
+    if len(key) != 32:
+        raise ValueError("must be 32 bytes as 64 hex characters or URL-safe base64")
+    return key
+
+
+def crisis_resources(path: str) -> CrisisResources:
+    """Read the crisis-resources JSON file ``{"text": str, "links": [{"title","url"}]}``."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("text", ""), str):
+        raise ValueError(f"{path} must hold an object with a string 'text'")
+    links = data.get("links", [])
+    if not isinstance(links, list) or not all(
+        isinstance(link, dict)
+        and isinstance(link.get("title"), str)
+        and isinstance(link.get("url"), str)
+        for link in links
+    ):
+        raise ValueError(f"{path}: 'links' must be a list of {{'title', 'url'}} strings")
+    return CrisisResources(
+        text=data.get("text", ""), links=tuple((link["title"], link["url"]) for link in links)
+    )
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().lower()
+    if level not in {"debug", "info", "warning", "error"}:
+        raise ValueError("must be debug, info, warning or error")
+    return level
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", str, "address to listen on"),
+    Option("port", _port, "port to listen on ($PORT if set)"),
+    Option("redis_url", _redis_url, "Redis for multi-worker fan-out (none: embedded broker)"),
+    Option("workers", _positive_int, "worker processes on one port (more than 1 needs Redis)"),
+    Option("join_timeout", _seconds, "seconds a connection may stay without a join"),
+    Option("operator_token", str, "token required to create rooms (none: open)"),
+    Option("allowed_origins", _origins, "comma-separated origins for the Origin check"),
+    Option("resume_grace", _seconds, "seconds a disconnected member can resume"),
+    Option("room_idle", _seconds, "seconds an empty room lives"),
+    Option("history_messages", _positive_int, "messages of history kept per room"),
+    Option("history_seconds", _seconds, "seconds of history kept per room"),
+    Option("max_frame", _positive_int, "largest client frame in bytes (close 1009 beyond)"),
+    Option("max_text", _positive_int, "longest message text in characters"),
+    Option("rate", _positive, "messages per second per connection, sustained"),
+    Option("burst", _positive_int, "messages a connection may send at once"),
+    Option("allow_persistent_redis", _flag, "keep history in a Redis that writes to disk", True),
+    Option("bus_key", bus_key, "32-byte key that encrypts what Hearth puts in Redis"),
+    Option("bus_key_old", bus_key, "previous bus key, still accepted for reading"),
+    Option("crisis_resources", crisis_resources, "JSON file answered to the help flare"),
+    Option("max_connections", _positive_int, "WebSocket connections per worker"),
+    Option("queue_frames", _positive_int, "outbound frames a member may lag before 4008"),
+    Option("ping_interval", _seconds, "seconds between keep-alive pings"),
+    Option("ping_timeout", _seconds, "seconds to wait for a pong before closing"),
+    Option("shutdown_timeout", _seconds, "seconds to drain connections on SIGTERM"),
+    Option("redis_prefix", str, "prefix of every Redis key and channel Hearth uses"),
+    Option("log_level", _log_level, "debug, info, warning or error"),
+)
+
+assert {o.name for o in OPTIONS} <= {f.name for f in fields(Settings)}
