@@ -1,0 +1,243 @@
+"""The room page in a real Chromium against a real server: chatting, facilitation, safety."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.browser
+
+RULES = "Be kind.\nWhat is said here stays here."
+
+
+def test_two_participants_and_a_facilitator_chat(server, new_page, ui):
+    """Three people in three browser contexts see each other's messages, names and roles."""
+    room = server.create_room("Tuesday circle", RULES)
+    facilitator, alice, bob = new_page(), new_page(), new_page()
+
+    ui.join(facilitator, server.base_url + room["facilitator_url"], "Sam")
+    expect(facilitator).to_have_url(
+        server.base_url + room["join_url"]
+    )  # the key left the address bar
+    ui.join(alice, server.base_url + room["join_url"], "Alice")
+    ui.join(bob, server.base_url + room["join_url"])  # keeps the server's suggested name
+
+    expect(alice.locator("#people-count")).to_have_text("3")
+    expect(ui.member(alice, "Sam").locator(".badge")).to_have_text("Facilitator")
+    expect(alice.locator("#room-title")).to_have_text("Tuesday circle")
+
+    ui.say(alice, "Hello, everyone")
+    for page in (facilitator, alice, bob):
+        expect(ui.messages(page, "Hello, everyone")).to_have_count(1)
+    expect(ui.messages(alice, "Hello, everyone")).to_have_class(re.compile(r"\bown\b"))
+    expect(ui.messages(bob, "Hello, everyone")).not_to_have_class(re.compile(r"\bown\b"))
+    expect(ui.messages(bob, "Hello, everyone").locator(".msg-name")).to_have_text("Alice")
+
+    ui.say(facilitator, "Welcome, take your time")
+    expect(ui.messages(bob, "Welcome, take your time").locator(".badge")).to_have_text(
+        "Facilitator"
+    )
+
+    bob.fill("#composer-text", "I am typi")
+    bob.type("#composer-text", "ng")
+    expect(alice.locator("#typing")).to_contain_text("is typing")
+
+    # A private line from a participant to the facilitator reaches only the facilitator.
+    alice.select_option("#to", label="Sam (private)")
+    ui.say(alice, "Can I talk to you privately?")
+    expect(
+        facilitator.locator("li.whisper", has_text="Can I talk to you privately?")
+    ).to_have_count(1)
+    expect(alice.locator("li.whisper", has_text="Can I talk to you privately?")).to_have_count(1)
+    expect(bob.locator("#messages")).not_to_contain_text("Can I talk to you privately?")
+    # Bob can only whisper to facilitators: Alice is not among his private choices.
+    expect(bob.locator("#to option", has_text="Alice")).to_have_count(0)
+
+
+def test_facilitator_mutes_deletes_and_removes(server, new_page, ui):
+    """A facilitator's mute, delete and remove reach everyone in plain words."""
+    room = server.create_room("Facilitated", RULES)
+    facilitator, alice, bob = new_page(), new_page(), new_page()
+    ui.join(facilitator, server.base_url + room["facilitator_url"], "Sam")
+    ui.join(alice, server.base_url + room["join_url"], "Alice")
+    ui.join(bob, server.base_url + room["join_url"], "Bob")
+
+    # Mute Bob for 5 minutes.
+    ui.member(facilitator, "Bob").get_by_role("button", name="Actions for Bob").click()
+    facilitator.get_by_role("button", name="Mute for 5 minutes").click()
+    expect(bob.locator("#messages")).to_contain_text("You have been muted by a facilitator until")
+    expect(alice.locator("#messages")).to_contain_text("Bob has been muted")
+    expect(ui.member(alice, "Bob")).to_contain_text("muted until")
+    ui.say(bob, "Am I muted?")
+    expect(bob.locator("#composer-note")).to_contain_text("You're muted")
+    expect(alice.locator("#messages")).not_to_contain_text("Am I muted?")
+
+    # Unmute, then delete one of Alice's messages.
+    ui.member(facilitator, "Bob").get_by_role("button", name="Actions for Bob").click()
+    facilitator.get_by_role("button", name="Unmute").click()
+    expect(bob.locator("#messages")).to_contain_text("You can send messages again.")
+    ui.say(alice, "Something to delete")
+    expect(ui.messages(facilitator, "Something to delete")).to_have_count(1)
+    ui.messages(facilitator, "Something to delete").get_by_role(
+        "button", name="Delete message from Alice"
+    ).click()
+    facilitator.locator("#confirm-ok").click()
+    for page in (facilitator, alice, bob):
+        expect(ui.messages(page, "Something to delete")).to_have_count(0)
+        expect(page.locator("#messages li.deleted")).to_have_count(1)
+        expect(page.locator("#messages li.deleted")).to_have_text(
+            "This message was removed by a facilitator."
+        )
+
+    # Remove Bob, with a reason.
+    ui.member(facilitator, "Bob").get_by_role("button", name="Actions for Bob").click()
+    facilitator.get_by_role("button", name="Remove from the room…").click()
+    facilitator.fill("#confirm-reason", "Please take a break")
+    facilitator.locator("#confirm-ok").click()
+    expect(bob.locator("#ended")).to_be_visible()
+    expect(bob.locator("#ended-text")).to_contain_text(
+        "A facilitator has removed you from this room."
+    )
+    expect(bob.locator("#ended-text")).to_contain_text("Please take a break")
+    expect(bob.locator("#status")).to_have_attribute("data-state", "closed")
+    expect(alice.locator("#messages")).to_contain_text("Bob was asked to leave by a facilitator.")
+    expect(alice.locator("#people-count")).to_have_text("2")
+    bob.wait_for_timeout(1500)  # a removed person must not be reconnecting
+    expect(bob.locator("#status")).to_have_attribute("data-state", "closed")
+
+
+def test_markup_in_a_message_is_shown_as_text(server, new_page, ui):
+    """A message that looks like HTML is displayed literally and runs nothing."""
+    room = server.create_room("Safe rendering")
+    alice, bob = new_page(), new_page()
+    dialogs: list[str] = []
+    for page in (alice, bob):
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    ui.join(alice, server.base_url + room["join_url"], "Alice")
+    ui.join(bob, server.base_url + room["join_url"], "Bob")
+
+    payload = "<img src=x onerror=alert(1)>"
+    ui.say(alice, payload)
+    ui.say(alice, '<script>alert("x")</script><b>bold</b>')
+    expect(ui.messages(bob, payload)).to_have_count(1)
+    expect(bob.locator("#messages")).to_contain_text('<script>alert("x")</script><b>bold</b>')
+    bob.wait_for_timeout(500)
+    for page in (alice, bob):
+        assert page.locator("#messages img").count() == 0
+        assert page.locator("#messages script, #messages b").count() == 0
+    assert dialogs == []
+
+
+def test_quick_exit_leaves_no_way_back(server, new_page, ui):
+    """The quick-exit button replaces the room with a neutral page and Back does not return."""
+    room = server.create_room("Quick exit")
+    page = new_page()
+    page.context.route(
+        "https://www.bbc.co.uk/**",
+        lambda route: route.fulfill(
+            status=200, content_type="text/html", body="<title>Weather</title><p>Weather</p>"
+        ),
+    )
+    ui.join(page, server.base_url + room["join_url"], "Alice")
+    length_before = page.evaluate("history.length")
+
+    page.get_by_role("button", name=re.compile("Quick exit")).click()
+    page.wait_for_url("https://www.bbc.co.uk/weather")
+    assert page.evaluate("history.length") == length_before  # replaced, not added
+    assert page.evaluate("sessionStorage.length") == 0
+    page.go_back()
+    assert "/r/" not in page.url
+
+
+def test_quick_exit_keyboard_shortcuts(server, new_page, ui):
+    """Escape twice quickly, or Shift+Escape, leaves at once."""
+    room = server.create_room("Quick exit keys")
+    for keys in (["Escape", "Escape"], ["Shift+Escape"]):
+        page = new_page()
+        page.context.route(
+            "https://www.bbc.co.uk/**",
+            lambda route: route.fulfill(
+                status=200, content_type="text/html", body="<p>Weather</p>"
+            ),
+        )
+        ui.join(page, server.base_url + room["join_url"])
+        page.locator("#composer-text").focus()
+        for key in keys:
+            page.keyboard.press(key)
+        page.wait_for_url("https://www.bbc.co.uk/weather")
+
+
+def test_nothing_is_left_in_browser_storage(server, new_page, ui):
+    """After chatting: no localStorage, cookies or IndexedDB, and no message text stored."""
+    room = server.create_room("No trace", RULES)
+    facilitator, alice = new_page(), new_page()
+    ui.join(facilitator, server.base_url + room["facilitator_url"], "Sam")
+    ui.join(alice, server.base_url + room["join_url"], "Alice")
+    ui.say(alice, "a very private sentence")
+    expect(ui.messages(facilitator, "a very private sentence")).to_have_count(1)
+
+    for page in (facilitator, alice):
+        assert page.evaluate("localStorage.length") == 0
+        assert page.evaluate("document.cookie") == ""
+        assert page.evaluate("indexedDB.databases().then((dbs) => dbs.length)") == 0
+        stored = page.evaluate("JSON.stringify(Object.entries(sessionStorage))")
+        assert "a very private sentence" not in stored
+        assert page.context.cookies() == []
+    # The facilitator key survives a reload through sessionStorage only, never in the URL.
+    assert "#key=" not in facilitator.url
+    assert room["facilitator_key"] in facilitator.evaluate(
+        "JSON.stringify(Object.entries(sessionStorage))"
+    )
+    facilitator.reload()
+    expect(facilitator.locator("#status")).to_have_attribute("data-state", "open")
+    expect(facilitator.locator("#facilitator-panel")).to_be_visible()
+
+
+def test_help_flare_and_report_reach_the_facilitator(server, new_page, ui):
+    """The help button shows resources and alerts the facilitator; reports reach the inbox."""
+    room = server.create_room("Help")
+    facilitator, alice = new_page(), new_page()
+    ui.join(facilitator, server.base_url + room["facilitator_url"], "Sam")
+    ui.join(alice, server.base_url + room["join_url"], "Alice")
+
+    alice.get_by_role("button", name="I need help").click()
+    expect(alice.locator("#resources-dialog")).to_be_visible()
+    expect(facilitator.locator("#alerts")).to_contain_text("Alice asked for help")
+    alice.locator("#resources-dialog").get_by_role("button", name="Close").click()
+
+    ui.say(facilitator, "Report me")
+    ui.messages(alice, "Report me").get_by_role("button", name="Report message from Sam").click()
+    alice.fill("#report-reason", "testing reports")
+    alice.locator("#report-dialog").get_by_role("button", name="Send report").click()
+    expect(alice.locator("#messages")).to_contain_text("The facilitators have been told")
+    expect(facilitator.locator("#reports-list")).to_contain_text("testing reports")
+
+
+@pytest.mark.parametrize(("label", "size"), [("phone", (375, 740)), ("desktop", (1280, 800))])
+def test_room_screenshots(server, new_page, ui, screenshots, label, size):
+    """Screenshots of a lively room at phone and desktop width, in light and dark themes."""
+    room = server.create_room("Tuesday evening circle", RULES)
+    width, height = size
+    facilitator = new_page(viewport={"width": 1280, "height": 800})
+    ui.join(facilitator, server.base_url + room["facilitator_url"], "Sam")
+    others = []
+    for name in ("Gentle Otter", "مریم"):
+        other = new_page()
+        ui.join(other, server.base_url + room["join_url"], name)
+        others.append(other)
+    for scheme in ("light", "dark"):
+        page = new_page(viewport={"width": width, "height": height}, color_scheme=scheme)
+        ui.join(page, server.base_url + room["join_url"])
+        ui.say(facilitator, f"Welcome, everyone ({scheme}). Take your time; listening is fine too.")
+        ui.say(others[0], "Hi all, first time here. " + "Supercalifragilistic" * 3)
+        ui.say(others[1], "سلام به همه")
+        ui.say(page, "Glad to be here.")
+        expect(ui.messages(page, "Glad to be here.")).to_have_count(1)
+        page.screenshot(path=str(screenshots / f"room-{label}-{scheme}.png"))
+        facilitator.set_viewport_size({"width": width, "height": height})
+        facilitator.emulate_media(color_scheme=scheme)
+        facilitator.screenshot(path=str(screenshots / f"room-facilitator-{label}-{scheme}.png"))
+        # Nothing wider than the viewport: readable without sideways scrolling.
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
