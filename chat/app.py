@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from chat import joining, metrics
-from chat.broker.memory import MemoryBroker
+from chat.backends import build_backends
 from chat.context import Services, now_ms
 from chat.hub import Hub
 from chat.identity import hash_secret, new_room_id, new_salt, new_secret
@@ -30,7 +30,6 @@ from chat.rooms import RoomRequestError, parse_room_request
 from chat.session import Session
 from chat.settings import Settings
 from chat.state.base import RoomRecord
-from chat.state.memory import MemoryRoomStore
 
 log = logging.getLogger("hearth.app")
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -111,8 +110,7 @@ def create_app(settings: Settings) -> Starlette:
 
 
 async def _build_services(settings: Settings) -> Services:
-    broker = MemoryBroker()
-    store = MemoryRoomStore(settings.history_messages, settings.history_seconds)
+    broker, store = await build_backends(settings)
     hub = Hub(broker)
     await hub.start()
     limits = Limits(max_frame=settings.max_frame, max_text=settings.max_text)
