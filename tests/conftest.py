@@ -1,0 +1,115 @@
+"""Fixtures: a real uvicorn server on a free port, running ``create_app(Settings(...))``."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import uvicorn
+
+from chat.app import create_app
+from chat.settings import Settings
+from tests.client import JSON, MSGPACK, Client, create_room
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A running server: its HTTP and WebSocket bases, and ways to talk to it."""
+
+    settings: Settings
+    uvicorn: uvicorn.Server
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.settings.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.settings.port}"
+
+    async def room(self, **body: Any) -> dict[str, Any]:
+        return await create_room(self.http, **body)
+
+    async def client(self, encoding: str | None = MSGPACK, **kwargs: Any) -> Client:
+        return await Client.open(self.ws, encoding, **kwargs)
+
+
+def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
+    """The same limits ``hearth serve`` passes (style §1)."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ws="websockets-sansio",
+        ws_max_size=settings.max_frame,
+        ws_per_message_deflate=False,
+        ws_ping_interval=settings.ping_interval,
+        ws_ping_timeout=settings.ping_timeout,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
+        access_log=False,
+        log_config=None,
+        lifespan="on",
+    )
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Server]:
+    """Start a real server for ``settings`` and stop it afterwards."""
+    server = uvicorn.Server(uvicorn_config(create_app(settings), settings))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    async with asyncio.timeout(10):
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+    try:
+        yield Server(settings, server)
+    finally:
+        server.should_exit = True
+        async with asyncio.timeout(15):
+            await task
+
+
+ServerFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def start_server() -> AsyncIterator[Callable[..., Any]]:
+    """Start servers with setting overrides: ``await start_server(rate=100)``."""
+    stack: list[Any] = []
+
+    async def start(**overrides: Any) -> Server:
+        values: dict[str, Any] = {"port": free_port(), "rate": 200.0, "burst": 200}
+        values.update(overrides)
+        context = running(Settings(**values))
+        stack.append(context)
+        return await context.__aenter__()
+
+    yield start
+    for context in reversed(stack):
+        await context.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def server(start_server: Callable[..., Any]) -> Server:
+    """A server with default settings (but generous rate limits)."""
+    result: Server = await start_server()
+    return result
+
+
+@pytest.fixture(params=[MSGPACK, JSON])
+def encoding(request: pytest.FixtureRequest) -> str:
+    """Run a test once per encoding."""
+    return str(request.param)
