@@ -17,6 +17,8 @@ const BACKOFF_BASE_MS = 500;
 const BACKOFF_MAX_MS = 10000;
 const CONNECT_TIMEOUT_MS = 10000;
 const RETRYABLE_JOIN_ERRORS = new Set(["unavailable", "rate_limited"]);
+// §4: these three leave the connection open for another join.
+const RECOVERABLE_JOIN_ERRORS = new Set(["name_taken", "bad_name", "rules_not_accepted"]);
 
 function socketUrl() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
@@ -73,8 +75,16 @@ export class Connection extends EventTarget {
     this.send({ t: "leave" });
   }
 
+  /** Stop everything at once (quick exit): no more events, no reconnecting. */
+  abandon() {
+    clearTimeout(this.timer);
+    this.state = "closed";
+    this.ws = null;
+  }
+
   open() {
     clearTimeout(this.timer);
+    if (this.state === "closed") return;
     this.setState(this.joined ? "reconnecting" : "connecting", { attempt: this.attempt });
     let ws;
     try {
@@ -92,6 +102,7 @@ export class Connection extends EventTarget {
       this.sendJoin();
     });
     ws.addEventListener("message", (event) => {
+      if (this.ws !== ws) return;
       for (const msg of decodeFrame(event.data)) this.handle(msg);
     });
     ws.addEventListener("close", (event) => {
@@ -147,6 +158,12 @@ export class Connection extends EventTarget {
     }
     if (RETRYABLE_JOIN_ERRORS.has(msg.code)) {
       this.drop();
+      return;
+    }
+    if (!RECOVERABLE_JOIN_ERRORS.has(msg.code)) {
+      // not_found, room_locked, banned, forbidden: the server closes next, and the close code
+      // decides what the page says (closePolicy).
+      this.dispatchEvent(new CustomEvent("message", { detail: msg }));
       return;
     }
     this.setState("idle");

@@ -92,10 +92,11 @@ export class MessageList {
         on: { click: () => this.hooks.onDelete(msg) },
       }));
     }
+    if (actions.childElementCount) head.append(actions);
     const item = el("li", {
       class: classes.join(" "),
       attrs: { "data-mid": msg.mid, "data-seq": msg.seq },
-    }, [head, body, actions.childElementCount ? actions : null]);
+    }, [head, body]);
     this.byMid.set(msg.mid, { msg, item });
     this.append(item, own);
   }

@@ -234,6 +234,10 @@ const handlers = {
     state.pending.delete(msg.id);
     if (request?.text && !$("composer-text").value) $("composer-text").value = request.text;
     if (msg.code === "bad_resume") return;
+    if (!state.you && msg.code === "forbidden" && loadRoom(roomId).key) {
+      state.terminalReason = "This facilitator link isn't valid for this room. Ask for a new one, " +
+        "or join with the participants' link.";
+    }
     const text = errorText(msg);
     $("composer-note").textContent = text;
     announce(text);
@@ -318,7 +322,7 @@ function askForHelp() {
 
 async function main() {
   installQuickExit($("exit-btn"));
-  onQuickExit(() => conn.leave());
+  onQuickExit(() => { conn.leave(); conn.abandon(); });
   if (!roomId) {
     ended("This link doesn't point to a room. Ask the person who invited you for the link again.");
     return;

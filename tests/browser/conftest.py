@@ -327,6 +327,12 @@ class Ui:
         expect(page.locator("#composer-text")).to_have_value("")
 
     @staticmethod
+    def try_say(page: Page, text: str) -> None:
+        """Send a message that the server will refuse (the text comes back to the composer)."""
+        page.fill("#composer-text", text)
+        page.press("#composer-text", "Enter")
+
+    @staticmethod
     def messages(page: Page, text: str) -> Locator:
         """Room messages whose text is exactly ``text``."""
         exact = re.compile(f"^{re.escape(text)}$")

@@ -70,7 +70,7 @@ def test_facilitator_mutes_deletes_and_removes(server, new_page, ui):
     expect(bob.locator("#messages")).to_contain_text("You have been muted by a facilitator until")
     expect(alice.locator("#messages")).to_contain_text("Bob has been muted")
     expect(ui.member(alice, "Bob")).to_contain_text("muted until")
-    ui.say(bob, "Am I muted?")
+    ui.try_say(bob, "Am I muted?")
     expect(bob.locator("#composer-note")).to_contain_text("You're muted")
     expect(alice.locator("#messages")).not_to_contain_text("Am I muted?")
 
@@ -241,3 +241,100 @@ def test_room_screenshots(server, new_page, ui, screenshots, label, size):
         facilitator.screenshot(path=str(screenshots / f"room-facilitator-{label}-{scheme}.png"))
         # Nothing wider than the viewport: readable without sideways scrolling.
         assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+
+def test_facilitator_room_controls(server, new_page, ui):
+    """Announce, slow mode, lock and close reach the participants in plain words."""
+    room = server.create_room("Controls")
+    facilitator, alice = new_page(), new_page()
+    ui.join(facilitator, server.base_url + room["facilitator_url"], "Sam")
+    ui.join(alice, server.base_url + room["join_url"], "Alice")
+
+    facilitator.select_option("#to", label="Everyone, as an announcement")
+    ui.say(facilitator, "We start in two minutes")
+    expect(ui.messages(alice, "We start in two minutes")).to_have_class(re.compile(r"\bannounce\b"))
+
+    facilitator.select_option("#slow-select", "10")
+    expect(alice.locator("#messages")).to_contain_text("Slow mode is on: one message every 10")
+    ui.say(alice, "first")
+    expect(ui.messages(alice, "first")).to_have_count(1)
+    ui.try_say(alice, "second, too soon")
+    expect(alice.locator("#composer-note")).to_contain_text("Slow mode is on")
+    expect(alice.locator("#composer-text")).to_have_value("second, too soon")  # not lost
+    facilitator.select_option("#slow-select", "0")
+    expect(alice.locator("#messages")).to_contain_text("Slow mode is off.")
+
+    facilitator.get_by_role("button", name="Lock the room").click()
+    expect(alice.locator("#messages")).to_contain_text("The room is now locked")
+    latecomer = new_page()
+    latecomer.goto(server.base_url + room["join_url"])
+    latecomer.click("#join-btn")
+    expect(latecomer.locator("#ended-text")).to_contain_text("This room is locked right now")
+    facilitator.get_by_role("button", name="Unlock the room").click()
+    expect(alice.locator("#messages")).to_contain_text("The room is open to new people again.")
+
+    facilitator.get_by_role("button", name="Close the session…").click()
+    facilitator.locator("#confirm-ok").click()
+    for page in (alice, facilitator):
+        expect(page.locator("#ended-text")).to_contain_text(
+            "The facilitator has closed this session"
+        )
+        expect(page.locator("#status")).to_have_attribute("data-state", "closed")
+
+
+def test_knock_room_admits_and_declines(server, new_page, ui):
+    """In a knock room a participant waits until a facilitator lets them in or declines."""
+    room = server.create_room("Knock", admission="knock")
+    facilitator = new_page()
+    ui.join(facilitator, server.base_url + room["facilitator_url"], "Sam")
+
+    alice = new_page()
+    alice.goto(server.base_url + room["join_url"])
+    alice.fill("#name", "Alice")
+    alice.click("#join-btn")
+    expect(alice.locator("#waiting-view")).to_be_visible()
+    expect(facilitator.locator("#waiting-list")).to_contain_text("Alice")
+    facilitator.get_by_role("button", name="Let Alice in").click()
+    expect(alice.locator("#chat-view")).to_be_visible()
+    expect(alice.locator("#status")).to_have_attribute("data-state", "open")
+    expect(facilitator.locator("#waiting-list")).to_contain_text("No one is waiting.")
+
+    bob = new_page()
+    bob.goto(server.base_url + room["join_url"])
+    bob.fill("#name", "Bob")
+    bob.click("#join-btn")
+    expect(facilitator.locator("#waiting-list")).to_contain_text("Bob")
+    facilitator.get_by_role("button", name="Decline Bob").click()
+    expect(bob.locator("#ended-text")).to_contain_text("wasn't able to let you in")
+
+
+def test_keyboard_path_and_live_region(server, new_page, ui):
+    """The room works from the keyboard and new messages are spoken by the live region."""
+    room = server.create_room("Keyboard", RULES)
+    alice, bob = new_page(), new_page()
+    ui.join(bob, server.base_url + room["join_url"], "Bob")
+
+    alice.goto(server.base_url + room["join_url"])
+    expect(alice.locator("#name")).to_be_focused()
+    alice.keyboard.type("Alice")
+    alice.keyboard.press("Tab")
+    expect(alice.locator("#agree")).to_be_focused()
+    alice.keyboard.press("Space")
+    alice.keyboard.press("Tab")
+    expect(alice.locator("#join-btn")).to_be_focused()
+    alice.keyboard.press("Enter")
+    expect(alice.locator("#composer-text")).to_be_focused()
+    alice.keyboard.type("typed with the keyboard")
+    alice.keyboard.press("Enter")
+    expect(ui.messages(bob, "typed with the keyboard")).to_have_count(1)
+    expect(bob.locator("#announcer")).to_contain_text("Alice: typed with the keyboard")
+    assert bob.locator("#announcer").get_attribute("aria-live") == "polite"
+    # Every form control in the room has an accessible name.
+    unnamed = bob.evaluate(
+        """[...document.querySelectorAll('button, input, select, textarea')]
+             .filter((n) => n.offsetParent !== null)
+             .filter((n) => !(n.labels?.length || n.getAttribute('aria-label')
+                              || n.textContent.trim()))
+             .map((n) => n.id || n.outerHTML)"""
+    )
+    assert unnamed == []
