@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import signal
 import time
@@ -24,13 +25,18 @@ from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 _CHANNEL = "benchroom:"
+
+
+def _pack(obj: Any) -> bytes:
+    data: bytes = msgpack.packb(obj)
+    return data
 
 
 class LocalRelay:
@@ -67,12 +73,16 @@ class RedisRelay(LocalRelay):
         self.redis = aioredis.from_url(url)
         self.pubsub = self.redis.pubsub()
         self.reader: asyncio.Task[None] | None = None
+        self.writer: asyncio.Task[None] | None = None
+        self.outbox: list[tuple[str, bytes]] = []
+        self.wakeup = asyncio.Event()
 
     async def start(self) -> None:
         # redis-py's listen() returns as soon as nothing is subscribed, so hold one
         # subscription for the process's lifetime.
         await self.pubsub.subscribe(_CHANNEL + "-")
         self.reader = asyncio.create_task(self._read())
+        self.writer = asyncio.create_task(self._write())
 
     async def _read(self) -> None:
         async for item in self.pubsub.listen():
@@ -94,7 +104,20 @@ class RedisRelay(LocalRelay):
             await self.pubsub.unsubscribe(_CHANNEL + room)
 
     async def publish(self, room: str, data: bytes) -> None:
-        await self.redis.publish(_CHANNEL + room, data)
+        # One writer pipelines whatever accumulated: a publish per handler would need a
+        # pooled connection each, and redis-py's pool refuses past its limit under load.
+        self.outbox.append((_CHANNEL + room, data))
+        self.wakeup.set()
+
+    async def _write(self) -> None:
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            batch, self.outbox = self.outbox, []
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for channel, data in batch:
+                    pipe.publish(channel, data)
+                await pipe.execute()
 
 
 class Baseline:
@@ -127,14 +150,12 @@ class Baseline:
 
     def _welcome(self, room: str, pid: str, name: str) -> bytes:
         me = {"pid": pid, "name": name, "role": "participant"}
-        return msgpack.packb(
-            {"t": "welcome", "room": {"id": room}, "you": me, "members": [me], "seq": 0}
-        )
+        return _pack({"t": "welcome", "room": {"id": room}, "you": me, "members": [me], "seq": 0})
 
     def _msg(self, room: str, pid: str, name: str, text: Any) -> bytes:
         seq = self.seqs.get(room, 0) + 1
         self.seqs[room] = seq
-        return msgpack.packb(
+        return _pack(
             {
                 "t": "msg",
                 "mid": f"{pid}.{seq}",
@@ -167,13 +188,15 @@ async def serve_forever(host: str, port: int, redis_url: str | None) -> None:
     # Frame limit as Hearth's default (protocol §9); compression is not offered by the
     # generator, so the library default does not matter.
     async with serve(
-        app.handle, host, port, subprotocols=list(protocols), process_request=_http,
+        app.handle,
+        host,
+        port,
+        subprotocols=list(protocols),
+        process_request=_http,
         max_size=16384,
     ):
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await stop
-        except asyncio.CancelledError:
-            pass
 
 
 def main() -> None:

@@ -17,9 +17,11 @@ import time
 from array import array
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
+from websockets.exceptions import WebSocketException
 
 from bench import procstat
 from bench.spec import GenSpec, Phase
@@ -41,7 +43,7 @@ def _percentile(sorted_ns: list[int], q: float) -> float:
     """Nearest-rank percentile, in milliseconds."""
     if not sorted_ns:
         return float("nan")
-    rank = max(0, min(len(sorted_ns) - 1, int(round(q / 100.0 * len(sorted_ns) + 0.5)) - 1))
+    rank = max(0, min(len(sorted_ns) - 1, round(q / 100.0 * len(sorted_ns) + 0.5) - 1))
     return sorted_ns[rank] / 1e6
 
 
@@ -63,6 +65,8 @@ class PhaseResult:
     p99_ms: float = 0.0
     max_ms: float = 0.0
     server_cpu_pct: float = 0.0
+    redis_cpu_pct: float = 0.0
+    other_cpu_pct: float = 0.0  # everything else on the machine: a shared box drifts
     gen_cpu_pct: float = 0.0
     gen_saturated: bool = False
     server_peak_rss: int = 0
@@ -74,20 +78,20 @@ class PhaseResult:
 class Recorder:
     """Per-message bookkeeping, indexed by the generator-wide message number."""
 
-    expected: array = field(default_factory=lambda: array("i"))
-    received: array = field(default_factory=lambda: array("i"))
-    window: array = field(default_factory=lambda: array("i"))  # phase index, -1 outside
+    expected: array[int] = field(default_factory=lambda: array("i"))
+    received: array[int] = field(default_factory=lambda: array("i"))
+    window: array[int] = field(default_factory=lambda: array("i"))  # phase index, -1 outside
     latencies: list[list[int]] = field(default_factory=list)
     window_received: list[int] = field(default_factory=list)
     window_expected: list[int] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     welcomed: int = 0
 
-    def on_frame(self, conn: Connection, data: bytes) -> None:
+    def on_frame(self, conn: Connection, data: bytes | bytearray | memoryview) -> None:
         """Decode one server frame (a map, or an array of maps when batched: protocol §2)."""
         try:
             obj = msgpack.unpackb(data)
-        except Exception:
+        except (ValueError, msgpack.UnpackException):
             self.errors["undecodable_frame"] += 1
             return
         if isinstance(obj, list):
@@ -121,9 +125,17 @@ class Recorder:
             self.welcomed += 1
         elif t == "error":
             self.errors[f"error:{m.get('code')}"] += 1
+            waiter = _welcome_waiters.pop(conn.index, None)
+            if waiter is not None and not waiter.done():
+                # An error before the welcome answers the join: fail now, not at the timeout.
+                waiter.set_exception(JoinRefused(str(m.get("code"))))
 
 
 _welcome_waiters: dict[int, asyncio.Future[None]] = {}
+
+
+class JoinRefused(RuntimeError):
+    """The server answered a join with an error (its code is the message)."""
 
 
 class Generator:
@@ -157,9 +169,10 @@ class Generator:
             # every message has recipients on both and so crosses the broker.
             url = spec.urls[member % len(spec.urls)]
             host, port = url.split("//")[1].split("/")[0].split(":")
+            conn: Connection | None = None
             async with sem:
                 try:
-                    _, conn = await asyncio.wait_for(
+                    _, opened = await asyncio.wait_for(
                         loop.create_connection(
                             lambda: Connection(url, spec.subprotocol, self.rec.on_frame, i),
                             host,
@@ -167,14 +180,17 @@ class Generator:
                         ),
                         spec.join_timeout_s,
                     )
-                    await asyncio.wait_for(conn.opened, spec.join_timeout_s)
+                    conn = opened
+                    await asyncio.wait_for(opened.opened, spec.join_timeout_s)
                     waiter = loop.create_future()
                     _welcome_waiters[i] = waiter
-                    conn.send(self.packer.pack({"t": "join", "room": spec.rooms[room]}))
+                    opened.send(self.packer.pack({"t": "join", "room": spec.rooms[room]}))
                     await asyncio.wait_for(waiter, spec.join_timeout_s)
-                    return conn
-                except Exception as exc:  # counted and reported, never fatal
+                    return opened
+                except (OSError, TimeoutError, WebSocketException, JoinRefused) as exc:
                     self.connect_errors[type(exc).__name__ + (f": {exc}"[:80])] += 1
+                    if conn is not None:
+                        conn.abort()
                     return None
 
         t0 = time.monotonic()
@@ -241,17 +257,23 @@ class Generator:
         first = len(rec.expected)
         watch = self._watch()
         srv0 = procstat.sample(watch, time.monotonic())
+        red0 = procstat.sample(self.spec.redis_pids, time.monotonic())
         gen0 = (_own_cpu_s(), time.monotonic())
+        busy0 = procstat.system_busy_s()
         sent = await self._send_for(phase.rate, phase.measure_s, ph, sizes)
         srv1 = procstat.sample(watch, time.monotonic())
+        red1 = procstat.sample(self.spec.redis_pids, time.monotonic())
         gen1 = (_own_cpu_s(), time.monotonic())
+        busy1 = procstat.system_busy_s()
         rec.window_expected[ph] = sum(rec.expected[first : first + sent])
         await self._drain(ph, self.spec.drain_s)
         res = PhaseResult(rate=phase.rate, measure_s=phase.measure_s, sent=sent)
         res.expected = rec.window_expected[ph]
         received = rec.received[first : first + sent]
         res.received = sum(min(r, e) for r, e in zip(received, rec.expected[first:], strict=False))
-        res.duplicates = sum(max(0, r - e) for r, e in zip(received, rec.expected[first:], strict=False))
+        res.duplicates = sum(
+            max(0, r - e) for r, e in zip(received, rec.expected[first:], strict=False)
+        )
         res.lost = res.expected - res.received
         res.send_rate = sent / phase.measure_s
         res.deliveries_per_s = res.received / phase.measure_s
@@ -260,8 +282,11 @@ class Generator:
         res.p50_ms, res.p95_ms, res.p99_ms = (_percentile(lat, q) for q in (50, 95, 99))
         res.max_ms = lat[-1] / 1e6 if lat else float("nan")
         res.server_cpu_pct = procstat.cpu_percent(srv0, srv1)
+        res.redis_cpu_pct = procstat.cpu_percent(red0, red1)
         res.gen_cpu_pct = 100.0 * (gen1[0] - gen0[0]) / (gen1[1] - gen0[1])
         res.gen_saturated = res.gen_cpu_pct >= _SATURATED_PCT
+        ours = res.server_cpu_pct + res.redis_cpu_pct + res.gen_cpu_pct
+        res.other_cpu_pct = max(0.0, 100.0 * (busy1 - busy0) / (gen1[1] - gen0[1]) - ours)
         res.server_peak_rss = procstat.peak_rss_bytes(watch)
         res.server_rss = procstat.rss_bytes(watch)
         limit = self.spec.fail_p99_ms
@@ -327,7 +352,7 @@ async def run(spec: GenSpec) -> dict[str, Any]:
 
 
 def main() -> None:
-    spec = GenSpec.from_json(open(sys.argv[1]).read())
+    spec = GenSpec.from_json(Path(sys.argv[1]).read_text())
     try:
         import uvloop
     except ImportError:

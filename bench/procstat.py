@@ -71,6 +71,14 @@ def peak_rss_bytes(pids: list[int]) -> int:
     return sum(_status_kib(p, "VmHWM:") for p in pids) * 1024
 
 
+def system_busy_s() -> float:
+    """CPU seconds spent busy by the whole machine since boot (all cores, from /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / _TICKS
+
+
 def sample(pids: list[int], wall_s: float) -> Sample:
     """CPU seconds of the processes, stamped with the caller's monotonic wall clock."""
     return Sample(sum(cpu_seconds(p) for p in pids), wall_s)

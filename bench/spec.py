@@ -27,7 +27,8 @@ class GenSpec:
     mode: str = "load"  # "load" or "idle"
     drain_s: float = 3.0
     idle_hold_s: float = 3.0
-    watch_pids: list[int] = field(default_factory=list)
+    watch_pids: list[int] = field(default_factory=list)  # server processes
+    redis_pids: list[int] = field(default_factory=list)  # measured separately
     subprotocol: str = "hearth.v1.msgpack"
     connect_concurrency: int = 100
     join_timeout_s: float = 30.0

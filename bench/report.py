@@ -1,0 +1,251 @@
+"""The printed table and the JSON metadata.
+
+Absolute figures on a shared 2-core machine drift from run to run, so every Hearth
+figure is printed next to its ratio to the baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import subprocess
+import time
+from typing import Any
+
+from websockets.version import version as websockets_version
+
+from bench.topology import ROOT
+
+MIB = 2**20
+_OTHER_NOTE_PCT = 15.0
+
+
+def meta(stamp: str, profile: str, pinning: str, hearth_settings: list[str]) -> dict[str, Any]:
+    """What a reader needs to judge the numbers: when, where, which code, which settings."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    return {
+        "timestamp": stamp,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "profile": profile,
+        "commit": commit,
+        "python": platform.python_version(),
+        "websockets": websockets_version,
+        "event_loop": loop,
+        "cpus": os.cpu_count(),
+        "pinning": pinning,
+        "hearth_settings": " ".join(hearth_settings),
+    }
+
+
+def _fmt(v: float | None, digits: int = 1) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:,.{digits}f}" if digits else f"{v:,.0f}"
+
+
+def _ratio(v: float | None, base: float | None) -> str:
+    if v is None or base is None or base == 0 or math.isnan(v) or math.isnan(base):
+        return ""
+    return f" ({v / base:.2f}x)"
+
+
+def _cell(
+    row: dict[str, Any],
+    base: dict[str, Any] | None,
+    key: str,
+    digits: int = 1,
+    scale: float = 1.0,
+) -> str:
+    v = row.get(key)
+    if v is None:
+        return "-"
+    b = base.get(key) if base else None
+    return _fmt(v / scale, digits) + (_ratio(v, b) if row is not base else "")
+
+
+def _phase_summary(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The figures shown for a row: its only phase, or capacity's highest passing step."""
+    res = row.get("result")
+    if row.get("status") != "ok" or not res:
+        return None
+    phases: list[dict[str, Any]] = res.get("phases") or []
+    if row["kind"] == "load":
+        return phases[0] if phases else None
+    if row["kind"] == "idle":
+        return dict(res)
+    passing = [p for p in phases if p["passed"]]
+    best = dict(passing[-1]) if passing else {}
+    failing = next((p for p in phases if not p["passed"]), None)
+    best["stopped_by"] = _why(failing)
+    best["gen_cpu_at_stop"] = (failing or (phases[-1] if phases else {})).get("gen_cpu_pct")
+    return best
+
+
+def _why(phase: dict[str, Any] | None) -> str:
+    if phase is None:
+        return "highest step passed"
+    parts = [f"at {phase['rate']:g} msg/s:"]
+    if phase["lost"]:
+        parts.append(f"lost {phase['lost']:,}")
+    parts.append(f"p99 {_fmt(phase['p99_ms'])} ms")
+    if phase["gen_saturated"]:
+        parts.append("(generator saturated)")
+    return " ".join(parts)
+
+
+def one_line(row: dict[str, Any]) -> str:
+    """Progress line for stderr."""
+    head = f"{row['topology']} / {row['workload']} / {row['target']}: {row['status']}"
+    if row["status"] != "ok":
+        return f"{head} ({row.get('reason', '')[:300]})"
+    s = _phase_summary(row) or {}
+    if row["kind"] == "idle":
+        return f"{head}, {s.get('still_open')} open, {s.get('rss_per_conn', 0) / 1024:.1f} KiB/conn"
+    return (
+        f"{head}, {s.get('deliveries_per_s', 0):,.0f} deliveries/s, "
+        f"p99 {_fmt(s.get('p99_ms'))} ms, lost {s.get('lost')}"
+    )
+
+
+_LOAD_COLS = [  # (header, key, digits, scale)
+    ("deliv/s", "deliveries_per_s", 0, 1.0),
+    ("p50 ms", "p50_ms", 1, 1.0),
+    ("p95 ms", "p95_ms", 1, 1.0),
+    ("p99 ms", "p99_ms", 1, 1.0),
+    ("max ms", "max_ms", 1, 1.0),
+    ("lost", "lost", 0, 1.0),
+    ("srv CPU%", "server_cpu_pct", 0, 1.0),
+    ("redis CPU%", "redis_cpu_pct", 0, 1.0),
+    ("peak RSS MiB", "server_peak_rss", 1, MIB),
+    ("gen CPU%", "gen_cpu_pct", 0, 1.0),
+]
+_CAP_COLS = [("max msg/s", "rate", 0, 1.0), _LOAD_COLS[0], _LOAD_COLS[3], *_LOAD_COLS[6:8]]
+_IDLE_COLS = [
+    ("open", "still_open", 0, 1.0),
+    ("RSS before MiB", "rss_before", 1, MIB),
+    ("RSS after MiB", "rss_after", 1, MIB),
+    ("KiB/conn", "rss_per_conn", 2, 1024.0),
+]
+
+
+def _grid(headers: list[str], lines: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in lines)) for i, h in enumerate(headers)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    out.append("  ".join("-" * w for w in widths))
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in lines]
+    return "\n".join(out)
+
+
+def _section(kind: str, rows: list[dict[str, Any]]) -> str:
+    cols = {"load": _LOAD_COLS, "capacity": _CAP_COLS, "idle": _IDLE_COLS}[kind]
+    if kind != "idle" and all(r["topology"] == "single" for r in rows):
+        cols = [c for c in cols if c[1] != "redis_cpu_pct"]
+    headers = ["workload", "target"] + [c[0] for c in cols]
+    if kind == "capacity":
+        headers += ["stopped by", "gen CPU% there"]
+    lines: list[list[str]] = []
+    base: dict[str, Any] | None = None
+    for row in rows:
+        s = _phase_summary(row)
+        if row["target"] == "baseline":
+            base = s
+        line = [row["workload"], row["target"]]
+        if s is None:
+            line += [row["status"]] + [""] * (len(headers) - 3)
+        else:
+            line += [
+                _cell(s, base if row["target"] != "baseline" else s, k, d, sc)
+                for _, k, d, sc in cols
+            ]
+            if kind == "capacity":
+                line += [s.get("stopped_by", ""), _fmt(s.get("gen_cpu_at_stop"), 0)]
+        lines.append(line)
+    return _grid(headers, lines)
+
+
+def _notes(rows: list[dict[str, Any]]) -> list[str]:
+    notes: list[str] = []
+    for row in rows:
+        name = f"{row['topology']}/{row['workload']}/{row['target']}"
+        if row["status"] != "ok":
+            notes.append(f"{name}: {row['status']}: {row.get('reason', '')[:400]}")
+            continue
+        res = row["result"]
+        for key in ("errors", "connect_errors", "early_closes"):
+            if res.get(key):
+                notes.append(f"{name}: {key.replace('_', ' ')}: {res[key]}")
+        if res.get("connected", 0) < res.get("members", 0):
+            notes.append(f"{name}: only {res['connected']}/{res['members']} members joined")
+        for p in res.get("phases", []):
+            if p["gen_saturated"]:
+                notes.append(
+                    f"{name}: generator saturated its core ({p['gen_cpu_pct']:.0f}%) "
+                    f"at {p['rate']:g} msg/s: figures there are bounded by the generator"
+                )
+            if p["duplicates"]:
+                notes.append(f"{name}: {p['duplicates']} duplicate deliveries at {p['rate']:g}/s")
+            if p.get("other_cpu_pct", 0) > _OTHER_NOTE_PCT:
+                notes.append(
+                    f"{name}: other processes used {p['other_cpu_pct']:.0f}% CPU "
+                    f"during the window at {p['rate']:g} msg/s: treat it as noisy"
+                )
+        log = row.get("server_log") or {}
+        if log.get("error_lines"):
+            notes.append(
+                f"{name}: server log: {log['tracebacks']} tracebacks, "
+                f"{log['error_lines']} error lines, e.g. {log['samples'][:2]}"
+            )
+    return notes
+
+
+def table(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """The whole printed report, one section per topology and workload kind."""
+    out = [
+        (
+            f"Hearth benchmark {meta['timestamp']} (profile {meta['profile']}, "
+            f"commit {meta['commit']}, {meta.get('elapsed_s', '?')} s)"
+        ),
+        (
+            f"Python {meta['python']}, websockets {meta['websockets']}, {meta['event_loop']}; "
+            f"{meta['cpus']} CPUs; {meta['pinning']}"
+        ),
+        f"Hearth settings: {meta['hearth_settings']}",
+        "Hearth figures carry their ratio to the baseline of the same run in parentheses.",
+    ]
+    titles = {
+        "single": "One process (Hearth: embedded broker)",
+        "redis": "Two processes sharing one Redis (members split across them)",
+    }
+    for topo in dict.fromkeys(r["topology"] for r in rows):
+        out.append(f"\n== {titles.get(topo, topo)} ==")
+        for kind in ("load", "capacity", "idle"):
+            part = [r for r in rows if r["topology"] == topo and r["kind"] == kind]
+            if part:
+                out.append("")
+                out.append(_section(kind, part))
+    notes = _notes(rows)
+    gen = [
+        p["gen_cpu_pct"] for r in rows if r["status"] == "ok" for p in r["result"].get("phases", [])
+    ]
+    if gen:
+        out.append(
+            f"\nGenerator CPU over measurement windows: max {max(gen):.0f}% of its core, "
+            f"median {sorted(gen)[len(gen) // 2]:.0f}%."
+        )
+    if notes:
+        out.append("\nNotes:")
+        out += [f"- {n}" for n in notes]
+    return "\n".join(out)

@@ -1,0 +1,196 @@
+"""Benchmark runner: ``python -m bench.run [--quick] [--only A,B,C,capacity,idle]``.
+
+For each topology (one process; two processes sharing one Redis) and each workload, it
+starts the baseline and then Hearth afresh, drives each with the same generator process,
+and finally prints one table (Hearth as ratios to the baseline) and writes the JSON to
+``bench/results/<timestamp>.json``. See ``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench import report, topology
+from bench.spec import GenSpec
+from bench.workloads import DEFAULT, P99_LIMIT_MS, QUICK, Profile, Workload, select
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class GeneratorFailed(RuntimeError):
+    """The generator crashed or overran its time budget."""
+
+
+def _log(text: str) -> None:
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+def _spec(wl: Workload, dep: topology.Deployment, rooms: list[str], prof: Profile) -> GenSpec:
+    return GenSpec(
+        urls=dep.urls,
+        rooms=rooms,
+        members_per_room=wl.members,
+        senders_per_room=wl.senders,
+        phases=prof.phases(wl),
+        mode="idle" if wl.kind == "idle" else "load",
+        drain_s=prof.drain_s,
+        idle_hold_s=prof.idle_hold_s,
+        watch_pids=dep.server_pids,
+        redis_pids=[dep.redis.pid] if dep.redis is not None else [],
+        fail_p99_ms=P99_LIMIT_MS if wl.kind == "capacity" else None,
+    )
+
+
+def run_generator(spec: GenSpec, pinning: topology.Pinning, log: Path) -> dict[str, Any]:
+    """Run one generator process on its own core and return its JSON result."""
+    path = log.with_suffix(".spec.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(spec.to_json())
+    budget = 60 + len(spec.rooms) * spec.members_per_room / 200 + spec.idle_hold_s
+    budget += sum(p.warmup_s + p.measure_s + spec.drain_s for p in spec.phases)
+    proc = topology.spawn(
+        [topology.PYTHON, "-m", "bench.generator", str(path)],
+        pinning.generator,
+        log,
+        stdout_pipe=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=budget)
+    except subprocess.TimeoutExpired as exc:
+        raise GeneratorFailed(f"generator overran {budget:.0f}s") from exc
+    finally:
+        topology.stop(proc)
+    if proc.returncode != 0 or not out.strip():
+        raise GeneratorFailed(f"generator exited {proc.returncode}: {topology.tail(log)}")
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+def _log_issues(logs: list[Path]) -> dict[str, Any]:
+    """Count tracebacks and error lines the servers logged during the run."""
+    issues: dict[str, Any] = {"tracebacks": 0, "error_lines": 0, "samples": []}
+    for log in logs:
+        try:
+            lines = log.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            bad = "Traceback" in line or "ERROR" in line or "Exception" in line
+            issues["tracebacks"] += "Traceback" in line
+            issues["error_lines"] += bad
+            if bad and len(issues["samples"]) < 5:
+                issues["samples"].append(line.strip()[:200])
+    return issues
+
+
+def _check_seated(row: dict[str, Any], topo: str, down: dict[tuple[str, str], str]) -> None:
+    """A run where some members could not join measures something else: say so."""
+    res = row["result"]
+    if res.get("connected", 0) >= res.get("members", 0):
+        return
+    errors = str(res.get("connect_errors"))
+    why = f"only {res.get('connected')}/{res.get('members')} members joined: {errors}"
+    if topo == "redis" and "JoinRefused: not_found" in errors:
+        # Rooms created on the first worker are unknown on the second: multi-worker state
+        # is not shared yet, so this topology cannot be measured for this target.
+        why = "rooms are not shared between workers (join on worker 2 -> not_found); " + why
+        down[(row["target"], topo)] = why
+        row |= {"status": "not available", "reason": why}
+    else:
+        row |= {"status": "failed", "reason": why}
+
+
+def run_one(wl: Workload, target: str, topo: str, ctx: dict[str, Any]) -> dict[str, Any]:
+    """Deploy, drive and tear down one target for one workload; never raises for the target."""
+    tag = f"{topo}-{wl.key}-{target}"
+    row: dict[str, Any] = {
+        "topology": topo,
+        "workload": wl.key,
+        "title": wl.title,
+        "kind": wl.kind,
+        "target": target,
+    }
+    down: dict[tuple[str, str], str] = ctx["unavailable"]
+    if (target, topo) in down:
+        return row | {"status": "not available", "reason": down[(target, topo)]}
+    log_dir: Path = ctx["log_dir"]
+    try:
+        with topology.deployed(target, topo, ctx["pinning"], log_dir, tag) as dep:
+            rooms = topology.create_rooms(dep, wl.rooms)
+            spec = _spec(wl, dep, rooms, ctx["profile"])
+            row["result"] = run_generator(spec, ctx["pinning"], log_dir / f"{tag}-generator.log")
+            row["status"] = "ok"
+        _check_seated(row, topo, down)
+    except topology.Unavailable as exc:
+        down[(target, topo)] = str(exc)
+        row |= {"status": "not available", "reason": str(exc)}
+    except GeneratorFailed as exc:
+        row |= {"status": "failed", "reason": str(exc)}
+    row["server_log"] = _log_issues(sorted(log_dir.glob(f"{tag}-server-*.log")))
+    return row
+
+
+def _parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="~3-minute smoke run")
+    parser.add_argument("--only", default="", help="comma list of A,B,C,capacity,idle")
+    parser.add_argument("--targets", default="baseline,hearth")
+    parser.add_argument("--topologies", default="single,redis")
+    parser.add_argument("--out", type=Path, help="JSON path (default bench/results/<ts>.json)")
+    return parser.parse_args()
+
+
+def _on_term(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    args = _parse()
+    signal.signal(signal.SIGTERM, _on_term)
+    topology.raise_fd_limit()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    profile = QUICK if args.quick else DEFAULT
+    pinning = topology.Pinning.detect()
+    ctx: dict[str, Any] = {
+        "profile": profile,
+        "pinning": pinning,
+        "unavailable": {},
+        "log_dir": RESULTS / f"{stamp}-logs",
+    }
+    only = {w.strip() for w in args.only.split(",") if w.strip()} or None
+    targets = [t for t in args.targets.split(",") if t]
+    topologies = [t for t in args.topologies.split(",") if t]
+    meta = report.meta(stamp, profile.name, pinning.describe(), topology.HEARTH_SETTINGS)
+    _log(f"profile {profile.name}; {meta['pinning']}")
+    rows: list[dict[str, Any]] = []
+    started = time.monotonic()
+    try:
+        for topo in topologies:
+            for wl in select(only, profile):
+                for target in targets:
+                    _log(f"{topo} / {wl.key} / {target} ...")
+                    row = run_one(wl, target, topo, ctx)
+                    rows.append(row)
+                    _log(report.one_line(row))
+    except KeyboardInterrupt:
+        _log("interrupted; stopping children and writing what was measured")
+    finally:
+        topology.stop_all()
+        meta["elapsed_s"] = round(time.monotonic() - started, 1)
+        out = args.out or RESULTS / f"{stamp}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+        print(report.table(meta, rows))
+        print(f"\nJSON: {out}\nServer and generator logs: {ctx['log_dir']}")
+
+
+if __name__ == "__main__":
+    main()
