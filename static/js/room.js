@@ -93,7 +93,14 @@ async function loadRoomInfo() {
 function showRoomText(info) {
   const title = info?.title || "Support group";
   $("room-title").textContent = title;
-  document.title = `${title} · Hearth`;
+  // The tab title stays neutral: browser history records titles, and a room's title can say
+  // more about a person than they would want a shared device to show.
+  document.title = "Hearth";
+  if (info && "locked" in info) {
+    $("join-note").textContent = info.locked
+      ? "This room is locked right now, so no one new can join. You can try again later."
+      : info.admission === "knock" ? "A facilitator lets each person in, so you may wait a moment." : "";
+  }
   const rules = info?.rules || "";
   for (const id of ["join-rules", "about-rules"]) $(id).textContent = rules || "This room has no written rules.";
   show($("agree-row"), Boolean(rules));

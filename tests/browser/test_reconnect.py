@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import WebSocket, expect
 
 pytestmark = pytest.mark.browser
 
@@ -15,6 +17,17 @@ def test_messages_sent_during_an_outage_arrive_once(proxied_server, new_page, ui
     hearth, proxy = proxied_server
     room = hearth.create_room("Outage")
     alice = new_page()
+    joins: list[dict] = []
+
+    def watch(ws: WebSocket) -> None:
+        ws.on(
+            "framesent",
+            lambda payload: joins.extend(
+                m for m in [json.loads(payload)] if isinstance(m, dict) and m.get("t") == "join"
+            ),
+        )
+
+    alice.on("websocket", watch)
     ui.join(alice, proxy.base_url + room["join_url"], "Alice")
     bob = new_page()
     ui.join(bob, hearth.base_url + room["join_url"], "Bob")  # directly: never cut
@@ -36,6 +49,9 @@ def test_messages_sent_during_an_outage_arrive_once(proxied_server, new_page, ui
     )
     for text in ("one", "two", "three"):
         expect(ui.messages(alice, text)).to_have_count(1)
+    resumed = joins[-1]
+    assert "resume" in resumed and resumed["since"] == 1, resumed  # "one" was seq 1
+    assert "resume" not in joins[0]
     ui.say(bob, "four")
     expect(ui.messages(alice, "four")).to_have_count(1)
     assert alice.locator("#messages li.msg").count() == 4

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
 
 import pytest
 from playwright.sync_api import expect
+from websockets.sync.client import connect
+from websockets.typing import Subprotocol
 
 pytestmark = pytest.mark.browser
 
@@ -185,6 +189,8 @@ def test_nothing_is_left_in_browser_storage(server, new_page, ui):
         stored = page.evaluate("JSON.stringify(Object.entries(sessionStorage))")
         assert "a very private sentence" not in stored
         assert page.context.cookies() == []
+    # Browser history records titles: the tab title never names the room.
+    assert alice.title() == "Hearth"
     # The facilitator key survives a reload through sessionStorage only, never in the URL.
     assert "#key=" not in facilitator.url
     assert room["facilitator_key"] in facilitator.evaluate(
@@ -338,3 +344,33 @@ def test_keyboard_path_and_live_region(server, new_page, ui):
              .map((n) => n.id || n.outerHTML)"""
     )
     assert unnamed == []
+
+
+def test_at_most_300_messages_stay_on_the_page(server, new_page, ui):
+    """A long, busy conversation keeps only the latest 300 entries in the DOM, newest last."""
+    room = server.create_room("Busy")
+    alice = new_page()
+    ui.join(alice, server.base_url + room["join_url"], "Alice")
+    ws_url = server.base_url.replace("http://", "ws://") + "/ws"
+    with connect(ws_url, subprotocols=[Subprotocol("hearth.v1.json")]) as talker:
+        talker.send(json.dumps({"t": "join", "room": room["room"], "name": "Chatty"}))
+        while "welcome" not in talker.recv(timeout=5):
+            pass
+        for n in range(330):
+            talker.send(json.dumps({"t": "say", "text": f"line {n}"}))
+            time.sleep(0.012)  # stay under the server's rate limit
+        expect(ui.messages(alice, "line 329")).to_have_count(1)
+    assert alice.locator("#messages > li").count() <= 300
+    expect(ui.messages(alice, "line 0")).to_have_count(0)
+    seqs = alice.eval_on_selector_all("#messages li.msg", "(ns) => ns.map((n) => +n.dataset.seq)")
+    assert seqs == sorted(seqs) and len(seqs) == len(set(seqs))
+
+
+def test_wrong_facilitator_key_is_explained(server, new_page):
+    """A facilitator link with a wrong key ends with a plain explanation, not a retry loop."""
+    room = server.create_room("Keys")
+    page = new_page()
+    page.goto(server.base_url + room["join_url"] + "#key=not-the-key")
+    page.click("#join-btn")
+    expect(page.locator("#ended-text")).to_contain_text("facilitator link isn't valid")
+    expect(page.locator("#status")).to_have_attribute("data-state", "closed")
