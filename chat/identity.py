@@ -137,13 +137,13 @@ def normalise_name(raw: str, *, participant: bool, max_length: int = MAX_NAME) -
         RequestError: ``bad_name`` with a sentence saying what is wrong.
     """
     name = unicodedata.normalize("NFKC", raw).strip()
-    name = " ".join(name.split())  # runs of inner whitespace become one space
-    if not 1 <= len(name) <= max_length:
-        raise RequestError(ErrorCode.BAD_NAME, f"A name has 1 to {max_length} characters.")
     if any(unicodedata.category(ch) in _REFUSED_CATEGORIES for ch in name):
         raise RequestError(
             ErrorCode.BAD_NAME, "A name cannot hold control or invisible characters."
         )
+    name = " ".join(name.split())  # runs of inner spaces become one
+    if not 1 <= len(name) <= max_length:
+        raise RequestError(ErrorCode.BAD_NAME, f"A name has 1 to {max_length} characters.")
     if participant and _impersonates_role(name):
         raise RequestError(ErrorCode.BAD_NAME, "That name is reserved for the room's roles.")
     return name

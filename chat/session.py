@@ -187,19 +187,26 @@ class Session:
                 continue  # the close is on its way; what the client still sends is moot
             frame = message.get("bytes")
             await self._handle(frame if frame is not None else message.get("text", ""))
+            # receive() does not suspend while frames are buffered: yield, so that one
+            # busy sender cannot starve the writers (its own included) of the loop.
+            await asyncio.sleep(0)
 
     async def _handle(self, frame: Frame) -> None:
         request_id: int | None = None
+        # Every frame costs a token, undecodable ones included, so garbage floods too.
+        wait = self._bucket.take(time.monotonic())
         try:
-            wait = self._bucket.take(time.monotonic())
-            if wait:
-                self._rate_limited(wait)
-                return
             msg = decode(frame, self.encoding, self.services.limits)
             request_id = msg.id
+            if wait:
+                self._rate_limited(wait, request_id)
+                return
             await commands.dispatch(self.services, self, msg)
         except ProtocolError as exc:
-            self._error(exc, exc.extra.pop("id", None))
+            if wait:
+                self._rate_limited(wait, exc.extra.get("id"))
+                return
+            self._error(exc, exc.extra.get("id"))
         except RequestError as exc:
             self._error(exc, request_id)
         except SessionEnded as exc:
@@ -214,18 +221,14 @@ class Session:
                 request_id,
             )
 
-    def _rate_limited(self, wait: float) -> None:
+    def _rate_limited(self, wait: float, request_id: int | None) -> None:
         if self._bucket.strikes > self.services.settings.flood_strikes:
             self.end(CloseCode.POLICY, "flooding")
             return
-        self._error(
-            RequestError(
-                ErrorCode.RATE_LIMITED,
-                "You are sending too fast.",
-                retry_after=int(wait * 1000) + 1,
-            ),
-            None,
+        error = RequestError(
+            ErrorCode.RATE_LIMITED, "You are sending too fast.", retry_after=int(wait * 1000) + 1
         )
+        self._error(error, request_id)
 
     def _error(self, exc: RequestError, request_id: int | None) -> None:
         extra: dict[str, Any] = dict(exc.extra)

@@ -72,11 +72,16 @@ class Client:
         """Send a request with an id and return its ``ack``/``error`` (or id-carrying answer)."""
         request_id = message.setdefault("id", id(message) % 2**31)
         await self.send(message)
-        async with asyncio.timeout(WAIT):
-            while True:
-                answer = await self.recv()
-                if answer.get("id") == request_id and answer["t"] != "msg":
-                    return answer
+        passed: list[dict[str, Any]] = []
+        try:
+            async with asyncio.timeout(WAIT):
+                while True:
+                    answer = await self.recv()
+                    if answer.get("id") == request_id and answer["t"] != "msg":
+                        return answer
+                    passed.append(answer)
+        finally:  # what arrived meanwhile stays readable, in order
+            self.inbox.extendleft(reversed(passed))
 
     async def join(self, room: str, **fields: Any) -> dict[str, Any]:
         """Join and return the ``welcome`` (or the error / waiting answer)."""

@@ -1,0 +1,101 @@
+"""Settings: defaults, the environment twins, and one-line errors from ``hearth serve``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chat.cli import parser, settings_from
+from chat.settings import OPTIONS, Settings, SettingsError
+
+
+def test_contract_options_exist() -> None:
+    """Every option of protocol §9 is a flag of ``hearth serve``."""
+    flags = {option.flag for option in OPTIONS}
+    for flag in (
+        "--host", "--port", "--redis-url", "--workers", "--join-timeout", "--operator-token",
+        "--allowed-origins", "--resume-grace", "--room-idle", "--history-messages",
+        "--history-seconds", "--max-frame", "--max-text", "--rate", "--burst",
+        "--allow-persistent-redis", "--bus-key", "--bus-key-old", "--crisis-resources",
+        "--max-connections",
+    ):  # fmt: skip
+        assert flag in flags
+
+
+def test_defaults_match_the_contract() -> None:
+    """The contract's defaults (§9)."""
+    s = Settings()
+    assert (s.host, s.port, s.redis_url, s.workers, s.join_timeout) == (
+        "127.0.0.1",
+        8000,
+        None,
+        1,
+        10,
+    )
+    assert (s.resume_grace, s.room_idle, s.history_messages, s.history_seconds) == (
+        120,
+        3600,
+        200,
+        1800,
+    )
+    assert (s.max_frame, s.max_text, s.max_connections) == (16384, 2000, 10000)
+
+
+def test_environment_twins() -> None:
+    """HEARTH_* variables, REDIS_URL and PORT are read; flags win over them."""
+    env = {"HEARTH_ROOM_IDLE": "60", "REDIS_URL": "redis://h:1/0", "PORT": "9000",
+           "HEARTH_ALLOWED_ORIGINS": "https://a.example, https://b.example/"}  # fmt: skip
+    s = Settings.from_env(env)
+    assert s.room_idle == 60 and s.redis_url == "redis://h:1/0" and s.port == 9000
+    assert s.allowed_origins == ("https://a.example", "https://b.example")
+    assert Settings.from_env(env, port=1234).port == 1234
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"HEARTH_PORT": "eighty"}, "HEARTH_PORT"),
+        ({"HEARTH_WORKERS": "2"}, "--workers"),
+        ({"HEARTH_BUS_KEY": "short"}, "HEARTH_BUS_KEY"),
+        ({"HEARTH_ALLOWED_ORIGINS": "example.org"}, "HEARTH_ALLOWED_ORIGINS"),
+        ({"HEARTH_CRISIS_RESOURCES": "/nonexistent.json"}, "HEARTH_CRISIS_RESOURCES"),
+        ({"REDIS_URL": "http://x"}, "HEARTH_REDIS_URL"),
+    ],
+)
+def test_invalid_values_name_their_source(env: dict[str, str], named: str) -> None:
+    """An invalid value raises SettingsError naming the variable or flag."""
+    with pytest.raises(SettingsError, match=named):
+        Settings.from_env(env)
+
+
+def test_bus_key_accepts_hex_and_base64() -> None:
+    """A bus key is 32 bytes as hex or URL-safe base64."""
+    assert Settings.from_env({"HEARTH_BUS_KEY": "ab" * 32}).bus_key == b"\xab" * 32
+    assert Settings.from_env({"HEARTH_BUS_KEY": "q" * 43}).bus_key is not None
+
+
+def test_crisis_resources_file(tmp_path: Path) -> None:
+    """The crisis-resources file is read into text and links."""
+    path = tmp_path / "crisis.json"
+    path.write_text(json.dumps({"text": "Call", "links": [{"title": "T", "url": "https://u"}]}))
+    args = parser().parse_args(["serve", "--crisis-resources", str(path)])
+    resources = settings_from(args).crisis_resources
+    assert resources.as_message_fields() == {
+        "text": "Call",
+        "links": [{"title": "T", "url": "https://u"}],
+    }
+
+
+def test_cli_prints_one_line_error_not_a_traceback() -> None:
+    """``hearth serve --port x`` exits 2 with one line naming --port."""
+    done = subprocess.run(
+        [sys.executable, "-m", "chat", "serve", "--port", "x"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert "--port" in done.stderr and "Traceback" not in done.stderr

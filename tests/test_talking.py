@@ -1,0 +1,189 @@
+"""Talking (protocol §5) and bad input (§8): every error keeps the room going."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+
+import msgpack
+import pytest
+
+from tests.client import JSON, MSGPACK
+
+
+async def joined(server, room_id: str, *encodings: str):
+    clients = []
+    for encoding in encodings:
+        client = await server.client(encoding)
+        await client.join(room_id)
+        clients.append(client)
+    return clients
+
+
+async def test_say_reaches_everyone_in_both_encodings(server) -> None:
+    """A say is acked to the sender and reaches every member, sender included, in either encoding."""
+    room = await server.room()
+    a, b, c = await joined(server, room["room"], MSGPACK, JSON, MSGPACK)
+    ack = await b.request({"t": "say", "text": "héllo 👋", "id": 41})
+    assert ack == {"t": "ack", "id": 41, "mid": ack["mid"], "seq": 1}
+    for client in (a, b, c):
+        msg = await client.next("msg")
+        assert msg["text"] == "héllo 👋" and msg["mid"] == ack["mid"] and msg["seq"] == 1
+        assert msg["pid"] == b.pid and msg["role"] == "participant" and msg["name"]
+        assert isinstance(msg["ts"], int)
+
+
+async def test_every_member_sees_one_seq_order(server) -> None:
+    """Concurrent senders: every member sees the same strictly increasing seq order."""
+    room = await server.room()
+    clients = await joined(server, room["room"], MSGPACK, JSON, MSGPACK, JSON)
+    per_sender = 10
+    await asyncio.gather(
+        *(
+            c.send({"t": "say", "text": f"{i}-{n}"})
+            for n in range(per_sender)
+            for i, c in enumerate(clients)
+        )
+    )
+    orders = []
+    for client in clients:
+        seen = [(await client.next("msg"))["seq"] for _ in range(per_sender * len(clients))]
+        orders.append(seen)
+    assert orders[0] == list(range(1, per_sender * len(clients) + 1))
+    assert all(order == orders[0] for order in orders)
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [("named", "pid"), ("anonymous", None), ("off", "nothing")],
+)
+async def test_typing_modes(server, mode: str, expected: str | None) -> None:
+    """typing shows who (named), only that someone (anonymous), or nothing (off)."""
+    room = await server.room(settings={"typing": mode})
+    a, b = await joined(server, room["room"], MSGPACK, JSON)
+    await a.send({"t": "typing"})
+    got = [m for m in await b.quiet(0.4) if m["t"] == "typing"]
+    if expected == "nothing":
+        assert got == []
+    elif expected == "pid":
+        assert got == [{"t": "typing", "pid": a.pid}]
+    else:
+        assert got == [{"t": "typing"}]
+    assert [m for m in await a.quiet(0.1) if m["t"] == "typing"] == []
+
+
+async def test_typing_is_throttled_to_one_per_three_seconds(server) -> None:
+    """Extra typing events within 3 s are dropped silently."""
+    room = await server.room()
+    a, b = await joined(server, room["room"], MSGPACK, MSGPACK)
+    for _ in range(5):
+        await a.send({"t": "typing"})
+    assert len([m for m in await b.quiet(0.4) if m["t"] == "typing"]) == 1
+    assert [m for m in await a.quiet(0.1) if m["t"] == "error"] == []
+
+
+async def test_leave_tells_the_room_and_closes_1000(server) -> None:
+    """leave: the others get ``left``; the server closes with 1000."""
+    room = await server.room()
+    a, b = await joined(server, room["room"], MSGPACK, JSON)
+    await b.send({"t": "leave"})
+    assert await b.closed() == 1000
+    assert (await a.next("left")) == {"t": "left", "pid": b.pid}
+
+
+async def test_bad_input_gets_errors_and_the_conversation_goes_on(server) -> None:
+    """bad_frame, bad_request and unknown_type leave the socket and the room working."""
+    room = await server.room()
+    a, b = await joined(server, room["room"], MSGPACK, JSON)
+    await a.send_raw(b"\xc1\xc1")
+    assert (await a.next("error"))["code"] == "bad_frame"
+    await a.send_raw("a text frame on the msgpack encoding")
+    assert (await a.next("error"))["code"] == "bad_frame"
+    await b.send_raw(b"\x00binary on json")
+    assert (await b.next("error"))["code"] == "bad_frame"
+    assert (await a.request({"t": "say"}))["code"] == "bad_request"
+    await a.send({"t": "say", "text": "x", "id": True})
+    assert (await a.next("error"))["code"] == "bad_request"
+    answer = await a.request({"t": "dance", "id": 9})
+    assert answer == {"t": "error", "id": 9, "code": "unknown_type", "message": answer["message"]}
+    await a.send({"t": "say", "text": "x", "id": 1.5})
+    assert (await a.next("error"))["code"] == "bad_request"
+    assert (await b.request({"t": "say", "text": "still here"}))["t"] == "ack"
+    assert (await a.next("msg"))["text"] == "still here"
+
+
+async def test_text_over_the_limit_is_too_large(start_server) -> None:
+    """Text over --max-text answers too_large and the socket stays open."""
+    server = await start_server(max_text=10)
+    room = await server.room()
+    (a,) = await joined(server, room["room"], JSON)
+    assert (await a.request({"t": "say", "text": "x" * 11}))["code"] == "too_large"
+    assert (await a.request({"t": "say", "text": "x" * 10}))["t"] == "ack"
+
+
+async def test_frame_over_the_limit_closes_1009(start_server) -> None:
+    """A frame over --max-frame closes the connection with 1009; others carry on."""
+    server = await start_server(max_frame=1024)
+    room = await server.room()
+    a, b = await joined(server, room["room"], MSGPACK, MSGPACK)
+    await a.send_raw(msgpack.packb({"t": "say", "text": "x" * 2000}))
+    assert await a.closed() == 1009
+    assert (await b.request({"t": "say", "text": "fine"}))["t"] == "ack"
+
+
+async def test_rate_limit_answers_retry_after(start_server) -> None:
+    """Beyond the burst, messages answer rate_limited with retry_after in ms."""
+    server = await start_server(rate=1.0, burst=3)
+    room = await server.room()
+    (a,) = await joined(server, room["room"], JSON)  # the join took one token
+    answers = [await a.request({"t": "say", "text": f"n{n}"}) for n in range(3)]
+    assert [x["t"] for x in answers] == ["ack", "ack", "error"]
+    assert answers[2]["code"] == "rate_limited" and answers[2]["retry_after"] > 0
+
+
+async def test_sustained_flooding_closes_1008(start_server) -> None:
+    """A client that keeps flooding after rate_limited is closed with 1008."""
+    server = await start_server(rate=1.0, burst=2, flood_strikes=5)
+    room = await server.room()
+    a, b = await joined(server, room["room"], MSGPACK, MSGPACK)
+    for n in range(20):
+        await a.send({"t": "say", "text": f"flood {n}"})
+    assert await a.closed() == 1008
+    assert (await b.request({"t": "say", "text": "calm"}))["t"] == "ack"
+
+
+async def test_slow_member_is_closed_4008_and_the_room_goes_on(start_server) -> None:
+    """A member that stops reading is closed with 4008; the others keep receiving."""
+    server = await start_server(queue_frames=16, rate=10_000.0, burst=10_000)
+    room = await server.room()
+    sock = socket.create_connection(("127.0.0.1", server.settings.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # fill up quickly
+    slow = await server.client(MSGPACK, sock=sock, max_queue=1)
+    await slow.send({"t": "join", "room": room["room"]})
+    slow.ws.transport.pause_reading()  # stop reading: buffers fill, then the server's queue
+    fast, sender = await server.client(max_queue=None), await server.client(max_queue=None)
+    await fast.join(room["room"])
+    await sender.join(room["room"])
+    text = "🌿" * 1900  # 4 bytes each: enough volume to outgrow every kernel buffer
+    total = 2000
+    for n in range(total):
+        await sender.send({"t": "say", "text": f"{n} {text}"})
+        if n % 20 == 0:
+            await asyncio.sleep(0.001)
+    seen = 0
+    while seen < total:
+        seen = int((await fast.next("msg"))["text"].split()[0]) + 1
+    slow.ws.transport.resume_reading()
+    assert await slow.closed(timeout=10) == 4008
+
+
+async def test_wrong_json_types_do_not_crash(server) -> None:
+    """JSON values of every type in every field answer errors, never a crash."""
+    room = await server.room()
+    (a,) = await joined(server, room["room"], JSON)
+    for value in (None, 1, 1.5, "s", [], {}, True):
+        for field in ("text", "room", "pid", "id", "t"):
+            await a.send_raw(json.dumps({"t": "say", "text": "ok", field: value}))
+    await asyncio.sleep(0.3)
+    assert (await a.request({"t": "say", "text": "alive"}))["t"] == "ack"
