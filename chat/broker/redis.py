@@ -1,0 +1,374 @@
+"""The Redis broker: every room's fan-out between worker processes, over Redis pub/sub.
+
+This module owns the naming of every Redis key and channel Hearth uses (:func:`room_key`,
+:func:`room_channel`, one prefix), the command client, the one pub/sub connection per worker
+that carries all of its rooms, the reader task, and reconnecting with capped exponential
+backoff.
+
+On the bus a frame is ``b"<seq>:" + blob``, where ``blob`` is the hub's envelope sealed by
+:mod:`chat.buscrypt` (clear when there is no bus key) with the room id bound in. A sequenced
+publish runs :data:`PUBLISH_SCRIPT`, which increments the room's ``seq`` key and publishes in
+one atomic step, so Redis hands every subscriber a room's messages in ``seq`` order. The script
+takes a floor, the highest ``seq`` this worker has seen in the room, so that a Redis that lost
+its memory (a restart) never hands out a ``seq`` twice: ``seq`` stays strictly increasing
+(protocol §5).
+
+Pub/sub delivers at most once: what is published while this worker's pub/sub connection is
+down is lost for its members (a member who reconnects with ``resume`` and ``since`` gets it
+back from history). While the connection is down, or its health probe fails, :attr:`ready`
+is False, ``/readyz`` answers 503 and :meth:`RedisBroker.publish` raises ``BrokerUnavailable``
+at once, so that an ``ack`` always means the message went out to every worker, this one
+included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from chat import metrics
+from chat.broker.base import BrokerUnavailable, Deliver
+from chat.buscrypt import Sealer, SealError, context
+
+log = logging.getLogger("hearth.broker")
+
+CONNECT_TIMEOUT = 3.0
+COMMAND_TIMEOUT = 5.0
+SUBSCRIBE_TIMEOUT = 5.0
+POLL = 0.5  # seconds the reader waits for a frame before looking at its health probe
+BACKOFF_FIRST = 0.1
+BACKOFF_CAP = 5.0
+SUBSCRIBE_CHUNK = 512  # channels per SUBSCRIBE when re-subscribing after a reconnect
+
+# KEYS[1] the room's seq key. ARGV: channel, blob, floor, ttl (ms).
+PUBLISH_SCRIPT = """
+local seq = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[3])
+if seq <= floor then
+  seq = floor + 1
+  redis.call('SET', KEYS[1], seq)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PUBLISH', ARGV[1], string.format('%d', seq) .. ':' .. ARGV[2])
+return seq
+"""
+
+
+def connect(url: str) -> Redis:
+    """A client for ``url`` (``redis://``, ``rediss://`` for TLS, ``unix://``; user and password
+    in the URL for an ACL user), with bounded timeouts and no retries.
+
+    No retries on purpose: a retried sequenced publish whose reply was lost would publish twice,
+    and a failure must reach the session quickly as ``unavailable``.
+    """
+    return Redis.from_url(
+        url,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=COMMAND_TIMEOUT,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+        client_name="hearth",
+        # RESP2: the reader parses pub/sub frames itself, and under RESP3 redis-py routes them
+        # to a push handler instead of returning them from read_response.
+        protocol=2,
+    )
+
+
+def room_key(prefix: str, room: str, part: str) -> str:
+    """A room's key: the ``{room}`` hash tag keeps all of a room on one Redis Cluster slot."""
+    return f"{prefix}:{{{room}}}:{part}"
+
+
+def room_channel(prefix: str, room: str) -> str:
+    """A room's pub/sub channel."""
+    return room_key(prefix, room, "bus")
+
+
+class _Unhealthy(Exception):
+    """The pub/sub connection did not echo a health probe in time."""
+
+
+class RedisBroker:
+    """Redis pub/sub behind the :class:`~chat.broker.base.Broker` interface.
+
+    Args:
+        client: the command client (shared with the room store); closed by :meth:`aclose`.
+        prefix: the prefix of every key and channel.
+        sealer: seals and opens bus frames (a clear one without a bus key).
+        room_ttl: seconds a room's ``seq`` key lives without a publish (the room idle timeout).
+        health_interval: seconds between health probes on the pub/sub connection.
+        health_timeout: seconds a probe may take before the connection counts as dead.
+    """
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        prefix: str,
+        sealer: Sealer,
+        room_ttl: float,
+        health_interval: float = 2.0,
+        health_timeout: float = 3.0,
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._sealer = sealer
+        self._ttl_ms = max(1000, int(room_ttl * 1000))
+        self._health_interval = health_interval
+        self._health_timeout = health_timeout
+        self._script = client.register_script(PUBLISH_SCRIPT)
+        self._deliver: Deliver | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._conn: AbstractConnection | None = None
+        self._ready = False
+        self._became_ready = asyncio.Event()
+        self._rooms: dict[bytes, str] = {}  # channel -> room, for every room wanted here
+        self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._seen: dict[str, int] = {}  # room -> highest seq seen here (the floor)
+        self._health_channel = f"{prefix}:health:{secrets.token_hex(8)}".encode()
+        self._probing = False  # the health channel is subscribed on the current connection
+        self._probe: bytes | None = None
+        self._probe_sent = 0.0
+        self._probe_tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    async def start(self, deliver: Deliver, *, wait: float = 2.0) -> None:
+        """Start the reader; wait up to ``wait`` seconds for Redis, but never fail on it.
+
+        A Redis that is down at start only means "not ready yet": the reader keeps trying and
+        the worker becomes ready by itself when Redis comes up.
+        """
+        self._deliver = deliver
+        self._reader = asyncio.create_task(self._run(), name="hearth-redis-reader")
+        try:
+            async with asyncio.timeout(wait):
+                await self._became_ready.wait()
+        except TimeoutError:
+            log.warning("redis not reachable yet; not ready until it is")
+
+    async def aclose(self) -> None:
+        self._deliver = None
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            # asyncio.wait, not await: the reader's CancelledError is its own; ours propagates.
+            await asyncio.wait([reader])
+        for task in list(self._probe_tasks):
+            task.cancel()
+        await self._client.aclose()
+
+    async def subscribe(self, room: str) -> None:
+        """Subscribe this worker to the room and wait for Redis to confirm it.
+
+        Waiting matters: the hub publishes ``joined`` and reads ``seq`` right after, and this
+        worker must not miss a publish that Redis handles before the subscription.
+
+        Raises:
+            BrokerUnavailable: not connected, or no confirmation in time.
+        """
+        channel = room_channel(self._prefix, room).encode()
+        self._rooms[channel] = room
+        try:
+            await self._send_and_confirm("SUBSCRIBE", channel)
+        except BaseException:
+            self._rooms.pop(channel, None)
+            raise
+
+    async def unsubscribe(self, room: str) -> None:
+        channel = room_channel(self._prefix, room).encode()
+        if self._rooms.pop(channel, None) is None:
+            return
+        self._seen.pop(room, None)
+        conn = self._conn
+        if conn is None or not self._ready or not conn.is_connected:
+            return  # a reconnect subscribes only the rooms still wanted
+        try:
+            await conn.send_command("UNSUBSCRIBE", channel, check_health=False)
+        except (RedisError, OSError):
+            # The reader notices the broken connection too; nothing is subscribed after it.
+            log.debug("unsubscribe not sent: connection lost")
+
+    async def publish(self, room: str, data: bytes, *, sequenced: bool = False) -> int:
+        if not self._ready:
+            raise BrokerUnavailable("redis pub/sub is not connected")
+        channel = room_channel(self._prefix, room)
+        blob = self._sealer.seal(data, context("bus", room))
+        try:
+            if not sequenced:
+                await self._client.publish(channel, b"0:" + blob)
+                return 0
+            floor = self._seen.get(room, 0)
+            seq = int(
+                await self._script(
+                    keys=[room_key(self._prefix, room, "seq")],
+                    args=[channel, blob, floor, self._ttl_ms],
+                )
+            )
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable("redis publish failed") from exc
+        self._see(room, seq)
+        return seq
+
+    async def last_seq(self, room: str) -> int:
+        try:
+            raw = await self._client.get(room_key(self._prefix, room, "seq"))
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable("redis read failed") from exc
+        return max(int(raw or 0), self._seen.get(room, 0))
+
+    async def drop(self, room: str) -> None:
+        self._seen.pop(room, None)
+        try:
+            await self._client.delete(room_key(self._prefix, room, "seq"))
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable("redis delete failed") from exc
+
+    # --- the reader ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        delay = BACKOFF_FIRST
+        while True:
+            # A connection of our own, not redis-py's PubSub: PubSub reconnects and re-subscribes
+            # inside any command that finds its socket dead, which would race with this loop.
+            conn: AbstractConnection = self._client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+            try:
+                await conn.connect()  # type: ignore[no-untyped-call]
+                self._conn = conn
+                await self._subscribe_all(conn)
+                await self._pump(conn)
+            except (RedisError, OSError, _Unhealthy) as exc:
+                if self._ready:
+                    log.warning(
+                        "redis pub/sub lost; reconnecting", extra={"error": type(exc).__name__}
+                    )
+                    delay = BACKOFF_FIRST
+                else:
+                    delay = min(delay * 2, BACKOFF_CAP)
+            finally:
+                self._ready = False
+                self._became_ready.clear()
+                self._conn = None
+                self._probe = None
+                self._probing = False
+                await conn.disconnect(nowait=True)
+            # Jitter so that many workers do not reconnect in lockstep after an outage.
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    async def _subscribe_all(self, conn: AbstractConnection) -> None:
+        # A fresh connection has no subscriptions: subscribe every room still wanted here
+        # (redis-py's PubSub.on_connect does the same), and our own health channel.
+        channels = [self._health_channel, *self._rooms]
+        for start in range(0, len(channels), SUBSCRIBE_CHUNK):
+            chunk = channels[start : start + SUBSCRIBE_CHUNK]
+            await conn.send_command("SUBSCRIBE", *chunk, check_health=False)
+
+    async def _pump(self, conn: AbstractConnection) -> None:
+        loop = asyncio.get_running_loop()
+        next_probe = loop.time()
+        while True:
+            # An explicit timeout makes read_response return None instead of raising.
+            response = await conn.read_response(timeout=POLL, disconnect_on_error=False)
+            if response is not None:
+                self._on_response(response)
+            now = loop.time()
+            if self._probe is not None:
+                if now - self._probe_sent > self._health_timeout:
+                    raise _Unhealthy()
+            elif self._probing and now >= next_probe:
+                self._send_probe(now)
+                next_probe = now + self._health_interval
+
+    def _send_probe(self, now: float) -> None:
+        # The probe goes out on the command connection and must come back on the pub/sub one:
+        # that checks both, and catches a silently dead TCP peer long before keepalive would.
+        token = secrets.token_bytes(8)
+        self._probe, self._probe_sent = token, now
+        task = asyncio.create_task(self._publish_probe(token))
+        self._probe_tasks.add(task)
+        task.add_done_callback(self._probe_tasks.discard)
+
+    async def _publish_probe(self, token: bytes) -> None:
+        try:
+            await self._client.publish(self._health_channel, token)
+        except (RedisError, OSError) as exc:
+            # The missing echo fails the health check; the reader then reconnects.
+            log.debug("health probe not sent", extra={"error": type(exc).__name__})
+
+    def _on_response(self, response: Any) -> None:
+        if not isinstance(response, list) or len(response) < 3:
+            return
+        kind, channel, payload = response[0], response[1], response[2]
+        if kind == b"message":
+            if channel == self._health_channel:
+                if payload == self._probe:
+                    self._probe = None
+                    if not self._ready:
+                        self._ready = True
+                        self._became_ready.set()
+                        log.info("redis pub/sub ready")
+                return
+            room = self._rooms.get(channel)
+            if room is not None:
+                self._on_frame(room, payload)
+        elif kind == b"subscribe":
+            if channel == self._health_channel:
+                # Probe only now: a probe published before Redis took our SUBSCRIBE is lost.
+                self._probing = True
+            for waiter in self._waiters.pop(channel, []):
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def _on_frame(self, room: str, frame: bytes) -> None:
+        head, sep, blob = frame.partition(b":")
+        try:
+            seq = int(head)
+        except ValueError:
+            seq = -1
+        if not sep or seq < 0:
+            metrics.BUS_DROPPED.labels(reason="malformed").inc()
+            return
+        try:
+            data = self._sealer.open(blob, context("bus", room))
+        except SealError:
+            metrics.BUS_DROPPED.labels(reason="auth").inc()
+            return
+        if seq:
+            self._see(room, seq)
+        deliver = self._deliver
+        if deliver is not None:
+            deliver(room, seq, data)
+
+    def _see(self, room: str, seq: int) -> None:
+        if seq > self._seen.get(room, 0):
+            self._seen[room] = seq
+
+    async def _send_and_confirm(self, command: str, channel: bytes) -> None:
+        conn = self._conn
+        if conn is None or not self._ready or not conn.is_connected:
+            raise BrokerUnavailable("redis pub/sub is not connected")
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(channel, []).append(waiter)
+        try:
+            await conn.send_command(command, channel, check_health=False)
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+                await waiter
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise BrokerUnavailable("redis subscribe failed") from exc
+        finally:
+            waiters = self._waiters.get(channel)
+            if waiters is not None and waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._waiters[channel]
