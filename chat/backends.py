@@ -1,16 +1,54 @@
-"""Choosing the broker and room store for a worker: embedded, or Redis when configured."""
+"""Choosing the broker and room store for a worker: embedded, or Redis when configured.
+
+This is also where a worker says, once at start, where message history is kept (Redis memory
+or worker memory, protocol §7) and whether what it puts on the bus is encrypted.
+"""
 
 from __future__ import annotations
 
-from chat.broker.base import Broker
+import logging
+
+from chat.broker.base import Broker, BrokerUnavailable
 from chat.broker.memory import MemoryBroker
+from chat.broker.redis import RedisBroker, connect
+from chat.buscrypt import Sealer
 from chat.settings import Settings
 from chat.state.base import RoomStore
 from chat.state.memory import MemoryRoomStore
+from chat.state.redis import RedisRoomStore
+
+log = logging.getLogger("hearth.backends")
 
 
 async def build_backends(settings: Settings) -> tuple[Broker, RoomStore]:
-    """The broker and store this worker uses; no ``redis_url`` means the embedded pair."""
-    broker = MemoryBroker()
-    store = MemoryRoomStore(settings.history_messages, settings.history_seconds)
-    return broker, store
+    """The broker and store this worker uses; no ``redis_url`` means the embedded pair.
+
+    Never fails because Redis is down: the worker then starts not ready (``/readyz`` 503).
+    """
+    if not settings.redis_url:
+        broker = MemoryBroker()
+        store = MemoryRoomStore(settings.history_messages, settings.history_seconds)
+        return broker, store
+    client = connect(settings.redis_url)
+    sealer = Sealer(settings.bus_key, settings.bus_key_old)
+    redis_broker = RedisBroker(
+        client, prefix=settings.redis_prefix, sealer=sealer, room_ttl=settings.room_idle
+    )
+    redis_store = RedisRoomStore(
+        client,
+        prefix=settings.redis_prefix,
+        sealer=sealer,
+        room_ttl=settings.room_idle,
+        history_messages=settings.history_messages,
+        history_seconds=settings.history_seconds,
+        allow_persistent=settings.allow_persistent_redis,
+    )
+    if sealer.encrypting:
+        log.info("bus encrypted: names and text in redis are sealed with AES-GCM")
+    else:
+        log.warning("bus in clear: no --bus-key, so redis sees names and message text")
+    try:
+        await redis_store.settle_history()  # logs where history goes
+    except BrokerUnavailable:
+        log.warning("redis unreachable: history placement is decided when redis comes up")
+    return redis_broker, redis_store
