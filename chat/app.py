@@ -20,7 +20,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from chat import joining, metrics
+from chat import joining, metrics, presence
 from chat.backends import build_backends
 from chat.context import Services, now_ms
 from chat.hub import Hub
@@ -84,11 +84,13 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         services = await _build_services(settings)
         janitor = asyncio.create_task(_sweep_idle_rooms(services))
+        vouching = asyncio.create_task(presence.keep_presence(services))
         log.info("hearth started", extra={"broker": type(services.hub.broker).__name__})
         try:
             yield {"services": services}
         finally:
             janitor.cancel()
+            vouching.cancel()
             for handle in services.departures.values():
                 handle.cancel()
             await services.hub.aclose()
