@@ -1,0 +1,203 @@
+"""Two real servers (two workers) on one private Redis, with real WebSocket clients on both.
+
+A participant on worker A and a facilitator on worker B must not be able to tell that they are
+on different processes: one seq order, one member list, moderation that binds across, resume
+across workers, and Redis failures that heal by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from chat.settings import Settings
+from tests.conftest import Server, free_port, running
+from tests.redis_server import RedisServer, own_redis, redis_server
+from tests.timing import WAIT
+
+__all__ = ["own_redis", "redis_server"]  # fixtures, imported for pytest
+
+pytestmark = pytest.mark.redis
+KEY = bytes(range(32))
+
+
+def worker_settings(url: str, prefix: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = dict(
+        port=free_port(),
+        redis_url=url,
+        redis_prefix=prefix,
+        resume_grace=3.0,
+        join_timeout=5.0,
+        rate=100.0,
+        burst=100,
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+@contextlib.asynccontextmanager
+async def two_workers(url: str, **overrides: Any) -> AsyncIterator[tuple[Server, Server]]:
+    prefix = "t" + secrets.token_hex(4)
+    async with (
+        running(worker_settings(url, prefix, **overrides)) as a,
+        running(worker_settings(url, prefix, **overrides)) as b,
+    ):
+        yield a, b
+
+
+async def ready(server: Server) -> int:
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        return (await http.get("/readyz")).status_code
+
+
+async def wait_ready(server: Server, status: int, timeout: float = 3 * WAIT) -> None:
+    async with asyncio.timeout(timeout):
+        while await ready(server) != status:  # noqa: ASYNC110 - polls over HTTP
+            await asyncio.sleep(0.05)
+
+
+async def test_chat_across_workers_in_one_seq_order(redis_server: RedisServer) -> None:
+    """Messages said on A and on B reach everyone on both, in the same seq order."""
+    async with two_workers(redis_server.url) as (a, b):
+        room = await a.room()
+        alice = await a.client()
+        bob = await b.client()
+        await alice.join(room["room"], name="Alice")
+        await bob.join(room["room"], name="Bob")
+        await alice.next("joined")
+        for i in range(5):
+            await alice.send({"t": "say", "text": f"a{i}"})
+            await bob.send({"t": "say", "text": f"b{i}"})
+        seen = []
+        for client in (alice, bob):
+            got = [await client.next("msg") for _ in range(10)]
+            seen.append([(m["seq"], m["text"]) for m in got])
+        assert seen[0] == seen[1]
+        assert [s for s, _ in seen[0]] == list(range(1, 11))
+        await alice.close()
+        await bob.close()
+
+
+async def test_presence_agrees_across_workers(redis_server: RedisServer) -> None:
+    """welcome.members is the same on both workers, and ``joined`` crosses over."""
+    async with two_workers(redis_server.url) as (a, b):
+        room = await a.room()
+        fac = await b.client()
+        await fac.join(room["room"], name="Guide", key=room["facilitator_key"])
+        alice = await a.client()
+        welcome_a = await alice.join(room["room"], name="Alice")
+        joined = await fac.next("joined")
+        assert joined["member"]["name"] == "Alice"
+        carol = await b.client()
+        welcome_b = await carol.join(room["room"], name="Carol")
+        names_a = {m["name"] for m in welcome_a["members"]}
+        names_b = {m["name"] for m in welcome_b["members"]}
+        assert names_a == {"Guide", "Alice"}
+        assert names_b == {"Guide", "Alice", "Carol"}
+        dup = await b.client()
+        answer = await dup.join(room["room"], name="alice")
+        assert answer["t"] == "error" and answer["code"] == "name_taken"
+        for c in (fac, alice, carol, dup):
+            await c.close()
+
+
+async def test_moderation_binds_across_workers(redis_server: RedisServer) -> None:
+    """Mute on A refuses say on B; lock on A refuses join on B (4005); remove on A closes 4001."""
+    async with two_workers(redis_server.url) as (a, b):
+        room = await a.room()
+        fac = await a.client()
+        await fac.join(room["room"], name="Guide", key=room["facilitator_key"])
+        bob = await b.client()
+        await bob.join(room["room"], name="Bob")
+        await fac.next("joined")
+
+        assert (await fac.request({"t": "mute", "pid": bob.pid}))["t"] == "ack"
+        await bob.next("muted", pid=bob.pid)
+        refused = await bob.request({"t": "say", "text": "hello"})
+        assert refused["t"] == "error" and refused["code"] == "muted"
+        assert (await fac.request({"t": "unmute", "pid": bob.pid}))["t"] == "ack"
+        await bob.next("unmuted", pid=bob.pid)
+        assert (await bob.request({"t": "say", "text": "hello"}))["t"] == "ack"
+
+        assert (await fac.request({"t": "lock"}))["t"] == "ack"
+        await bob.next("room", locked=True)
+        late = await b.client()
+        answer = await late.join(room["room"], name="Late")
+        assert answer["t"] == "error" and answer["code"] == "room_locked"
+        assert await late.closed() == 4005
+
+        assert (await fac.request({"t": "remove", "pid": bob.pid}))["t"] == "ack"
+        await bob.next("removed")
+        assert await bob.closed() == 4001
+        await fac.next("left", pid=bob.pid)
+        await fac.close()
+
+
+async def test_resume_on_another_worker_replays_missed(redis_server: RedisServer) -> None:
+    """Join on A, drop, resume with since on B: same pid, and the missed messages."""
+    async with two_workers(redis_server.url) as (a, b):
+        room = await a.room()
+        alice = await a.client()
+        welcome = await alice.join(room["room"], name="Alice")
+        carol = await b.client()
+        await carol.join(room["room"], name="Carol")
+        await alice.next("joined")
+        await carol.request({"t": "say", "text": "before"})
+        first = await alice.next("msg")
+        await alice.ws.close()
+        for text in ("missed-1", "missed-2"):
+            await carol.request({"t": "say", "text": text})
+        back = await b.client()
+        again = await back.join(room["room"], resume=welcome["resume"], since=first["seq"])
+        assert again["t"] == "welcome"
+        assert again["you"]["pid"] == welcome["you"]["pid"]
+        assert [m["text"] for m in again["history"]] == ["missed-1", "missed-2"]
+        assert all(m["t"] != "left" for m in await carol.quiet(0.5))
+        await back.close()
+        await carol.close()
+
+
+async def test_redis_restart_mid_conversation(own_redis: RedisServer) -> None:
+    """Redis killed: say answers unavailable and /readyz is 503; restarted: chat goes on."""
+    async with two_workers(own_redis.url) as (a, b):
+        room = await a.room()
+        alice = await a.client()
+        await alice.join(room["room"], name="Alice")
+        bob = await b.client()
+        await bob.join(room["room"], name="Bob")
+        assert (await alice.request({"t": "say", "text": "one"}))["t"] == "ack"
+        last = (await bob.next("msg"))["seq"]
+        own_redis.kill()
+        await wait_ready(a, 503)
+        answer = await alice.request({"t": "say", "text": "lost"})
+        assert answer["t"] == "error" and answer["code"] == "unavailable"
+        own_redis.start()
+        await wait_ready(a, 200)
+        await wait_ready(b, 200)
+        ack = await alice.request({"t": "say", "text": "two"})
+        assert ack["t"] == "ack" and ack["seq"] > last
+        got = await bob.next("msg")
+        assert got["text"] == "two" and got["seq"] == ack["seq"]
+        await alice.close()
+        await bob.close()
+
+
+async def test_redis_down_at_start(own_redis: RedisServer) -> None:
+    """A worker starts with Redis down, answers 503 on /readyz, and becomes ready by itself."""
+    own_redis.kill()
+    settings = worker_settings(own_redis.url, "t" + secrets.token_hex(4))
+    async with running(settings) as server:
+        assert await ready(server) == 503
+        own_redis.start()
+        await wait_ready(server, 200)
+        room = await server.room()
+        alice = await server.client()
+        assert (await alice.join(room["room"], name="Alice"))["t"] == "welcome"
+        assert (await alice.request({"t": "say", "text": "hi"}))["t"] == "ack"
+        await alice.close()
