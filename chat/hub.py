@@ -28,9 +28,14 @@ CONTROL_EVENTS = frozenset({"removed", "closed", "denied", "muted", "unmuted"})
 class Member(Protocol):
     """What the hub needs of a connected member."""
 
-    pid: str
-    role: str
-    encoding: Encoding
+    @property
+    def pid(self) -> str: ...
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def encoding(self) -> Encoding: ...
 
     def send_frame(self, frame: Frame, seq: int) -> None:
         """Queue an encoded frame; never awaits. ``seq`` is 0 for unsequenced events."""

@@ -356,7 +356,8 @@ def ack(request_id: int | None, **extra: Any) -> Message:
 def encode(message: Message | list[Message], encoding: Encoding) -> Frame:
     """Encode one server message (or an array of them) as one frame."""
     if encoding is Encoding.MSGPACK:
-        return msgpack.packb(message, use_bin_type=True)
+        packed: bytes = msgpack.packb(message, use_bin_type=True)
+        return packed
     return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -386,7 +387,8 @@ def batch(frames: list[Frame], encoding: Encoding) -> Frame:
 
 def pack_envelope(envelope: Message) -> bytes:
     """Serialise a bus envelope (a map of plain values) to bytes."""
-    return msgpack.packb(envelope, use_bin_type=True)
+    packed: bytes = msgpack.packb(envelope, use_bin_type=True)
+    return packed
 
 
 def unpack_envelope(data: bytes) -> Message:
