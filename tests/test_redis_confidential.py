@@ -1,0 +1,135 @@
+"""What Redis gets to see: no history in a Redis that writes to disk, and with a bus key no
+names or text in MONITOR or in a dump of every key."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from chat.settings import bus_key
+from tests.conftest import running
+from tests.redis_server import RedisServer, redis_server, running_redis
+from tests.test_redis_workers import two_workers, worker_settings
+
+__all__ = ["redis_server"]  # fixture, imported for pytest
+
+pytestmark = pytest.mark.redis
+KEY_HEX = bytes(range(32)).hex()
+MARKER_TEXT = "MARKERTEXT-quokka-7731"
+MARKER_NAME = "Zyzzyva"
+MARKER_TITLE = "MarkerTitle-Wombat"
+
+
+async def all_values(url: str, prefix: str) -> dict[bytes, bytes]:
+    """DUMP every key under the prefix: what a snapshot of Redis would hold."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+        return {k: (await client.dump(k)) or b"" for k in keys}
+    finally:
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def monitor(server: RedisServer) -> AsyncIterator[bytearray]:
+    """Everything MONITOR shows while the block runs."""
+    seen = bytearray()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"MONITOR\r\n")
+    await writer.drain()
+
+    async def pump() -> None:
+        while chunk := await reader.read(65536):
+            seen.extend(chunk)
+
+    task = asyncio.create_task(pump())
+    try:
+        yield seen
+    finally:
+        await asyncio.sleep(0.2)
+        task.cancel()
+        await asyncio.wait([task])
+        writer.close()
+
+
+async def test_persisting_redis_keeps_history_in_worker_memory(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Redis with RDB snapshots on: no history key in Redis, and the log says so at start."""
+    caplog.set_level(logging.INFO)
+    prefix = "t" + secrets.token_hex(4)
+    with running_redis(persistent=True) as server:
+        async with running(worker_settings(server.url, prefix)) as a:
+            assert "history is kept in worker memory" in caplog.text
+            room = await a.room()
+            alice = await a.client()
+            await alice.join(room["room"], name="Alice")
+            ack = await alice.request({"t": "say", "text": MARKER_TEXT})
+            assert ack["t"] == "ack"
+            values = await all_values(server.url, prefix)
+            assert values, "the room should be in Redis"
+            assert not [k for k in values if k.endswith(b":history")]
+            assert not any(MARKER_TEXT.encode() in v for v in values.values())
+            # Still served from this worker's memory.
+            again = await a.client()
+            welcome = await again.join(
+                room["room"], resume=alice.welcome["resume"], since=ack["seq"] - 1
+            )
+            assert [m["text"] for m in welcome["history"]] == [MARKER_TEXT]
+            await again.close()
+            await alice.close()
+
+
+async def test_non_persisting_redis_keeps_history(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis that keeps nothing on disk holds the history, and the log says so."""
+    caplog.set_level(logging.INFO)
+    async with two_workers(redis_server.url) as (a, _):
+        assert "history is kept in redis memory" in caplog.text
+        assert "bus in clear" in caplog.text
+        room = await a.room()
+        alice = await a.client()
+        await alice.join(room["room"], name="Alice")
+        await alice.request({"t": "say", "text": "kept"})
+        prefix = a.settings.redis_prefix
+        values = await all_values(redis_server.url, prefix)
+        assert [k for k in values if k.endswith(b":history")]
+        await alice.close()
+
+
+async def test_bus_key_hides_names_and_text(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a bus key, neither MONITOR nor a dump of every key shows a name, title or text."""
+    caplog.set_level(logging.INFO)
+    key = bus_key(KEY_HEX)
+    async with (
+        two_workers(redis_server.url, bus_key=key) as (a, b),
+        monitor(redis_server) as seen,
+    ):
+        assert "bus encrypted" in caplog.text
+        room = await a.room(title=MARKER_TITLE)
+        fac = await b.client()
+        await fac.join(room["room"], name="Guide", key=room["facilitator_key"])
+        alice = await a.client()
+        await alice.join(room["room"], name=MARKER_NAME)
+        ack = await alice.request({"t": "say", "text": MARKER_TEXT})
+        assert ack["t"] == "ack"
+        got = await fac.next("msg")
+        assert got["text"] == MARKER_TEXT and got["name"] == MARKER_NAME
+        await fac.request({"t": "report", "mid": got["mid"], "reason": MARKER_TEXT})
+        await fac.request({"t": "whisper", "to": alice.pid, "text": MARKER_TEXT})
+        values = await all_values(redis_server.url, a.settings.redis_prefix)
+        await alice.close()
+        await fac.close()
+    assert len(seen) > 1000, "MONITOR should have seen the conversation"
+    for marker in (MARKER_TEXT, MARKER_NAME, MARKER_TITLE):
+        assert marker.encode() not in seen
+        assert not any(marker.encode() in v for v in values.values())
