@@ -227,6 +227,12 @@ async def admitted(services: Services, caller: Caller) -> None:
     if seat is None or not seat.waiting:
         return
     seat.waiting = False
+    # Present from admission, not from the knock: what was said while waiting stays unseen.
+    seat.joined_seq = await services.hub.broker.last_seq(seat.room.id)
+    member = await services.store.get_member(seat.room.id, seat.pid)
+    if member is not None:  # so that a later resume keeps the same floor
+        member.joined_seq = seat.joined_seq
+        await services.store.save_member(seat.room.id, member)
     await services.hub.detach(seat.room.id, caller.member)
     await enter(services, caller, seat, since=None, announce=True)
 
