@@ -6,20 +6,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
 from chat.settings import bus_key
 from tests.conftest import running
-from tests.redis_server import RedisServer, redis_server, running_redis
+from tests.redis_server import RedisServer, own_redis, redis_server, running_redis
 from tests.test_redis_workers import two_workers, worker_settings
 
-__all__ = ["redis_server"]  # fixture, imported for pytest
+__all__ = ["own_redis", "redis_server"]  # fixture, imported for pytest
 
 pytestmark = pytest.mark.redis
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "scaling.md"
 KEY_HEX = bytes(range(32)).hex()
 MARKER_TEXT = "MARKERTEXT-quokka-7731"
 MARKER_NAME = "Zyzzyva"
@@ -133,3 +136,30 @@ async def test_bus_key_hides_names_and_text(
     for marker in (MARKER_TEXT, MARKER_NAME, MARKER_TITLE):
         assert marker.encode() not in seen
         assert not any(marker.encode() in v for v in values.values())
+
+
+async def test_documented_acl_user_is_enough(own_redis: RedisServer) -> None:
+    """The ACL line in docs/scaling.md lets two workers chat, and nothing outside the prefix."""
+    line = re.search(r"^ACL SETUSER .*$", DOCS.read_text(), re.MULTILINE)
+    assert line is not None
+    assert own_redis.cli(*line.group(0).split()).startswith("+OK")
+    url = f"redis://hearth:CHANGE-ME-long-random@127.0.0.1:{own_redis.port}/0"
+    async with (
+        running(worker_settings(url, "hearth")) as a,
+        running(worker_settings(url, "hearth")) as b,
+    ):
+        room = await a.room()
+        alice, bob = await a.client(), await b.client()
+        await alice.join(room["room"], name="Alice")
+        await bob.join(room["room"], name="Bob")
+        ack = await alice.request({"t": "say", "text": "through the acl"})
+        assert ack["t"] == "ack"
+        assert (await bob.next("msg"))["seq"] == ack["seq"]
+        await alice.close()
+        await bob.close()
+    client = aioredis.Redis.from_url(url)
+    try:
+        with pytest.raises(aioredis.ResponseError):
+            await client.set("other:key", "x")
+    finally:
+        await client.aclose()
