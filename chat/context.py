@@ -71,6 +71,7 @@ class Caller(Protocol):
     address: str
     conn_id: str
     seat: Seat | None
+    departed: bool  # the member is gone for good (removed, denied, closed, taken over)
 
     @property
     def member(self) -> Member: ...

@@ -95,12 +95,15 @@ class Hub:
         if room.subscribed is not None and not room.subscribed.done():
             await asyncio.shield(room.subscribed)
 
-    async def detach(self, room_id: str, member: Member) -> None:
-        """Remove a local member; the last one unsubscribes this worker from the room."""
+    async def detach(self, room_id: str, pid: str, member: Member) -> None:
+        """Remove a local member; the last one unsubscribes this worker from the room.
+
+        ``pid`` is given explicitly: a member that is leaving may have dropped its seat.
+        """
         room = self.rooms.get(room_id)
-        if room is None or room.members.get(member.pid) is not member:
+        if room is None or room.members.get(pid) is not member:
             return
-        del room.members[member.pid]
+        del room.members[pid]
         if self._forget_if_empty(room_id, room):
             await self.broker.unsubscribe(room_id)
 

@@ -233,7 +233,7 @@ async def admitted(services: Services, caller: Caller) -> None:
     if member is not None:  # so that a later resume keeps the same floor
         member.joined_seq = seat.joined_seq
         await services.store.save_member(seat.room.id, member)
-    await services.hub.detach(seat.room.id, caller.member)
+    await services.hub.detach(seat.room.id, seat.pid, caller.member)
     await enter(services, caller, seat, since=None, announce=True)
 
 
@@ -241,8 +241,8 @@ async def leave(services: Services, caller: Caller) -> None:
     """Handle ``leave``: the others see ``left``; the server closes with 1000."""
     seat = caller.seat
     if seat is not None:
+        await services.hub.detach(seat.room.id, seat.pid, caller.member)
         caller.seat = None
-        await services.hub.detach(seat.room.id, caller.member)
         await services.store.remove_member(seat.room.id, seat.pid)
         await services.hub.publish(
             seat.room.id,
@@ -258,8 +258,10 @@ async def went_away(services: Services, caller: Caller) -> None:
     seat = caller.seat
     if seat is None:
         return
+    await services.hub.detach(seat.room.id, seat.pid, caller.member)
     caller.seat = None
-    await services.hub.detach(seat.room.id, caller.member)
+    if caller.departed:  # removed, denied, room closed, or taken over: nothing to keep
+        return
     member = await services.store.get_member(seat.room.id, seat.pid)
     if member is None:
         return

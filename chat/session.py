@@ -48,6 +48,7 @@ class Session:
         self.address = address
         self.conn_id = secrets.token_hex(8)
         self.seat: Seat | None = None
+        self.departed = False
         settings = services.settings
         self._bucket = TokenBucket(settings.rate, settings.burst, time.monotonic())
         self._queue: deque[Frame] = deque()
@@ -93,16 +94,16 @@ class Session:
         seat = self.seat
         if kind == "_takeover":
             if event.get("conn") != self.conn_id:
-                self.seat = None  # the new connection holds the member now
+                self.departed = True  # the new connection holds the member now
                 self.end(CloseCode.NORMAL, "resumed on another connection")
         elif kind == "removed":
-            self.seat = None
+            self.departed = True
             self.end(CloseCode.REMOVED, "removed by a facilitator")
         elif kind == "closed":
-            self.seat = None
+            self.departed = True
             self.end(CloseCode.ROOM_CLOSED, "the room was closed")
         elif kind == "denied":
-            self.seat = None
+            self.departed = True
             self.reply({"t": "denied"})
             self.end(CloseCode.FORBIDDEN, "not admitted")
         elif kind == "_admit":

@@ -143,3 +143,32 @@ async def test_subprotocol_negotiation(server) -> None:
     plain.encoding = JSON
     await plain.send({"t": "say", "text": "x"})
     assert (await plain.recv())["code"] == "not_joined"
+
+
+async def rooms_gauge(server) -> float:
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        text = (await http.get("/metrics")).text
+    line = next(x for x in text.splitlines() if x.startswith("hearth_rooms "))
+    return float(line.split()[1])
+
+
+async def test_departures_leave_the_hub_tidy(server) -> None:
+    """After leave, removal and close, this worker holds no room (the gauge returns to 0)."""
+    room = await server.room()
+    facilitator, stays, removed = (
+        await server.client(),
+        await server.client(),
+        await server.client(),
+    )
+    await facilitator.join(room["room"], key=room["facilitator_key"])
+    await stays.join(room["room"])
+    await removed.join(room["room"])
+    assert await rooms_gauge(server) == 1
+    await facilitator.request({"t": "remove", "pid": removed.pid})
+    assert await removed.closed() == 4001
+    await stays.send({"t": "leave"})
+    assert await stays.closed() == 1000
+    await facilitator.request({"t": "close"})
+    assert await facilitator.closed() == 4010
+    await asyncio.sleep(0.1)
+    assert await rooms_gauge(server) == 0
