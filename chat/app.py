@@ -233,7 +233,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         metrics.REFUSED.labels(reason="origin").inc()
         await websocket.close()  # before accept: uvicorn answers HTTP 403
         return
-    if metrics.CONNECTIONS._value.get() >= settings.max_connections:
+    if services.connections >= settings.max_connections:
         metrics.REFUSED.labels(reason="capacity").inc()
         await websocket.send_denial_response(
             JSONResponse(
@@ -252,10 +252,12 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     await websocket.accept(subprotocol=encoding.value if encoding else None)
     client = websocket.client
     session = Session(websocket, services, encoding or Encoding.JSON, client.host if client else "")
+    services.connections += 1
     metrics.CONNECTIONS.inc()
     try:
         await session.run()
     finally:
+        services.connections -= 1
         metrics.CONNECTIONS.dec()
 
 

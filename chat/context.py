@@ -23,6 +23,7 @@ class Services:
     hub: Hub
     limits: Limits
     departures: dict[tuple[str, str], asyncio.TimerHandle] = field(default_factory=dict)
+    connections: int = 0  # open WebSocket connections on this worker
 
 
 @dataclass(slots=True)

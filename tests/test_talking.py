@@ -187,3 +187,17 @@ async def test_wrong_json_types_do_not_crash(server) -> None:
             await a.send_raw(json.dumps({"t": "say", "text": "ok", field: value}))
     await asyncio.sleep(0.3)
     assert (await a.request({"t": "say", "text": "alive"}))["t"] == "ack"
+
+
+async def test_unanswered_pings_close_the_connection(start_server) -> None:
+    """A peer that stops answering keep-alive pings is closed after the ping timeout."""
+    server = await start_server(ping_interval=0.2, ping_timeout=0.3)
+    room = await server.room()
+    silent, other = await server.client(), await server.client()
+    await silent.join(room["room"])
+    await other.join(room["room"])
+    silent.ws.transport.pause_reading()  # pings go unread, so no pong comes back
+    await asyncio.sleep(1.5)
+    silent.ws.transport.resume_reading()
+    assert await silent.closed() == 1011  # uvicorn fails the connection: keepalive timeout
+    assert (await other.request({"t": "say", "text": "still here"}))["t"] == "ack"
