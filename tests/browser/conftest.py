@@ -232,8 +232,11 @@ class CuttableProxy:
         self.listener.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """System Chromium. Module-scoped on purpose: while Playwright's sync API is alive it leaves
+    its event loop marked as running in this thread, which would break the pytest-asyncio tests
+    that run after the browser modules."""
     if not Path(CHROMIUM).exists():
         pytest.fail(
             f"Chromium not found at {CHROMIUM}: apt-get install chromium (the Debian package)"

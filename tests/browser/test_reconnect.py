@@ -65,6 +65,7 @@ def test_server_restart_shows_reconnecting_then_explains(own_server, new_page, u
     alice = new_page()
     ui.join(alice, hearth.base_url + room["join_url"], "Alice")
     ui.say(alice, "before the restart")
+    expect(ui.messages(alice, "before the restart")).to_have_count(1)
 
     hearth.stop()
     expect(alice.locator("#status")).to_have_attribute("data-state", "reconnecting")

@@ -1,0 +1,1 @@
+"""Browser tests: the static client in real Chromium against a real server."""
