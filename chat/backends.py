@@ -31,9 +31,6 @@ async def build_backends(settings: Settings) -> tuple[Broker, RoomStore]:
         return broker, store
     client = connect(settings.redis_url)
     sealer = Sealer(settings.bus_key, settings.bus_key_old)
-    redis_broker = RedisBroker(
-        client, prefix=settings.redis_prefix, sealer=sealer, room_ttl=settings.room_idle
-    )
     redis_store = RedisRoomStore(
         client,
         prefix=settings.redis_prefix,
@@ -42,6 +39,13 @@ async def build_backends(settings: Settings) -> tuple[Broker, RoomStore]:
         history_messages=settings.history_messages,
         history_seconds=settings.history_seconds,
         allow_persistent=settings.allow_persistent_redis,
+    )
+    redis_broker = RedisBroker(
+        client,
+        prefix=settings.redis_prefix,
+        sealer=sealer,
+        room_ttl=settings.room_idle,
+        observe=redis_store.observe,
     )
     if sealer.encrypting:
         log.info("bus encrypted: names and text in redis are sealed with AES-GCM")

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import re
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -64,29 +63,36 @@ async def monitor(server: RedisServer) -> AsyncIterator[bytearray]:
 async def test_persisting_redis_keeps_history_in_worker_memory(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A Redis with RDB snapshots on: no history key in Redis, and the log says so at start."""
+    """A Redis with RDB snapshots on: no history key and no text in Redis, the log says so at
+    start, and each worker's memory follows the bus (messages said and deleted elsewhere)."""
     caplog.set_level(logging.INFO)
-    prefix = "t" + secrets.token_hex(4)
     with running_redis(persistent=True) as server:
-        async with running(worker_settings(server.url, prefix)) as a:
+        async with two_workers(server.url) as (a, b):
             assert "history is kept in worker memory" in caplog.text
             room = await a.room()
             alice = await a.client()
             await alice.join(room["room"], name="Alice")
-            ack = await alice.request({"t": "say", "text": MARKER_TEXT})
-            assert ack["t"] == "ack"
-            values = await all_values(server.url, prefix)
+            fac = await b.client()
+            await fac.join(room["room"], name="Guide", key=room["facilitator_key"])
+            kept = await fac.request({"t": "say", "text": MARKER_TEXT})
+            gone = await fac.request({"t": "say", "text": "to be deleted"})
+            assert kept["t"] == gone["t"] == "ack"
+            await alice.next("msg", seq=gone["seq"])
+            assert (await fac.request({"t": "delete", "mid": gone["mid"]}))["t"] == "ack"
+            await alice.next("deleted")
+            values = await all_values(server.url, a.settings.redis_prefix)
             assert values, "the room should be in Redis"
             assert not [k for k in values if k.endswith(b":history")]
             assert not any(MARKER_TEXT.encode() in v for v in values.values())
-            # Still served from this worker's memory.
+            # Worker A serves what was said on B from its own memory, without the deleted one.
+            await alice.ws.close()
             again = await a.client()
             welcome = await again.join(
-                room["room"], resume=alice.welcome["resume"], since=ack["seq"] - 1
+                room["room"], resume=alice.welcome["resume"], since=kept["seq"] - 1
             )
             assert [m["text"] for m in welcome["history"]] == [MARKER_TEXT]
             await again.close()
-            await alice.close()
+            await fac.close()
 
 
 async def test_non_persisting_redis_keeps_history(

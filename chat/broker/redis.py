@@ -107,6 +107,8 @@ class RedisBroker:
         room_ttl: seconds a room's ``seq`` key lives without a publish (the room idle timeout).
         health_interval: seconds between health probes on the pub/sub connection.
         health_timeout: seconds a probe may take before the connection counts as dead.
+        observe: also called with every delivery, before the hub gets it (the room store's
+            worker-memory history listens here when history cannot be kept in Redis).
     """
 
     def __init__(
@@ -118,6 +120,7 @@ class RedisBroker:
         room_ttl: float,
         health_interval: float = 2.0,
         health_timeout: float = 3.0,
+        observe: Deliver | None = None,
     ) -> None:
         self._client = client
         self._prefix = prefix
@@ -127,6 +130,7 @@ class RedisBroker:
         self._health_timeout = health_timeout
         self._script = client.register_script(PUBLISH_SCRIPT)
         self._deliver: Deliver | None = None
+        self._observe = observe
         self._reader: asyncio.Task[None] | None = None
         self._conn: AbstractConnection | None = None
         self._ready = False
@@ -346,6 +350,8 @@ class RedisBroker:
             return
         if seq:
             self._see(room, seq)
+        if self._observe is not None:
+            self._observe(room, seq, data)
         deliver = self._deliver
         if deliver is not None:
             deliver(room, seq, data)

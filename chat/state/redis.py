@@ -229,6 +229,25 @@ class RedisRoomStore:
                 log.info("message history is kept in redis memory (redis does not persist)")
         return self._history_in_redis
 
+    def observe(self, room_id: str, seq: int, data: bytes) -> None:
+        """Keep worker-memory history in step with the bus, when history is not in Redis.
+
+        Every worker then remembers what was said in its rooms, by members of any worker, and
+        forgets what a facilitator on any worker deleted. Reads the hub's envelope (``e``
+        holds the event); never raises.
+        """
+        if self._history_in_redis is not False:
+            return
+        try:
+            event = unpack_envelope(data)["e"]
+            kind = event["t"]
+        except (ValueError, KeyError, TypeError):
+            return
+        if kind == "msg" and seq:
+            self._local.remember(room_id, {**event, "seq": seq})
+        elif kind == "deleted" and isinstance(event.get("mid"), str):
+            self._local.forget(room_id, event["mid"])
+
     # --- rooms ---------------------------------------------------------------------------
 
     async def create_room(self, room: RoomRecord) -> None:
@@ -524,6 +543,9 @@ class LocalHistory:
         """Keep a message, in ``seq`` order, within the bounds."""
         history = self._rooms.setdefault(room_id, deque())
         if history and history[-1]["seq"] >= message["seq"]:
+            # Seen already: the publishing worker remembers it, and the bus brings it too.
+            if any(m["seq"] == message["seq"] for m in history):
+                return
             items = sorted([*history, message], key=lambda m: m["seq"])
             history = self._rooms[room_id] = deque(items)
         else:
