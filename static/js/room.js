@@ -66,9 +66,10 @@ function ended(explanation) {
   $("status").dataset.state = "closed";
   $("status-text").textContent = explanation;
   $("ended-heading").textContent = state.you ? "You're no longer connected" : "This room isn't available";
+  document.body.classList.add("ended");
   $("composer-text").disabled = true;
   $("send").disabled = true;
-  $("help-btn").disabled = true;
+  $("help-btn").hidden = true;
   $("ended-text").textContent = explanation;
   show($("ended"));
   show($("join-view"), false);

@@ -58,7 +58,7 @@ def test_messages_sent_during_an_outage_arrive_once(proxied_server, new_page, ui
     expect(bob.locator("#messages")).not_to_contain_text("Alice left")
 
 
-def test_server_restart_shows_reconnecting_then_explains(own_server, new_page, ui):
+def test_server_restart_shows_reconnecting_then_explains(own_server, new_page, ui, screenshots):
     """A restart (in-memory state lost) shows "reconnecting", then that the room is gone."""
     hearth = own_server()
     room = hearth.create_room("Restart")
@@ -70,6 +70,7 @@ def test_server_restart_shows_reconnecting_then_explains(own_server, new_page, u
     hearth.stop()
     expect(alice.locator("#status")).to_have_attribute("data-state", "reconnecting")
     expect(alice.locator("#status-text")).to_contain_text("Reconnecting")
+    alice.screenshot(path=str(screenshots / "room-reconnecting.png"))
     hearth.start()
     expect(alice.locator("#status")).to_have_attribute(
         "data-state", "closed", timeout=RECONNECT_TIMEOUT_MS
@@ -78,3 +79,4 @@ def test_server_restart_shows_reconnecting_then_explains(own_server, new_page, u
     # What was said stays readable until the tab closes, but cannot be added to.
     expect(ui.messages(alice, "before the restart")).to_have_count(1)
     expect(alice.locator("#composer-text")).to_be_disabled()
+    alice.screenshot(path=str(screenshots / "room-ended.png"))

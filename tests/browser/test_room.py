@@ -60,10 +60,11 @@ def test_two_participants_and_a_facilitator_chat(server, new_page, ui):
     expect(bob.locator("#to option", has_text="Alice")).to_have_count(0)
 
 
-def test_facilitator_mutes_deletes_and_removes(server, new_page, ui):
+def test_facilitator_mutes_deletes_and_removes(server, new_page, ui, screenshots):
     """A facilitator's mute, delete and remove reach everyone in plain words."""
     room = server.create_room("Facilitated", RULES)
-    facilitator, alice, bob = new_page(), new_page(), new_page()
+    facilitator, alice = new_page(), new_page()
+    bob = new_page(viewport={"width": 375, "height": 740})
     ui.join(facilitator, server.base_url + room["facilitator_url"], "Sam")
     ui.join(alice, server.base_url + room["join_url"], "Alice")
     ui.join(bob, server.base_url + room["join_url"], "Bob")
@@ -105,6 +106,7 @@ def test_facilitator_mutes_deletes_and_removes(server, new_page, ui):
         "A facilitator has removed you from this room."
     )
     expect(bob.locator("#ended-text")).to_contain_text("Please take a break")
+    bob.screenshot(path=str(screenshots / "room-removed-phone.png"))
     expect(bob.locator("#status")).to_have_attribute("data-state", "closed")
     expect(alice.locator("#messages")).to_contain_text("Bob was asked to leave by a facilitator.")
     expect(alice.locator("#people-count")).to_have_text("2")
