@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack  # type: ignore[import-untyped,unused-ignore]
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -170,7 +170,7 @@ class Baseline:
 
 
 def _http(connection: ServerConnection, request: Request) -> Response | None:
-    if request.path == "/healthz":
+    if request.path in ("/healthz", "/readyz"):
         return connection.respond(HTTPStatus.OK, "ok\n")
     if request.path != "/ws":
         return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")

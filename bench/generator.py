@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack  # type: ignore[import-untyped,unused-ignore]
 from websockets.exceptions import WebSocketException
 
 from bench import procstat
@@ -322,7 +322,9 @@ async def run(spec: GenSpec) -> dict[str, Any]:
     try:
         await gen.connect_all()
         out["connected"] = len(gen.conns)
-        if spec.mode == "idle":
+        if spec.mode == "load" and not gen.senders:
+            out["phases"] = []  # nobody could join to send: reported by the runner
+        elif spec.mode == "idle":
             await asyncio.sleep(spec.idle_hold_s)
             watch = procstat.tree(spec.watch_pids)
             rss_after = procstat.rss_bytes(watch)

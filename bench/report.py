@@ -184,6 +184,11 @@ def _notes(rows: list[dict[str, Any]]) -> list[str]:
             notes.append(f"{name}: {row['status']}: {row.get('reason', '')[:400]}")
             continue
         res = row["result"]
+        if row.get("busy_before_pct", 0) > 25:
+            notes.append(
+                f"{name}: started while other processes used "
+                f"{row['busy_before_pct']:.0f}% CPU (waited --settle seconds)"
+            )
         for key in ("errors", "connect_errors", "early_closes"):
             if res.get(key):
                 notes.append(f"{name}: {key.replace('_', ' ')}: {res[key]}")

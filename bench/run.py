@@ -18,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import report, topology
+from bench import procstat, report, topology
 from bench.spec import GenSpec
 from bench.workloads import DEFAULT, P99_LIMIT_MS, QUICK, Profile, Workload, select
 
@@ -108,6 +108,22 @@ def _check_seated(row: dict[str, Any], topo: str, down: dict[tuple[str, str], st
         row |= {"status": "failed", "reason": why}
 
 
+def settle(max_wait_s: float, busy_pct: float = 25.0) -> float:
+    """Wait (bounded) for the machine to be quiet before deploying; return the busy % seen.
+
+    Nothing of ours runs between workloads, so CPU used now is a neighbour's, and a
+    neighbour that is busy during a window distorts latency more than anything measured.
+    """
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        before = procstat.system_busy_s()
+        time.sleep(1.0)
+        busy = 100.0 * (procstat.system_busy_s() - before)
+        if busy < busy_pct or time.monotonic() >= deadline:
+            return busy
+        _log(f"machine busy ({busy:.0f}% CPU used by other processes); waiting")
+
+
 def run_one(wl: Workload, target: str, topo: str, ctx: dict[str, Any]) -> dict[str, Any]:
     """Deploy, drive and tear down one target for one workload; never raises for the target."""
     tag = f"{topo}-{wl.key}-{target}"
@@ -122,6 +138,7 @@ def run_one(wl: Workload, target: str, topo: str, ctx: dict[str, Any]) -> dict[s
     if (target, topo) in down:
         return row | {"status": "not available", "reason": down[(target, topo)]}
     log_dir: Path = ctx["log_dir"]
+    row["busy_before_pct"] = round(settle(ctx["settle_s"]), 1)
     try:
         with topology.deployed(target, topo, ctx["pinning"], log_dir, tag) as dep:
             rooms = topology.create_rooms(dep, wl.rooms)
@@ -144,6 +161,12 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--only", default="", help="comma list of A,B,C,capacity,idle")
     parser.add_argument("--targets", default="baseline,hearth")
     parser.add_argument("--topologies", default="single,redis")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=20.0,
+        help="seconds to wait at most, before each run, for other processes to go quiet",
+    )
     parser.add_argument("--out", type=Path, help="JSON path (default bench/results/<ts>.json)")
     return parser.parse_args()
 
@@ -164,6 +187,7 @@ def main() -> None:
         "pinning": pinning,
         "unavailable": {},
         "log_dir": RESULTS / f"{stamp}-logs",
+        "settle_s": args.settle,
     }
     only = {w.strip() for w in args.only.split(",") if w.strip()} or None
     targets = [t for t in args.targets.split(",") if t]

@@ -153,13 +153,22 @@ def tail(log: Path, lines: int = 6) -> str:
         return ""
 
 
-def _healthy(port: int) -> bool:
+def _status(port: int, path: str) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
     try:
-        conn.request("GET", "/healthz")
-        return conn.getresponse().status == 200
+        conn.request("GET", path)
+        return conn.getresponse().status
     finally:
         conn.close()
+
+
+def _ready(port: int) -> bool:
+    # /readyz says the broker is reachable too (protocol §3); a server started with
+    # --redis-url can be alive before it is ready, and joins meanwhile fail "unavailable".
+    status = _status(port, "/readyz")
+    if status == 404:
+        return _status(port, "/healthz") == 200
+    return status == 200
 
 
 def _redis_pong(port: int) -> bool:
@@ -246,7 +255,7 @@ def deploy(target: str, topology: str, pinning: Pinning, log_dir: Path, tag: str
             dep.ports.append(port)
             dep.servers.append(proc)
             dep.logs.append(log)
-            _wait(functools.partial(_healthy, port), proc, 30, f"{target} server", log)
+            _wait(functools.partial(_ready, port), proc, 30, f"{target} server", log)
     except BaseException:
         dep.stop()
         raise
