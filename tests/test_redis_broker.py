@@ -49,7 +49,7 @@ def redis_broker(server: RedisServer, prefix: str, **kwargs: Any) -> RedisBroker
 
 async def wait_until(condition: Any, timeout: float = WAIT) -> None:
     async with asyncio.timeout(timeout):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 - polls another process's state
             await asyncio.sleep(0.02)
 
 
@@ -245,3 +245,93 @@ async def test_redis_down_then_up(own_redis: RedisServer) -> None:
         assert (await inbox.wait_for(1))[-1][2] == b"back"
     finally:
         await broker.aclose()
+
+
+class FreezingProxy:
+    """A TCP proxy whose open connections can go silent (a dead peer that sends no FIN/RST),
+    while new connections still work: the silent-partition trap."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.frozen = False
+        self.generation = 0
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def freeze(self) -> None:
+        """Open connections stop carrying bytes, in both directions, without closing."""
+        self.generation += 1
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        born = self.generation
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while chunk := await src.read(65536):
+                if self.generation != born:
+                    await asyncio.sleep(3600)  # swallow: the peer hears nothing, ever
+                dst.write(chunk)
+                await dst.drain()
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        except ConnectionError:
+            return  # one side hung up: so does the proxy
+        finally:
+            writer.close()
+            up_writer.close()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for task in self.tasks:
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(self.tasks)
+
+
+@pytest.mark.redis
+async def test_silent_partition_is_noticed_by_the_health_probe(
+    redis_server: RedisServer,
+) -> None:
+    """A pub/sub connection that goes silent (no FIN, no RST) is noticed by the health probe
+    within seconds: not ready meanwhile, then reconnected and delivering again."""
+    proxy = FreezingProxy(redis_server.port)
+    port = await proxy.start()
+    prefix = "t" + secrets.token_hex(4)
+    broker = RedisBroker(
+        connect(f"redis://127.0.0.1:{port}/0"),
+        prefix=prefix,
+        sealer=Sealer(None),
+        room_ttl=60,
+        health_interval=0.2,
+        health_timeout=1.0,
+    )
+    inbox = Inbox()
+    await broker.start(inbox)
+    try:
+        await broker.subscribe("r")
+        assert broker.ready
+        proxy.freeze()
+        await wait_until(lambda: not broker.ready, timeout=3.0)
+        with pytest.raises(BrokerUnavailable):
+            await broker.publish("r", b"x", sequenced=True)
+        await wait_until(lambda: broker.ready, timeout=3 * WAIT)
+        async with asyncio.timeout(3 * WAIT):
+            while True:  # the pool may still hand out a frozen command connection once
+                try:
+                    await broker.publish("r", b"after", sequenced=True)
+                    break
+                except BrokerUnavailable:
+                    await asyncio.sleep(0.1)
+        assert (await inbox.wait_for(1))[-1][2] == b"after"
+    finally:
+        await broker.aclose()
+        await proxy.close()
