@@ -37,9 +37,10 @@ export class FacilitatorTools {
     this.reports = [...(welcome.reports ?? [])];
     this.renderWaiting();
     this.renderReports();
-    $("log-list").replaceChildren(...(welcome.log ?? []).slice(-20).reverse().map((entry) => el("li", {}, [
-      el("span", { text: `${clockText(entry.ts)} · ${entry.action}` }),
-    ])));
+    $("log-list").replaceChildren(...(welcome.log ?? []).slice(-20).reverse().map((entry) => el("li", {
+      text: `${clockText(entry.ts)} · ${this.members.nameOf(entry.by)}: ${entry.action}` +
+        (entry.pid ? ` ${this.members.nameOf(entry.pid)}` : "") + (entry.mid ? " (a message)" : ""),
+    })));
     this.roomChanged();
   }
 

@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 pytestmark = pytest.mark.browser
 
 
-def test_create_a_room_and_open_it_as_facilitator(server, new_page):
+def test_create_a_room_and_open_it_as_facilitator(server, new_page, screenshots):
     """Creating a room shows both links; the facilitator link opens the room with the tools."""
     page = new_page()
     page.goto(server.base_url + "/")
@@ -22,6 +22,7 @@ def test_create_a_room_and_open_it_as_facilitator(server, new_page):
     fac_link = page.locator("#fac-link").input_value()
     assert re.fullmatch(re.escape(server.base_url) + r"/r/[A-Za-z0-9_-]+", join_link)
     assert fac_link.startswith(join_link + "#key=")
+    page.screenshot(path=str(screenshots / "home-created-desktop.png"), full_page=True)
 
     page.get_by_role("link", name="Open the room as facilitator").click()
     expect(page).to_have_url(join_link)  # the key was read and removed from the address bar
