@@ -9,8 +9,13 @@ STAMP := $(VENV)/.installed
 serve: $(STAMP)
 	$(BIN)/hearth serve
 
+# The whole suite on the embedded broker, then the core server tests once more on Redis.
+CORE_TESTS := tests/test_app.py tests/test_join.py tests/test_talking.py tests/test_resume.py \
+	tests/test_facilitation.py
+
 test: $(STAMP) system-deps lint
 	$(BIN)/pytest
+	$(BIN)/pytest --core-broker=redis $(CORE_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -91,7 +91,12 @@ class Hub:
                 raise
             room.subscribed.set_result(None)
             return
+        previous = room.members.get(member.pid)
         room.members[member.pid] = member
+        if previous is not None and previous is not member:
+            # The same member on a newer connection here (a resume): the old one gives way.
+            # A takeover published through the broker would now find only the new one.
+            previous.control({"t": "_takeover", "pid": member.pid})
         if room.subscribed is not None and not room.subscribed.done():
             await asyncio.shield(room.subscribed)
 

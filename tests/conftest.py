@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -85,13 +85,36 @@ async def running(settings: Settings) -> AsyncIterator[Server]:
 ServerFactory = Callable[..., Any]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--core-broker",
+        choices=("memory", "redis"),
+        default="memory",
+        help="run the server tests on the embedded broker or on a private Redis",
+    )
+
+
+@pytest.fixture(scope="session")
+def core_redis_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """A private Redis for the whole run when ``--core-broker=redis``; else None."""
+    if request.config.getoption("--core-broker") != "redis":
+        yield None
+        return
+    from tests.redis_server import running_redis
+
+    with running_redis() as redis:
+        yield redis.url
+
+
 @pytest.fixture
-async def start_server() -> AsyncIterator[Callable[..., Any]]:
+async def start_server(core_redis_url: str | None) -> AsyncIterator[Callable[..., Any]]:
     """Start servers with setting overrides: ``await start_server(rate=100)``."""
     stack: list[Any] = []
 
     async def start(**overrides: Any) -> Server:
         values: dict[str, Any] = {"port": free_port(), "rate": 200.0, "burst": 200}
+        if core_redis_url is not None:  # a fresh key prefix keeps servers apart
+            values.update(redis_url=core_redis_url, redis_prefix=f"t{free_port()}")
         values.update(overrides)
         context = running(Settings(**values))
         stack.append(context)
