@@ -22,6 +22,7 @@ from starlette.websockets import WebSocket
 
 from chat import joining, metrics, presence
 from chat.backends import build_backends
+from chat.broker.base import BrokerUnavailable
 from chat.context import Services, now_ms
 from chat.hub import Hub
 from chat.identity import hash_secret, new_room_id, new_salt, new_secret
@@ -106,7 +107,11 @@ def create_app(settings: Settings) -> Starlette:
         Route("/r/{room}", page("room.html")),
         Mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={BrokerUnavailable: broker_unavailable},
+    )
     app.add_middleware(SecurityHeaders)
     return app
 
@@ -194,6 +199,15 @@ async def room_info(request: Request) -> Response:
             "admission": record.admission,
             "locked": record.locked,
         }
+    )
+
+
+async def broker_unavailable(request: Request, exc: Exception) -> Response:
+    """Room state lives behind the broker: while it is unreachable, say so and when to retry."""
+    return JSONResponse(
+        {"error": "unavailable", "message": "The service is briefly unavailable; try again."},
+        status_code=503,
+        headers={"retry-after": "2"},
     )
 
 

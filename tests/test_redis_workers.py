@@ -194,6 +194,9 @@ async def test_redis_down_at_start(own_redis: RedisServer) -> None:
     settings = worker_settings(own_redis.url, "t" + secrets.token_hex(4))
     async with running(settings) as server:
         assert await ready(server) == 503
+        async with httpx.AsyncClient(base_url=server.http) as http:
+            refused = await http.post("/api/rooms", json={})
+        assert refused.status_code == 503 and refused.json()["error"] == "unavailable"
         own_redis.start()
         await wait_ready(server, 200)
         room = await server.room()
