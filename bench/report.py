@@ -208,6 +208,9 @@ def _notes(rows: list[dict[str, Any]]) -> list[str]:
                     f"during the window at {p['rate']:g} msg/s: treat it as noisy"
                 )
         log = row.get("server_log") or {}
+        for event, count in (log.get("warnings") or {}).items():
+            if "bus in clear" not in event:
+                notes.append(f"{name}: server warned {count}x: {event}")
         if log.get("error_lines"):
             notes.append(
                 f"{name}: server log: {log['tracebacks']} tracebacks, "

@@ -76,13 +76,17 @@ def run_generator(spec: GenSpec, pinning: topology.Pinning, log: Path) -> dict[s
 
 def _log_issues(logs: list[Path]) -> dict[str, Any]:
     """Count tracebacks and error lines the servers logged during the run."""
-    issues: dict[str, Any] = {"tracebacks": 0, "error_lines": 0, "samples": []}
+    issues: dict[str, Any] = {"tracebacks": 0, "error_lines": 0, "warnings": {}, "samples": []}
     for log in logs:
         try:
             lines = log.read_text(errors="replace").splitlines()
         except OSError:
             continue
         for line in lines:
+            if '"level": "warning"' in line or " WARNING " in line:
+                # Hearth logs JSON lines; group its warnings by event to keep the JSON small.
+                event = line.split('"event": ', 1)[-1][:120]
+                issues["warnings"][event] = issues["warnings"].get(event, 0) + 1
             bad = "Traceback" in line or "ERROR" in line or "Exception" in line
             issues["tracebacks"] += "Traceback" in line
             issues["error_lines"] += bad
