@@ -204,3 +204,20 @@ async def test_redis_down_at_start(own_redis: RedisServer) -> None:
         assert (await alice.join(room["room"], name="Alice"))["t"] == "welcome"
         assert (await alice.request({"t": "say", "text": "hi"}))["t"] == "ack"
         await alice.close()
+
+
+async def test_a_burst_beyond_the_connection_pool_waits_its_turn(
+    redis_server: RedisServer,
+) -> None:
+    """More simultaneous requests than pooled Redis connections: every one is acked."""
+    async with two_workers(redis_server.url) as (a, _):
+        room = await a.room()
+        clients = [await a.client() for _ in range(150)]
+        for client in clients:
+            await client.join(room["room"])
+        answers = await asyncio.gather(
+            *(c.request({"t": "say", "text": f"n{i}"}) for i, c in enumerate(clients))
+        )
+        assert {answer["t"] for answer in answers} == {"ack"}
+        for client in clients:
+            await client.close()

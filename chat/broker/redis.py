@@ -30,7 +30,7 @@ import secrets
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -43,6 +43,7 @@ log = logging.getLogger("hearth.broker")
 
 CONNECT_TIMEOUT = 3.0
 COMMAND_TIMEOUT = 5.0
+POOL_SIZE = 64  # command connections per worker; the pub/sub reader has its own
 SUBSCRIBE_TIMEOUT = 5.0
 POLL = 0.5  # seconds the reader waits for a frame before looking at its health probe
 BACKOFF_FIRST = 0.1
@@ -70,8 +71,12 @@ def connect(url: str) -> Redis:
     No retries on purpose: a retried sequenced publish whose reply was lost would publish twice,
     and a failure must reach the session quickly as ``unavailable``.
     """
-    return Redis.from_url(
+    # A blocking pool: a burst (a thousand members leaving at once) waits its turn for one of
+    # POOL_SIZE connections instead of failing with redis-py's "too many connections".
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=POOL_SIZE,
+        timeout=COMMAND_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=COMMAND_TIMEOUT,
         retry=Retry(NoBackoff(), 0),
@@ -81,6 +86,7 @@ def connect(url: str) -> Redis:
         # to a push handler instead of returning them from read_response.
         protocol=2,
     )
+    return Redis(connection_pool=pool)
 
 
 def room_key(prefix: str, room: str, part: str) -> str:
