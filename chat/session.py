@@ -12,7 +12,6 @@ import asyncio
 import logging
 import secrets
 import time
-from collections import deque
 from typing import Any
 
 from starlette.websockets import WebSocket
@@ -39,6 +38,24 @@ class Session:
         address: the client's network address, used only to derive a salted ban hash.
     """
 
+    # Thousands of these live at once: slots keep each one small.
+    __slots__ = (
+        "_bucket",
+        "_closing",
+        "_held",
+        "_mute_timer",
+        "_queue",
+        "_tasks",
+        "_wakeup",
+        "address",
+        "conn_id",
+        "departed",
+        "encoding",
+        "seat",
+        "services",
+        "websocket",
+    )  # fmt: skip
+
     def __init__(
         self, websocket: WebSocket, services: Services, encoding: Encoding, address: str
     ) -> None:
@@ -51,12 +68,12 @@ class Session:
         self.departed = False
         settings = services.settings
         self._bucket = TokenBucket(settings.rate, settings.burst, time.monotonic())
-        self._queue: deque[Frame] = deque()
+        self._queue: list[Frame] = []  # swapped out whole by the writer; cheaper idle than a deque
         self._held: list[tuple[Frame, int]] | None = None
         self._wakeup: asyncio.Future[None] | None = None
         self._closing: tuple[CloseCode, str] | None = None
         self._mute_timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] | None = None
 
     # --- the hub's view of this connection (hub.Member) ----------------------------------
 
@@ -155,7 +172,7 @@ class Session:
                 except TimeoutError:
                     pass
             writer.cancel()
-            for task in list(self._tasks):
+            for task in list(self._tasks or ()):
                 task.cancel()
 
     async def _depart(self) -> None:
@@ -239,26 +256,29 @@ class Session:
 
     async def _write(self) -> None:
         loop = asyncio.get_running_loop()
-        queue = self._queue
         send = self.websocket.send
         binary = self.encoding is Encoding.MSGPACK
         while True:
-            if not queue:
+            if not self._queue:
                 if self._closing is not None:
                     break
                 self._wakeup = loop.create_future()
                 await self._wakeup
                 continue
-            frame = queue.popleft() if len(queue) == 1 else _drain(queue, self.encoding)
+            frames, self._queue = self._queue, []
+            # Everything that is ready goes as one frame: one write per member per burst.
+            frame = frames[0] if len(frames) == 1 else batch(frames, self.encoding)
+            del frames
             if binary:
                 await send({"type": "websocket.send", "bytes": frame})
             else:
                 await send({"type": "websocket.send", "text": frame})
+            del frame  # an idle writer keeps no frame alive
         code, reason = self._closing
         await self.websocket.close(int(code), reason)
 
     def _too_slow(self) -> None:
-        self._queue.clear()
+        self._queue = []
         self._held = None
         self.end(CloseCode.TOO_SLOW, "could not keep up with the room")
 
@@ -285,6 +305,8 @@ class Session:
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.ensure_future(self._guarded(work))
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -296,9 +318,3 @@ class Session:
         except Exception:
             log.exception("background step failed")
             self.end(CloseCode.INTERNAL)
-
-
-def _drain(queue: deque[Frame], encoding: Encoding) -> Frame:
-    frames = list(queue)
-    queue.clear()
-    return batch(frames, encoding)
