@@ -31,7 +31,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# Tests start private redis-server processes and drive the system's headless Chromium.
+AXE := tests/browser/node_modules/.installed
+
+# Tests start private redis-server processes, drive the system's headless Chromium, and audit
+# the pages with axe-core (a test-only npm package, pinned in tests/browser/package-lock.json).
+system-deps: $(AXE)
+
+$(AXE): tests/browser/package-lock.json
+	npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+	touch $(AXE)
+
 system-deps:
 	@command -v redis-server >/dev/null && command -v chromium >/dev/null || { \
 	  echo "installing redis-server and chromium from the OS packages"; \

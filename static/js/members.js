@@ -90,7 +90,7 @@ export class Members {
     } else if (!facilitatorView && m.role === "facilitator") {
       item.append(el("button", {
         class: "quiet-btn", text: "Message privately",
-        attrs: { type: "button", "aria-label": `Message ${m.name} privately` },
+        attrs: { type: "button", "aria-label": `Message privately: ${m.name}` },
         on: { click: () => this.hooks.onWhisper(m) },
       }));
     }
