@@ -129,7 +129,7 @@ class WebSocketFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == "/ws":
-            await websocket_endpoint(WebSocket(scope, receive, send))
+            await websocket_endpoint(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
@@ -256,15 +256,32 @@ def page(name: str) -> Any:
 # --- WebSocket -----------------------------------------------------------------------------
 
 
-async def websocket_endpoint(websocket: WebSocket) -> None:
-    services = _services(websocket)
+async def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+    """``/ws``: the handshake checks with Starlette's WebSocket, then the session on raw ASGI."""
+    services: Services = scope["state"]["services"]
+    session = await _handshake(WebSocket(scope, receive, send), services, receive, send)
+    if session is None:
+        return
+    services.connections += 1
+    metrics.CONNECTIONS.inc()
+    try:
+        await session.run()
+    finally:
+        services.connections -= 1
+        metrics.CONNECTIONS.dec()
+
+
+async def _handshake(
+    websocket: WebSocket, services: Services, receive: Receive, send: Send
+) -> Session | None:
+    """Accept the connection and build its session, or refuse it (HTTP 403 or 503)."""
     settings = services.settings
     if not origin_allowed(
         websocket.headers.get("origin"), websocket.headers.get("host"), settings.allowed_origins
     ):
         metrics.REFUSED.labels(reason="origin").inc()
         await websocket.close()  # before accept: uvicorn answers HTTP 403
-        return
+        return None
     if services.connections >= settings.max_connections:
         metrics.REFUSED.labels(reason="capacity").inc()
         await websocket.send_denial_response(
@@ -274,23 +291,17 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
                 headers={"retry-after": "5"},
             )
         )
-        return
+        return None
     offered = websocket.scope.get("subprotocols") or []
     encoding = Encoding.negotiate(offered)
     if encoding is None and offered:
         metrics.REFUSED.labels(reason="subprotocol").inc()
         await websocket.close()
-        return
+        return None
     await websocket.accept(subprotocol=encoding.value if encoding else None)
     client = websocket.client
-    session = Session(websocket, services, encoding or Encoding.JSON, client.host if client else "")
-    services.connections += 1
-    metrics.CONNECTIONS.inc()
-    try:
-        await session.run()
-    finally:
-        services.connections -= 1
-        metrics.CONNECTIONS.dec()
+    address = client.host if client else ""
+    return Session(receive, send, services, encoding or Encoding.JSON, address)
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
