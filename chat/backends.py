@@ -46,6 +46,8 @@ async def build_backends(settings: Settings) -> tuple[Broker, RoomStore]:
         sealer=sealer,
         room_ttl=settings.room_idle,
         observe=redis_store.observe,
+        # One round trip per say: the publish script also writes the msg's history entry.
+        history=redis_store.record_on_publish(),
     )
     if sealer.encrypting:
         log.info("bus encrypted: names and text in redis are sealed with AES-GCM")

@@ -8,13 +8,14 @@ A missing binary fails the test with a clear message; it never skips (style §5)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,25 @@ def own_redis() -> Iterator[RedisServer]:
     """A private server for one test, which may kill and restart it."""
     with running_redis() as server:
         yield server
+
+
+@contextlib.asynccontextmanager
+async def monitor(server: RedisServer) -> AsyncIterator[bytearray]:
+    """Everything MONITOR shows while the block runs."""
+    seen = bytearray()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"MONITOR\r\n")
+    await writer.drain()
+
+    async def pump() -> None:
+        while chunk := await reader.read(65536):
+            seen.extend(chunk)
+
+    task = asyncio.create_task(pump())
+    try:
+        yield seen
+    finally:
+        await asyncio.sleep(0.2)
+        task.cancel()
+        await asyncio.wait([task])
+        writer.close()

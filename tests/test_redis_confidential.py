@@ -3,11 +3,8 @@ names or text in MONITOR or in a dump of every key."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +12,7 @@ import redis.asyncio as aioredis
 
 from chat.settings import bus_key
 from tests.conftest import running
-from tests.redis_server import RedisServer, own_redis, redis_server, running_redis
+from tests.redis_server import RedisServer, monitor, own_redis, redis_server, running_redis
 from tests.test_redis_workers import two_workers, worker_settings
 
 __all__ = ["own_redis", "redis_server"]  # fixture, imported for pytest
@@ -36,28 +33,6 @@ async def all_values(url: str, prefix: str) -> dict[bytes, bytes]:
         return {k: (await client.dump(k)) or b"" for k in keys}
     finally:
         await client.aclose()
-
-
-@contextlib.asynccontextmanager
-async def monitor(server: RedisServer) -> AsyncIterator[bytearray]:
-    """Everything MONITOR shows while the block runs."""
-    seen = bytearray()
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(b"MONITOR\r\n")
-    await writer.drain()
-
-    async def pump() -> None:
-        while chunk := await reader.read(65536):
-            seen.extend(chunk)
-
-    task = asyncio.create_task(pump())
-    try:
-        yield seen
-    finally:
-        await asyncio.sleep(0.2)
-        task.cancel()
-        await asyncio.wait([task])
-        writer.close()
 
 
 async def test_persisting_redis_keeps_history_in_worker_memory(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 
 from chat.settings import Settings
 from tests.conftest import Server, free_port, running
-from tests.redis_server import RedisServer, own_redis, redis_server
+from tests.redis_server import RedisServer, monitor, own_redis, redis_server
 from tests.timing import WAIT
 
 __all__ = ["own_redis", "redis_server"]  # fixtures, imported for pytest
@@ -160,6 +161,39 @@ async def test_resume_on_another_worker_replays_missed(redis_server: RedisServer
         assert [m["text"] for m in again["history"]] == ["missed-1", "missed-2"]
         assert all(m["t"] != "left" for m in await carol.quiet(0.5))
         await back.close()
+        await carol.close()
+
+
+async def test_a_say_costs_one_redis_command(redis_server: RedisServer) -> None:
+    """A say is one EVALSHA (seq, publish and history together); another worker recalls it."""
+    says = 5
+    async with two_workers(redis_server.url) as (a, b):
+        room = await a.room(settings={"history": "recent"})
+        alice = await a.client()
+        await alice.join(room["room"], name="Alice")
+        # The first run of a script on a fresh Redis is NOSCRIPT, SCRIPT LOAD, EVALSHA again.
+        assert (await alice.request({"t": "say", "text": "m0"}))["t"] == "ack"
+        async with monitor(redis_server) as seen:
+            for i in range(1, says + 1):
+                assert (await alice.request({"t": "say", "text": f"m{i}"}))["t"] == "ack"
+        # What the workers sent for this room: not what scripts ran inside Redis ("[0 lua]"),
+        # nor the presence heartbeat, which runs on its own clock.
+        sent = [
+            re.findall(r'"([^"]*)"', line)
+            for line in seen.decode(errors="replace").splitlines()
+            if f"{{{room['room']}}}" in line and " lua]" not in line
+        ]
+        heartbeat = [c for c in sent if c[0].lower() == "pexpire" or c[1].endswith(":alive")]
+        commands = [c for c in sent if c not in heartbeat]
+        assert [c[0].lower() for c in commands] == ["evalsha"] * says
+        assert all(c[3].endswith(":seq") and c[4].endswith(":history") for c in commands)
+        carol = await b.client()
+        welcome = await carol.join(room["room"], name="Carol")
+        history = welcome["history"]
+        assert [m["text"] for m in history] == [f"m{i}" for i in range(says + 1)]
+        assert [m["seq"] for m in history] == sorted(m["seq"] for m in history)
+        assert all(m["t"] == "msg" and m["name"] == "Alice" for m in history)
+        await alice.close()
         await carol.close()
 
 

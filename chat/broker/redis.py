@@ -11,7 +11,9 @@ publish runs :data:`PUBLISH_SCRIPT`, which increments the room's ``seq`` key and
 one atomic step, so Redis hands every subscriber a room's messages in ``seq`` order. The script
 takes a floor, the highest ``seq`` this worker has seen in the room, so that a Redis that lost
 its memory (a restart) never hands out a ``seq`` twice: ``seq`` stays strictly increasing
-(protocol §5).
+(protocol §5). When the room store keeps history in Redis, the same script also adds the
+message to the room's history (the store's :data:`History` hook says what to add), so that a
+``say`` costs one round trip to Redis.
 
 Pub/sub delivers at most once: what is published while this worker's pub/sub connection is
 down is lost for its members (a member who reconnects with ``resume`` and ``since`` gets it
@@ -27,6 +29,8 @@ import asyncio
 import logging
 import random
 import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -50,8 +54,28 @@ BACKOFF_FIRST = 0.1
 BACKOFF_CAP = 5.0
 SUBSCRIBE_CHUNK = 512  # channels per SUBSCRIBE when re-subscribing after a reconnect
 
-# KEYS[1] the room's seq key. ARGV: channel, blob, floor, ttl (ms).
-PUBLISH_SCRIPT = """
+# A Lua function for the history zset of a room: keep the newest ``keep`` entries, and none
+# older than ``oldest`` (ms). An entry is ``"<ts>:" .. sealed msg``, so its age is readable in
+# clear while its text is not. Shared with the room store's own history script.
+TRIM_HISTORY = """
+local function trim_history(key, keep, oldest)
+  redis.call('ZREMRANGEBYRANK', key, 0, -1 - keep)
+  while true do
+    local first = redis.call('ZRANGE', key, 0, 0)
+    if #first == 0 then break end
+    local ts = tonumber(string.match(first[1], '^(%d+):'))
+    if ts == nil or ts >= oldest then break end
+    redis.call('ZREMRANGEBYRANK', key, 0, 0)
+  end
+end
+"""
+
+# KEYS[1] the room's seq key; KEYS[2], for a publish kept in history, the room's history.
+# ARGV: channel, blob, floor, ttl (ms); with KEYS[2] also: entry, most entries, oldest ts.
+# Recording the history entry here, with the seq as its score, makes a say one round trip.
+PUBLISH_SCRIPT = (
+    TRIM_HISTORY
+    + """
 local seq = redis.call('INCR', KEYS[1])
 local floor = tonumber(ARGV[3])
 if seq <= floor then
@@ -60,7 +84,33 @@ if seq <= floor then
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PUBLISH', ARGV[1], string.format('%d', seq) .. ':' .. ARGV[2])
+if #KEYS == 2 then
+  redis.call('ZADD', KEYS[2], seq, ARGV[5])
+  trim_history(KEYS[2], tonumber(ARGV[6]), tonumber(ARGV[7]))
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
 return seq
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """What a sequenced publish also keeps in its room's history, with its ``seq`` as score."""
+
+    entry: bytes
+    """``b"<ts>:" + sealed msg`` (the msg without its ``seq``; a reader adds it back)."""
+    keep: int
+    """The most entries the room's history keeps."""
+    oldest_ms: int
+    """Entries older than this (ms since the epoch) are dropped."""
+
+
+History = Callable[[str, bytes], Awaitable[HistoryEntry | None]]
+"""Given a sequenced publish's room and envelope, the history entry to keep with it, if any.
+
+The room store provides it (it knows what history is and whether Redis may hold it); the
+broker only writes the entry, so it still never decodes what it publishes.
 """
 
 
@@ -115,6 +165,8 @@ class RedisBroker:
         health_timeout: seconds a probe may take before the connection counts as dead.
         observe: also called with every delivery, before the hub gets it (the room store's
             worker-memory history listens here when history cannot be kept in Redis).
+        history: asked, for every sequenced publish, what to keep in the room's history in
+            the same script (the room store's hook when history is kept in Redis).
     """
 
     def __init__(
@@ -127,6 +179,7 @@ class RedisBroker:
         health_interval: float = 2.0,
         health_timeout: float = 3.0,
         observe: Deliver | None = None,
+        history: History | None = None,
     ) -> None:
         self._client = client
         self._prefix = prefix
@@ -137,6 +190,7 @@ class RedisBroker:
         self._script = client.register_script(PUBLISH_SCRIPT)
         self._deliver: Deliver | None = None
         self._observe = observe
+        self._history = history
         self._reader: asyncio.Task[None] | None = None
         self._conn: AbstractConnection | None = None
         self._ready = False
@@ -214,18 +268,19 @@ class RedisBroker:
         if not self._ready:
             raise BrokerUnavailable("redis pub/sub is not connected")
         channel = room_channel(self._prefix, room)
+        # Asked before sealing: the hook may have to reach Redis once (history placement).
+        kept = await self._history(room, data) if sequenced and self._history else None
         blob = self._sealer.seal(data, context("bus", room))
         try:
             if not sequenced:
                 await self._client.publish(channel, b"0:" + blob)
                 return 0
-            floor = self._seen.get(room, 0)
-            seq = int(
-                await self._script(
-                    keys=[room_key(self._prefix, room, "seq")],
-                    args=[channel, blob, floor, self._ttl_ms],
-                )
-            )
+            keys = [room_key(self._prefix, room, "seq")]
+            args: list[bytes | str | int] = [channel, blob, self._seen.get(room, 0), self._ttl_ms]
+            if kept is not None:
+                keys.append(room_key(self._prefix, room, "history"))
+                args += [kept.entry, kept.keep, kept.oldest_ms]
+            seq = int(await self._script(keys=keys, args=args))
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable("redis publish failed") from exc
         self._see(room, seq)

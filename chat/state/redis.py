@@ -17,9 +17,11 @@ resume      hash    resume-token hash -> pid
 alive       zset    pid -> ms when its worker last vouched for it (presence heartbeat), or when
                     it went away; the cross-worker grace sweep reads it
 bans        set     salted address hashes
-history     zset    seq -> ``b"<ts>:" + sealed msg``, trimmed by count and age (only when Redis
-                    does not write to disk, or the operator allowed it; otherwise history stays
-                    in this worker's memory, protocol §7)
+history     zset    seq -> ``b"<ts>:" + sealed msg`` (the msg without its seq: the score is
+                    the seq), trimmed by count and age; written by the broker's publish script
+                    (see :meth:`RedisRoomStore.record_on_publish`). Only when Redis does not
+                    write to disk, or the operator allowed it; otherwise history stays in this
+                    worker's memory, protocol §7
 reports     list    sealed open reports
 log         list    sealed facilitation log entries
 seq         string  the room's last seq (owned by the broker)
@@ -36,7 +38,6 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
@@ -48,83 +49,28 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chat import metrics
 from chat.broker.base import BrokerUnavailable
-from chat.broker.redis import room_key
+from chat.broker.redis import History, HistoryEntry, room_key
 from chat.buscrypt import Sealer, SealError, context
 from chat.identity import name_key
 from chat.protocol import pack_envelope, unpack_envelope
 from chat.state.base import MemberRecord, Message, RoomRecord
+from chat.state.local_history import LocalHistory
+from chat.state.redis_scripts import (
+    ADD_MEMBER,
+    CLAIM_LAPSED,
+    REMEMBER,
+    REMOVE_MEMBER,
+    SAVE_MEMBER,
+    SAVE_ROOM,
+)
 
 log = logging.getLogger("hearth.state")
 
 LOG_ENTRIES = 100
 REPORTS = 100
 SALT_CACHE = 10_000
-LOCAL_SWEEP_MS = 10_000
 MEMBER_PARTS = ("room", "names", "members", "resume", "alive")  # ADD_MEMBER's keys, in order
 PARTS = ("room", "members", "names", "resume", "alive", "bans", "history", "reports", "log", "seq")
-
-# KEYS: room, names, members, resume, alive. ARGV: name hash, pid, blob, resume hash, now, ttl.
-ADD_MEMBER = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local owner = redis.call('HGET', KEYS[2], ARGV[1])
-if owner and owner ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
-redis.call('HSET', KEYS[4], ARGV[4], ARGV[2])
-redis.call('ZADD', KEYS[5], ARGV[5], ARGV[2])
-for i = 2, 5 do redis.call('PEXPIRE', KEYS[i], ARGV[6]) end
-return 1
-"""
-
-# KEYS: members, alive. ARGV: pid, blob, presence score.
-SAVE_MEMBER = """
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-return 1
-"""
-
-# KEYS: members, names, resume, alive. ARGV: pid, name hash, resume hash.
-REMOVE_MEMBER = """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-if redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[2], ARGV[2]) end
-if redis.call('HGET', KEYS[3], ARGV[3]) == ARGV[1] then redis.call('HDEL', KEYS[3], ARGV[3]) end
-redis.call('ZREM', KEYS[4], ARGV[1])
-return 1
-"""
-
-# KEYS: alive. ARGV: pid, cutoff. Claims a lapsed member for exactly one sweeping worker.
-CLAIM_LAPSED = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if score and tonumber(score) <= tonumber(ARGV[2]) then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  return 1
-end
-return 0
-"""
-
-# KEYS: room. ARGV: locked, slow.
-SAVE_ROOM = """
-if redis.call('HEXISTS', KEYS[1], 'rec') == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'locked', ARGV[1], 'slow', ARGV[2])
-return 1
-"""
-
-# KEYS: history. ARGV: seq, entry, most messages, oldest ts, ttl.
-REMEMBER = """
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -1 - tonumber(ARGV[3]))
-local oldest = tonumber(ARGV[4])
-while true do
-  local first = redis.call('ZRANGE', KEYS[1], 0, 0)
-  if #first == 0 then break end
-  local ts = tonumber(string.match(first[1], '^(%d+):'))
-  if ts == nil or ts >= oldest then break end
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, 0)
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return 1
-"""
 
 
 @contextlib.contextmanager
@@ -192,6 +138,7 @@ class RedisRoomStore:
         self._max_age_ms = int(history_seconds * 1000)
         self._allow_persistent = allow_persistent
         self._history_in_redis: bool | None = None  # decided once Redis has been reached
+        self._broker_records = False  # the broker's publish script writes msg history
         self._local = LocalHistory(history_messages, history_seconds)
         self._salts: dict[str, bytes] = {}
         self._add_member = client.register_script(ADD_MEMBER)
@@ -228,6 +175,31 @@ class RedisRoomStore:
             else:
                 log.info("message history is kept in redis memory (redis does not persist)")
         return self._history_in_redis
+
+    def record_on_publish(self) -> History:
+        """Leave writing ``msg`` history in Redis to the broker's publish script, from now on.
+
+        A ``say`` then costs one round trip (seq, publish and history in one script) instead
+        of two, and :meth:`remember` has nothing left to do while history is in Redis.
+
+        Returns:
+            The hook to give the broker (``RedisBroker(history=...)``).
+        """
+        self._broker_records = True
+        return self._history_entry
+
+    async def _history_entry(self, room_id: str, data: bytes) -> HistoryEntry | None:
+        # The same placement remember() goes by: settled once, never changes after.
+        if not await self.settle_history():
+            return None
+        try:
+            event = unpack_envelope(data)["e"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        if not isinstance(event, dict) or event.get("t") != "msg":
+            return None
+        oldest = _now_ms() - self._max_age_ms
+        return HistoryEntry(self._entry(room_id, event), self._max_messages, oldest)
 
     def observe(self, room_id: str, seq: int, data: bytes) -> None:
         """Keep worker-memory history in step with the bus, when history is not in Redis.
@@ -403,12 +375,19 @@ class RedisRoomStore:
         if not await self.settle_history():
             self._local.remember(room_id, message)
             return
-        entry = b"%d:" % message["ts"] + self._seal(pack_envelope(message), "msg", room_id)
+        if self._broker_records:
+            return  # the publish that assigned its seq wrote it already
         oldest = _now_ms() - self._max_age_ms
         with unavailable():
             await self._remember(
                 keys=[self._key(room_id, "history")],
-                args=[message["seq"], entry, self._max_messages, oldest, self._ttl_ms],
+                args=[
+                    message["seq"],
+                    self._entry(room_id, message),
+                    self._max_messages,
+                    oldest,
+                    self._ttl_ms,
+                ],
             )
 
     async def recall(self, room_id: str, after_seq: int) -> list[Message]:
@@ -416,7 +395,7 @@ class RedisRoomStore:
             return self._local.recall(room_id, after_seq)
         with unavailable():
             entries = await self._client.zrangebyscore(
-                self._key(room_id, "history"), f"({after_seq}", "+inf"
+                self._key(room_id, "history"), f"({after_seq}", "+inf", withscores=True
             )
         return [m for _, m in self._history_entries(room_id, entries)]
 
@@ -425,7 +404,7 @@ class RedisRoomStore:
             return self._local.forget(room_id, mid)
         key = self._key(room_id, "history")
         with unavailable():
-            entries = await self._client.zrange(key, 0, -1)
+            entries = await self._client.zrange(key, 0, -1, withscores=True)
             for raw, message in self._history_entries(room_id, entries):
                 if message.get("mid") == mid:
                     return bool(await self._client.zrem(key, raw))
@@ -435,7 +414,9 @@ class RedisRoomStore:
         if not await self.settle_history():
             return self._local.find(room_id, mid)
         with unavailable():
-            entries = await self._client.zrange(self._key(room_id, "history"), 0, -1)
+            entries = await self._client.zrange(
+                self._key(room_id, "history"), 0, -1, withscores=True
+            )
         return next(
             (m for _, m in self._history_entries(room_id, entries) if m.get("mid") == mid), None
         )
@@ -463,16 +444,23 @@ class RedisRoomStore:
         data = self._open_record(blob, "member", room_id)
         return MemberRecord(**data) if data is not None else None
 
+    def _entry(self, room_id: str, message: Message) -> bytes:
+        # The ts in clear ahead of the sealed msg: the trim reads the age without the key.
+        return b"%d:" % message["ts"] + self._seal(pack_envelope(message), "msg", room_id)
+
     def _history_entries(self, room_id: str, entries: list[Any]) -> list[tuple[bytes, Message]]:
+        """Open ``(entry, score)`` pairs, oldest first, skipping the expired and the unreadable."""
         oldest = _now_ms() - self._max_age_ms
         out: list[tuple[bytes, Message]] = []
-        for entry in entries:
+        for entry, score in entries:
             raw = _bytes(entry)
             head, _, blob = raw.partition(b":")
             if not head.isdigit() or int(head) < oldest:
                 continue
             message = self._open_record(blob, "msg", room_id)
             if message is not None:
+                # The score is the seq: the publish script learns it only as it writes.
+                message["seq"] = int(score)
                 out.append((raw, message))
         return out
 
@@ -523,75 +511,6 @@ class RedisRoomStore:
         kind = "report" if part == "reports" else "log"
         found = (self._open_record(blob, kind, room_id) for blob in blobs)
         return [entry for entry in found if entry is not None]
-
-
-class LocalHistory:
-    """History in this worker's memory, for a Redis that writes to disk (protocol §7).
-
-    Args:
-        history_messages: the most messages kept per room.
-        history_seconds: the oldest message kept, in seconds.
-    """
-
-    def __init__(self, history_messages: int, history_seconds: float) -> None:
-        self._rooms: dict[str, deque[Message]] = {}
-        self._max_messages = history_messages
-        self._max_age_ms = int(history_seconds * 1000)
-        self._swept_ms = 0
-
-    def remember(self, room_id: str, message: Message) -> None:
-        """Keep a message, in ``seq`` order, within the bounds."""
-        history = self._rooms.setdefault(room_id, deque())
-        if history and history[-1]["seq"] >= message["seq"]:
-            # Seen already: the publishing worker remembers it, and the bus brings it too.
-            if any(m["seq"] == message["seq"] for m in history):
-                return
-            items = sorted([*history, message], key=lambda m: m["seq"])
-            history = self._rooms[room_id] = deque(items)
-        else:
-            history.append(message)
-        while len(history) > self._max_messages:
-            history.popleft()
-        self._prune(room_id)
-
-    def recall(self, room_id: str, after_seq: int) -> list[Message]:
-        """The kept messages with a greater ``seq``, oldest first."""
-        self._prune(room_id)
-        return [m for m in self._rooms.get(room_id, ()) if m["seq"] > after_seq]
-
-    def forget(self, room_id: str, mid: str) -> bool:
-        """Delete a message; False when it is not kept."""
-        history = self._rooms.get(room_id)
-        message = self.find(room_id, mid)
-        if history is None or message is None:
-            return False
-        history.remove(message)
-        return True
-
-    def find(self, room_id: str, mid: str) -> Message | None:
-        """The kept message with this ``mid``."""
-        return next((m for m in self._rooms.get(room_id, ()) if m["mid"] == mid), None)
-
-    def drop(self, room_id: str) -> None:
-        """Forget a room's history: the room has ended."""
-        self._rooms.pop(room_id, None)
-
-    def _prune(self, room_id: str) -> None:
-        now = _now_ms()
-        oldest = now - self._max_age_ms
-        # Age applies to every room, also those nobody here talks in any more: sweep them all
-        # now and then, and the room at hand every time.
-        if now - self._swept_ms > LOCAL_SWEEP_MS:
-            self._swept_ms = now
-            rooms = list(self._rooms)
-        else:
-            rooms = [room_id] if room_id in self._rooms else []
-        for rid in rooms:
-            history = self._rooms[rid]
-            while history and history[0]["ts"] < oldest:
-                history.popleft()
-            if not history:
-                del self._rooms[rid]
 
 
 def _bytes(value: bytes | str) -> bytes:
