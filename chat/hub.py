@@ -175,11 +175,20 @@ class Hub:
         if kind == "room":
             room.record.locked = bool(event.get("locked"))
             room.record.slow = int(event.get("slow") or 0)
-        for member in self._recipients(room, envelope):
-            if not kind.startswith("_"):
-                member.send_frame(_frame_for(event, member.encoding, envelope), seq)
-            if kind in CONTROL_EVENTS or kind.startswith("_"):
-                self._control(member, event, envelope)
+        recipients = self._recipients(room, envelope)
+        internal = kind.startswith("_")  # hub-to-connection signals, never sent to a client
+        if not internal:
+            # One encode per encoding per event, whatever the number of recipients (§10).
+            frames: dict[Encoding, Frame] = {}
+            for member in recipients:
+                encoding = member.encoding
+                frame = frames.get(encoding)
+                if frame is None:
+                    frame = frames[encoding] = encode(event, encoding)
+                member.send_frame(frame, seq)
+        if internal or kind in CONTROL_EVENTS:
+            for member in recipients:
+                self._control(member, event)
 
     def _recipients(self, room: LocalRoom, envelope: Message) -> list[Member]:
         to = envelope.get("to")
@@ -195,7 +204,7 @@ class Hub:
             and (not only_facilitators or m.role == FACILITATOR or m.pid in wanted)
         ]
 
-    def _control(self, member: Member, event: Message, envelope: Message) -> None:
+    def _control(self, member: Member, event: Message) -> None:
         target = event.get("pid")
         if event["t"] in {"muted", "unmuted"} and target != member.pid:
             return
@@ -203,13 +212,3 @@ class Hub:
             member.control(event)
         except Exception:
             log.exception("member control failed", extra={"event": event["t"]})
-
-
-def _frame_for(event: Message, encoding: Encoding, envelope: Message) -> Frame:
-    # One encode per encoding per event: the frame is cached in the envelope, which lives
-    # for this one delivery only.
-    cache: dict[Encoding, Frame] = envelope.setdefault("_frames", {})
-    frame = cache.get(encoding)
-    if frame is None:
-        frame = cache[encoding] = encode(event, encoding)
-    return frame

@@ -47,6 +47,7 @@ class Session:
         "_held",
         "_mute_timer",
         "_queue",
+        "_queue_limit",
         "_tasks",
         "_wakeup",
         "address",
@@ -72,6 +73,7 @@ class Session:
         self.departed = False
         settings = services.settings
         self._bucket = TokenBucket(settings.rate, settings.burst, time.monotonic())
+        self._queue_limit = settings.queue_frames
         self._queue: list[Frame] = []  # swapped out whole by the writer; cheaper idle than a deque
         self._held: list[tuple[Frame, int]] | None = None
         # One writer task per connection, parked on a future while idle. A writer started
@@ -105,7 +107,7 @@ class Session:
                 self._too_slow()
             return
         queue = self._queue
-        if len(queue) >= self.services.settings.queue_frames:
+        if len(queue) >= self._queue_limit:
             self._too_slow()
             return
         queue.append(frame)
