@@ -196,12 +196,15 @@ class Hub:
         only_facilitators = envelope.get("f")
         if to is not None and not only_facilitators:
             return [m for pid in to if (m := room.members.get(pid)) is not None]
+        if not only_facilitators:  # the room message: everyone, maybe but one
+            if exclude is None:
+                return list(room.members.values())
+            return [m for pid, m in room.members.items() if pid != exclude]
         wanted = set(to or ())
         return [
             m
-            for m in list(room.members.values())
-            if m.pid != exclude
-            and (not only_facilitators or m.role == FACILITATOR or m.pid in wanted)
+            for pid, m in room.members.items()
+            if pid != exclude and (m.role == FACILITATOR or pid in wanted)
         ]
 
     def _control(self, member: Member, event: Message) -> None:
