@@ -17,11 +17,8 @@ resume      hash    resume-token hash -> pid
 alive       zset    pid -> ms when its worker last vouched for it (presence heartbeat), or when
                     it went away; the cross-worker grace sweep reads it
 bans        set     salted address hashes
-history     zset    seq -> ``b"<ts>:" + sealed msg`` (the msg without its seq: the score is
-                    the seq), trimmed by count and age; written by the broker's publish script
-                    (see :meth:`RedisRoomStore.record_on_publish`). Only when Redis does not
-                    write to disk, or the operator allowed it; otherwise history stays in this
-                    worker's memory, protocol §7
+history     zset    seq -> ``b"<ts>:" + sealed msg``, trimmed by count and age; only when Redis
+                    does not write to disk (see :mod:`chat.state.redis_history`)
 reports     list    sealed open reports
 log         list    sealed facilitation log entries
 seq         string  the room's last seq (owned by the broker)
@@ -34,31 +31,23 @@ cannot be reached, which the session answers as ``unavailable``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from chat import metrics
-from chat.broker.base import BrokerUnavailable
-from chat.broker.redis import History, HistoryEntry, room_key
-from chat.buscrypt import Sealer, SealError, context
+from chat.broker.redis import History, room_key
+from chat.buscrypt import Sealer, context
 from chat.identity import name_key
-from chat.protocol import pack_envelope, unpack_envelope
+from chat.protocol import pack_envelope
 from chat.state.base import MemberRecord, Message, RoomRecord
-from chat.state.local_history import LocalHistory
+from chat.state.redis_history import RedisHistory
+from chat.state.redis_records import as_text, now_ms, open_record, unavailable
 from chat.state.redis_scripts import (
     ADD_MEMBER,
     CLAIM_LAPSED,
-    REMEMBER,
     REMOVE_MEMBER,
     SAVE_MEMBER,
     SAVE_ROOM,
@@ -71,39 +60,6 @@ REPORTS = 100
 SALT_CACHE = 10_000
 MEMBER_PARTS = ("room", "names", "members", "resume", "alive")  # ADD_MEMBER's keys, in order
 PARTS = ("room", "members", "names", "resume", "alive", "bans", "history", "reports", "log", "seq")
-
-
-@contextlib.contextmanager
-def unavailable() -> Iterator[None]:
-    """Turn a lost or refused connection into ``BrokerUnavailable`` (answered ``unavailable``).
-
-    Other Redis errors (a script or type error, an ACL refusal) are bugs or misconfiguration
-    and propagate as they are.
-    """
-    try:
-        yield
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        raise BrokerUnavailable("redis unavailable") from exc
-
-
-async def redis_persists(client: Redis) -> bool:
-    """Whether Redis writes its data to disk (RDB snapshots or AOF), per ``CONFIG GET``.
-
-    A refused ``CONFIG`` (an ACL user without it, a renamed command) counts as persisting: we
-    cannot tell, so message text stays out of it (protocol §7).
-
-    Raises:
-        BrokerUnavailable: Redis cannot be reached.
-    """
-    with unavailable():
-        try:
-            save = await client.config_get("save")
-            aof = await client.config_get("appendonly")
-        except ResponseError:
-            return True
-    save_value = _text(next(iter(save.values()), ""))
-    aof_value = _text(next(iter(aof.values()), "no"))
-    return bool(save_value.strip()) or aof_value == "yes"
 
 
 class RedisRoomStore:
@@ -134,21 +90,23 @@ class RedisRoomStore:
         self._prefix = prefix
         self._sealer = sealer
         self._ttl_ms = max(1000, int(room_ttl * 1000))
-        self._max_messages = history_messages
-        self._max_age_ms = int(history_seconds * 1000)
-        self._allow_persistent = allow_persistent
-        self._history_in_redis: bool | None = None  # decided once Redis has been reached
-        self._broker_records = False  # the broker's publish script writes msg history
-        self._local = LocalHistory(history_messages, history_seconds)
+        self._history = RedisHistory(
+            client,
+            prefix=prefix,
+            sealer=sealer,
+            room_ttl=room_ttl,
+            history_messages=history_messages,
+            history_seconds=history_seconds,
+            allow_persistent=allow_persistent,
+        )
         self._salts: dict[str, bytes] = {}
         self._add_member = client.register_script(ADD_MEMBER)
         self._save_member = client.register_script(SAVE_MEMBER)
         self._remove_member = client.register_script(REMOVE_MEMBER)
         self._claim = client.register_script(CLAIM_LAPSED)
         self._save_room = client.register_script(SAVE_ROOM)
-        self._remember = client.register_script(REMEMBER)
 
-    # --- history placement ---------------------------------------------------------------
+    # --- history (chat.state.redis_history) -------------------------------------------------
 
     async def settle_history(self) -> bool:
         """Decide, once, whether history goes to Redis or stays in this worker's memory.
@@ -159,66 +117,31 @@ class RedisRoomStore:
         Raises:
             BrokerUnavailable: Redis cannot be reached yet (asked again on first use).
         """
-        if self._history_in_redis is None:
-            persists = await redis_persists(self._client)
-            self._history_in_redis = not persists or self._allow_persistent
-            if persists and self._allow_persistent:
-                log.warning(
-                    "redis writes to disk and --allow-persistent-redis is set: "
-                    "message history is kept in redis and may reach its disk"
-                )
-            elif persists:
-                log.warning(
-                    "redis writes to disk (RDB or AOF): message history is kept in worker "
-                    "memory only, so a resume on another worker cannot replay missed messages"
-                )
-            else:
-                log.info("message history is kept in redis memory (redis does not persist)")
-        return self._history_in_redis
+        return await self._history.settle()
 
     def record_on_publish(self) -> History:
         """Leave writing ``msg`` history in Redis to the broker's publish script, from now on.
 
-        A ``say`` then costs one round trip (seq, publish and history in one script) instead
-        of two, and :meth:`remember` has nothing left to do while history is in Redis.
-
         Returns:
             The hook to give the broker (``RedisBroker(history=...)``).
         """
-        self._broker_records = True
-        return self._history_entry
-
-    async def _history_entry(self, room_id: str, data: bytes) -> HistoryEntry | None:
-        # The same placement remember() goes by: settled once, never changes after.
-        if not await self.settle_history():
-            return None
-        try:
-            event = unpack_envelope(data)["e"]
-        except (ValueError, KeyError, TypeError):
-            return None
-        if not isinstance(event, dict) or event.get("t") != "msg":
-            return None
-        oldest = _now_ms() - self._max_age_ms
-        return HistoryEntry(self._entry(room_id, event), self._max_messages, oldest)
+        return self._history.record_on_publish()
 
     def observe(self, room_id: str, seq: int, data: bytes) -> None:
-        """Keep worker-memory history in step with the bus, when history is not in Redis.
+        """Keep worker-memory history in step with the bus (the broker's ``observe``)."""
+        self._history.observe(room_id, seq, data)
 
-        Every worker then remembers what was said in its rooms, by members of any worker, and
-        forgets what a facilitator on any worker deleted. Reads the hub's envelope (``e``
-        holds the event); never raises.
-        """
-        if self._history_in_redis is not False:
-            return
-        try:
-            event = unpack_envelope(data)["e"]
-            kind = event["t"]
-        except (ValueError, KeyError, TypeError):
-            return
-        if kind == "msg" and seq:
-            self._local.remember(room_id, {**event, "seq": seq})
-        elif kind == "deleted" and isinstance(event.get("mid"), str):
-            self._local.forget(room_id, event["mid"])
+    async def remember(self, room_id: str, message: Message) -> None:
+        await self._history.remember(room_id, message)
+
+    async def recall(self, room_id: str, after_seq: int) -> list[Message]:
+        return await self._history.recall(room_id, after_seq)
+
+    async def forget_message(self, room_id: str, mid: str) -> bool:
+        return await self._history.forget(room_id, mid)
+
+    async def find_message(self, room_id: str, mid: str) -> Message | None:
+        return await self._history.find(room_id, mid)
 
     # --- rooms ---------------------------------------------------------------------------
 
@@ -255,7 +178,7 @@ class RedisRoomStore:
 
     async def delete_room(self, room_id: str) -> None:
         self._salts.pop(room_id, None)
-        self._local.drop(room_id)
+        self._history.drop(room_id)
         with unavailable():
             await self._client.delete(*(self._key(room_id, p) for p in PARTS if p != "seq"))
 
@@ -275,7 +198,7 @@ class RedisRoomStore:
                 keys=[
                     self._key(room_id, p) for p in ("room", "names", "members", "resume", "alive")
                 ],
-                args=[name_hash, member.pid, blob, member.resume_hash, _now_ms(), self._ttl_ms],
+                args=[name_hash, member.pid, blob, member.resume_hash, now_ms(), self._ttl_ms],
             )
         return bool(added)
 
@@ -289,11 +212,11 @@ class RedisRoomStore:
             pid = await self._client.hget(self._key(room_id, "resume"), resume_hash)
         if pid is None:
             return None
-        return await self.get_member(room_id, _text(pid))
+        return await self.get_member(room_id, as_text(pid))
 
     async def save_member(self, room_id: str, member: MemberRecord) -> None:
         blob = self._seal(pack_envelope(asdict(member)), "member", room_id)
-        score = _now_ms() if member.online else member.away_since_ms
+        score = now_ms() if member.online else member.away_since_ms
         with unavailable():
             await self._save_member(
                 keys=[self._key(room_id, "members"), self._key(room_id, "alive")],
@@ -316,7 +239,7 @@ class RedisRoomStore:
 
         ``XX``: a member removed meanwhile (by a facilitator) is not brought back.
         """
-        now = _now_ms()
+        now = now_ms()
         with unavailable():
             async with self._client.pipeline(transaction=False) as pipe:
                 if pids:
@@ -336,7 +259,7 @@ class RedisRoomStore:
             lapsed = await self._client.zrangebyscore(alive, "-inf", cutoff_ms)
         gone: list[MemberRecord] = []
         for raw in lapsed:
-            pid = _text(raw)
+            pid = as_text(raw)
             with unavailable():
                 claimed = await self._claim(keys=[alive], args=[pid, cutoff_ms])
             if not claimed:
@@ -369,58 +292,6 @@ class RedisRoomStore:
     async def log(self, room_id: str) -> list[Message]:
         return await self._list(room_id, "log")
 
-    # --- history -------------------------------------------------------------------------
-
-    async def remember(self, room_id: str, message: Message) -> None:
-        if not await self.settle_history():
-            self._local.remember(room_id, message)
-            return
-        if self._broker_records:
-            return  # the publish that assigned its seq wrote it already
-        oldest = _now_ms() - self._max_age_ms
-        with unavailable():
-            await self._remember(
-                keys=[self._key(room_id, "history")],
-                args=[
-                    message["seq"],
-                    self._entry(room_id, message),
-                    self._max_messages,
-                    oldest,
-                    self._ttl_ms,
-                ],
-            )
-
-    async def recall(self, room_id: str, after_seq: int) -> list[Message]:
-        if not await self.settle_history():
-            return self._local.recall(room_id, after_seq)
-        with unavailable():
-            entries = await self._client.zrangebyscore(
-                self._key(room_id, "history"), f"({after_seq}", "+inf", withscores=True
-            )
-        return [m for _, m in self._history_entries(room_id, entries)]
-
-    async def forget_message(self, room_id: str, mid: str) -> bool:
-        if not await self.settle_history():
-            return self._local.forget(room_id, mid)
-        key = self._key(room_id, "history")
-        with unavailable():
-            entries = await self._client.zrange(key, 0, -1, withscores=True)
-            for raw, message in self._history_entries(room_id, entries):
-                if message.get("mid") == mid:
-                    return bool(await self._client.zrem(key, raw))
-        return False
-
-    async def find_message(self, room_id: str, mid: str) -> Message | None:
-        if not await self.settle_history():
-            return self._local.find(room_id, mid)
-        with unavailable():
-            entries = await self._client.zrange(
-                self._key(room_id, "history"), 0, -1, withscores=True
-            )
-        return next(
-            (m for _, m in self._history_entries(room_id, entries) if m.get("mid") == mid), None
-        )
-
     # --- helpers -------------------------------------------------------------------------
 
     def _key(self, room_id: str, part: str) -> str:
@@ -430,39 +301,11 @@ class RedisRoomStore:
         return self._sealer.seal(data, context(kind, room_id))
 
     def _open_record(self, blob: bytes | str, kind: str, room_id: str) -> dict[str, Any] | None:
-        try:
-            return unpack_envelope(self._sealer.open(_bytes(blob), context(kind, room_id)))
-        except SealError:
-            # Forged, or sealed with a key this worker no longer has: treat as absent.
-            metrics.BUS_DROPPED.labels(reason="auth").inc()
-            return None
-        except ValueError:
-            metrics.BUS_DROPPED.labels(reason="malformed").inc()
-            return None
+        return open_record(self._sealer, blob, kind, room_id)
 
     def _member(self, blob: bytes | str, room_id: str) -> MemberRecord | None:
         data = self._open_record(blob, "member", room_id)
         return MemberRecord(**data) if data is not None else None
-
-    def _entry(self, room_id: str, message: Message) -> bytes:
-        # The ts in clear ahead of the sealed msg: the trim reads the age without the key.
-        return b"%d:" % message["ts"] + self._seal(pack_envelope(message), "msg", room_id)
-
-    def _history_entries(self, room_id: str, entries: list[Any]) -> list[tuple[bytes, Message]]:
-        """Open ``(entry, score)`` pairs, oldest first, skipping the expired and the unreadable."""
-        oldest = _now_ms() - self._max_age_ms
-        out: list[tuple[bytes, Message]] = []
-        for entry, score in entries:
-            raw = _bytes(entry)
-            head, _, blob = raw.partition(b":")
-            if not head.isdigit() or int(head) < oldest:
-                continue
-            message = self._open_record(blob, "msg", room_id)
-            if message is not None:
-                # The score is the seq: the publish script learns it only as it writes.
-                message["seq"] = int(score)
-                out.append((raw, message))
-        return out
 
     async def _name_hash(self, room_id: str, name: str) -> str | None:
         # Keyed with the room's secret salt (inside the sealed room record), so the names
@@ -511,16 +354,3 @@ class RedisRoomStore:
         kind = "report" if part == "reports" else "log"
         found = (self._open_record(blob, kind, room_id) for blob in blobs)
         return [entry for entry in found if entry is not None]
-
-
-def _bytes(value: bytes | str) -> bytes:
-    # The client does not decode responses: Redis hands back bytes.
-    return value if isinstance(value, bytes) else value.encode()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
