@@ -15,7 +15,7 @@ from chat.broker.base import Broker, BrokerUnavailable
 from chat.broker.memory import MemoryBroker
 from chat.broker.redis import RedisBroker, connect, room_channel
 from chat.buscrypt import Sealer
-from tests.redis_server import RedisServer, own_redis, redis_server
+from tests.redis_server import RedisServer, monitor, own_redis, redis_server
 from tests.timing import WAIT
 
 __all__ = ["own_redis", "redis_server"]  # fixtures, imported for pytest
@@ -129,6 +129,39 @@ async def test_unsubscribe_stops_delivery_and_drop_forgets_seq(
 
 
 @pytest.mark.redis
+@pytest.mark.redis
+async def test_publishes_of_one_turn_share_one_pipeline(redis_server: RedisServer) -> None:
+    """Publishes made together go out as one pipeline, in order; a flushed script reloads."""
+    prefix = "t" + secrets.token_hex(4)
+    inbox = Inbox()
+    broker = redis_broker(redis_server, prefix)
+    await broker.start(inbox)
+    await broker.subscribe("r1")
+    await broker.publish("r1", b"warm", sequenced=True)  # a connection and the script, ready
+    async with monitor(redis_server) as seen:
+        seqs = await asyncio.gather(
+            *(broker.publish("r1", b"m%d" % i, sequenced=True) for i in range(20))
+        )
+    assert seqs == list(range(2, 22))  # Redis ran them in the order they were made
+    senders = {  # "<time> [<db> <client address>] <command>": the address
+        bytes(line.split(b"[", 1)[1].split(b"]", 1)[0])
+        for line in seen.splitlines()
+        if b'"EVALSHA"' in line.upper() and b" lua]" not in line
+    }
+    assert len(senders) == 1  # one connection, one write: not twenty
+    got = await inbox.wait_for(21)
+    assert [data for _, _, data in got[1:]] == [b"m%d" % i for i in range(20)]
+    admin = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await admin.script_flush()
+    finally:
+        await admin.aclose()
+    assert await asyncio.gather(
+        broker.publish("r1", b"x", sequenced=True), broker.publish("r1", b"y", sequenced=True)
+    ) == [22, 23]
+    await broker.aclose()
+
+
 async def test_seq_never_goes_back_when_redis_forgets(redis_server: RedisServer) -> None:
     """A Redis that lost its memory (FLUSHALL) does not hand out a seq twice: the floor holds."""
     prefix = "t" + secrets.token_hex(4)

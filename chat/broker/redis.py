@@ -41,6 +41,7 @@ from redis.exceptions import RedisError
 
 from chat import metrics
 from chat.broker.base import BrokerUnavailable, Deliver
+from chat.broker.redis_batch import ScriptBatch
 from chat.buscrypt import Sealer, SealError, context
 
 log = logging.getLogger("hearth.broker")
@@ -187,7 +188,8 @@ class RedisBroker:
         self._ttl_ms = max(1000, int(room_ttl * 1000))
         self._health_interval = health_interval
         self._health_timeout = health_timeout
-        self._script = client.register_script(PUBLISH_SCRIPT)
+        # The publishes of one loop turn share a pipeline: one write instead of one each.
+        self._script = ScriptBatch(client, PUBLISH_SCRIPT)
         self._deliver: Deliver | None = None
         self._observe = observe
         self._history = history
@@ -231,6 +233,7 @@ class RedisBroker:
             await asyncio.wait([reader])
         for task in list(self._probe_tasks):
             task.cancel()
+        await self._script.aclose()
         await self._client.aclose()
 
     async def subscribe(self, room: str) -> None:

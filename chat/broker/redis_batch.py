@@ -1,0 +1,102 @@
+"""Coalescing one Lua script's calls: those made in one event-loop turn go to Redis together.
+
+Under load, many sessions publish in the same loop turn. Sent one by one, each call is a
+write syscall and a reply parse of its own (redis-py's ``send_packed_command`` per command).
+:class:`ScriptBatch` queues the calls of a turn and sends them as one non-transactional
+pipeline: one write, one connection, the replies read in order. Each caller still gets its
+own result, or its own error, and only once Redis has answered, so an ``ack`` still means the
+publish went out.
+
+Calls go out in the order they were made, on one connection, so Redis runs them in that
+order. The pipeline uses ``EVALSHA`` directly: redis-py's pipelined ``Script`` would first ask
+``SCRIPT EXISTS``, an extra round trip per batch. A Redis that does not know the script (a
+restart, a ``SCRIPT FLUSH``) answers ``NOSCRIPT`` without running anything; the batch then
+loads it and runs the refused calls once more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+Call = tuple[list[str], list[Any], "asyncio.Future[Any]"]
+
+
+class ScriptBatch:
+    """Runs one Lua script for many callers, one pipeline per event-loop turn.
+
+    Args:
+        client: the command client.
+        script: the Lua source.
+    """
+
+    def __init__(self, client: Redis, script: str) -> None:
+        self._client = client
+        self._script = script
+        self._sha = hashlib.sha1(script.encode()).hexdigest()  # what SCRIPT LOAD answers
+        self._pending: list[Call] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        """Run the script with ``keys`` and ``args`` in this turn's pipeline; its reply.
+
+        Raises:
+            RedisError: the script failed, or the batch could not be sent (every call in it
+                fails the same way: none of them is known to have run).
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._pending:
+            # After the callers of this turn have queued theirs; call_soon runs in order.
+            loop.call_soon(self._flush)
+        self._pending.append((keys, args, future))
+        # A caller that goes away (its session closed) cancels only its own future; its call
+        # may still run, as a command already written would.
+        return await future
+
+    async def aclose(self) -> None:
+        """Wait for the batches already sent."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.create_task(self._run(batch), name="hearth-redis-batch")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[Call]) -> None:
+        try:
+            results = await self._send(batch)
+            refused = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+            if refused:
+                self._sha = await self._client.script_load(self._script)
+                again = await self._send([batch[i] for i in refused])
+                for i, result in zip(refused, again, strict=True):
+                    results[i] = result
+        except asyncio.CancelledError:
+            for _, _, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:  # handed to every caller of the batch, who handles it
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, _, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _send(self, batch: list[Call]) -> list[Any]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for keys, args, _ in batch:
+                pipe.evalsha(self._sha, len(keys), *keys, *args)
+            return list(await pipe.execute(raise_on_error=False))
