@@ -129,7 +129,9 @@ def connect(url: str) -> Redis:
         max_connections=POOL_SIZE,
         timeout=COMMAND_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,
-        socket_timeout=COMMAND_TIMEOUT,
+        # No socket_timeout: with one set, redis-py wraps every command's write in
+        # asyncio.wait_for, a task per command on Python 3.11 (py-spy: a quarter of a busy
+        # worker). Our callers bound each command with asyncio.timeout(COMMAND_TIMEOUT).
         retry=Retry(NoBackoff(), 0),
         health_check_interval=0,
         client_name="hearth",
@@ -189,7 +191,7 @@ class RedisBroker:
         self._health_interval = health_interval
         self._health_timeout = health_timeout
         # The publishes of one loop turn share a pipeline: one write instead of one each.
-        self._script = ScriptBatch(client, PUBLISH_SCRIPT)
+        self._script = ScriptBatch(client, PUBLISH_SCRIPT, timeout=COMMAND_TIMEOUT)
         self._deliver: Deliver | None = None
         self._observe = observe
         self._history = history
@@ -276,7 +278,8 @@ class RedisBroker:
         blob = self._sealer.seal(data, context("bus", room))
         try:
             if not sequenced:
-                await self._client.publish(channel, b"0:" + blob)
+                async with asyncio.timeout(COMMAND_TIMEOUT):
+                    await self._client.publish(channel, b"0:" + blob)
                 return 0
             keys = [room_key(self._prefix, room, "seq")]
             args: list[bytes | str | int] = [channel, blob, self._seen.get(room, 0), self._ttl_ms]
@@ -291,7 +294,8 @@ class RedisBroker:
 
     async def last_seq(self, room: str) -> int:
         try:
-            raw = await self._client.get(room_key(self._prefix, room, "seq"))
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                raw = await self._client.get(room_key(self._prefix, room, "seq"))
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable("redis read failed") from exc
         return max(int(raw or 0), self._seen.get(room, 0))
@@ -299,7 +303,8 @@ class RedisBroker:
     async def drop(self, room: str) -> None:
         self._seen.pop(room, None)
         try:
-            await self._client.delete(room_key(self._prefix, room, "seq"))
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                await self._client.delete(room_key(self._prefix, room, "seq"))
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable("redis delete failed") from exc
 
@@ -369,7 +374,8 @@ class RedisBroker:
 
     async def _publish_probe(self, token: bytes) -> None:
         try:
-            await self._client.publish(self._health_channel, token)
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                await self._client.publish(self._health_channel, token)
         except (RedisError, OSError) as exc:
             # The missing echo fails the health check; the reader then reconnects.
             log.debug("health probe not sent", extra={"error": type(exc).__name__})

@@ -32,10 +32,12 @@ class ScriptBatch:
     Args:
         client: the command client.
         script: the Lua source.
+        timeout: seconds a batch may take before every call in it fails (TimeoutError).
     """
 
-    def __init__(self, client: Redis, script: str) -> None:
+    def __init__(self, client: Redis, script: str, *, timeout: float) -> None:
         self._client = client
+        self._timeout = timeout
         self._script = script
         self._sha = hashlib.sha1(script.encode()).hexdigest()  # what SCRIPT LOAD answers
         self._pending: list[Call] = []
@@ -74,7 +76,8 @@ class ScriptBatch:
             results = await self._send(batch)
             refused = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
             if refused:
-                self._sha = await self._client.script_load(self._script)
+                async with asyncio.timeout(self._timeout):
+                    self._sha = await self._client.script_load(self._script)
                 again = await self._send([batch[i] for i in refused])
                 for i, result in zip(refused, again, strict=True):
                     results[i] = result
@@ -96,7 +99,7 @@ class ScriptBatch:
                 future.set_result(result)
 
     async def _send(self, batch: list[Call]) -> list[Any]:
-        async with self._client.pipeline(transaction=False) as pipe:
+        async with asyncio.timeout(self._timeout), self._client.pipeline(transaction=False) as pipe:
             for keys, args, _ in batch:
                 pipe.evalsha(self._sha, len(keys), *keys, *args)
             return list(await pipe.execute(raise_on_error=False))

@@ -148,15 +148,14 @@ class RedisRoomStore:
     async def create_room(self, room: RoomRecord) -> None:
         blob = self._seal(pack_envelope(asdict(room)), "room", room.id)
         key = self._key(room.id, "room")
-        with unavailable():
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping={"rec": blob, "locked": int(room.locked), "slow": room.slow})
-                pipe.pexpire(key, self._ttl_ms)
-                await pipe.execute()
+        async with unavailable(), self._client.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"rec": blob, "locked": int(room.locked), "slow": room.slow})
+            pipe.pexpire(key, self._ttl_ms)
+            await pipe.execute()
         self._cache_salt(room.id, room.salt)
 
     async def get_room(self, room_id: str) -> RoomRecord | None:
-        with unavailable():
+        async with unavailable():
             fields = await self._client.hgetall(self._key(room_id, "room"))
         blob = fields.get(b"rec")
         if blob is None:
@@ -171,7 +170,7 @@ class RedisRoomStore:
         return record
 
     async def save_room(self, room: RoomRecord) -> None:
-        with unavailable():
+        async with unavailable():
             await self._save_room(
                 keys=[self._key(room.id, "room")], args=[int(room.locked), room.slow]
             )
@@ -179,7 +178,7 @@ class RedisRoomStore:
     async def delete_room(self, room_id: str) -> None:
         self._salts.pop(room_id, None)
         self._history.drop(room_id)
-        with unavailable():
+        async with unavailable():
             await self._client.delete(*(self._key(room_id, p) for p in PARTS if p != "seq"))
 
     async def expired_rooms(self, now_ms: int, idle_ms: int) -> list[str]:
@@ -193,7 +192,7 @@ class RedisRoomStore:
         if name_hash is None:
             return False
         blob = self._seal(pack_envelope(asdict(member)), "member", room_id)
-        with unavailable():
+        async with unavailable():
             added = await self._add_member(
                 keys=[
                     self._key(room_id, p) for p in ("room", "names", "members", "resume", "alive")
@@ -203,12 +202,12 @@ class RedisRoomStore:
         return bool(added)
 
     async def get_member(self, room_id: str, pid: str) -> MemberRecord | None:
-        with unavailable():
+        async with unavailable():
             blob = await self._client.hget(self._key(room_id, "members"), pid)
         return self._member(blob, room_id) if blob is not None else None
 
     async def member_by_resume(self, room_id: str, resume_hash: str) -> MemberRecord | None:
-        with unavailable():
+        async with unavailable():
             pid = await self._client.hget(self._key(room_id, "resume"), resume_hash)
         if pid is None:
             return None
@@ -217,7 +216,7 @@ class RedisRoomStore:
     async def save_member(self, room_id: str, member: MemberRecord) -> None:
         blob = self._seal(pack_envelope(asdict(member)), "member", room_id)
         score = now_ms() if member.online else member.away_since_ms
-        with unavailable():
+        async with unavailable():
             await self._save_member(
                 keys=[self._key(room_id, "members"), self._key(room_id, "alive")],
                 args=[member.pid, blob, score],
@@ -227,7 +226,7 @@ class RedisRoomStore:
         await self._remove(room_id, pid)
 
     async def members(self, room_id: str) -> list[MemberRecord]:
-        with unavailable():
+        async with unavailable():
             blobs = await self._client.hvals(self._key(room_id, "members"))
         found = (self._member(blob, room_id) for blob in blobs)
         return [m for m in found if m is not None]
@@ -240,13 +239,12 @@ class RedisRoomStore:
         ``XX``: a member removed meanwhile (by a facilitator) is not brought back.
         """
         now = now_ms()
-        with unavailable():
-            async with self._client.pipeline(transaction=False) as pipe:
-                if pids:
-                    pipe.zadd(self._key(room_id, "alive"), dict.fromkeys(pids, now), xx=True)
-                for part in PARTS:
-                    pipe.pexpire(self._key(room_id, part), self._ttl_ms)
-                await pipe.execute()
+        async with unavailable(), self._client.pipeline(transaction=False) as pipe:
+            if pids:
+                pipe.zadd(self._key(room_id, "alive"), dict.fromkeys(pids, now), xx=True)
+            for part in PARTS:
+                pipe.pexpire(self._key(room_id, part), self._ttl_ms)
+            await pipe.execute()
 
     async def sweep_departed(self, room_id: str, cutoff_ms: int) -> list[MemberRecord]:
         """Remove the members nobody has vouched for since ``cutoff_ms``, and return them.
@@ -255,12 +253,12 @@ class RedisRoomStore:
         only one of them removes it (and announces ``left``).
         """
         alive = self._key(room_id, "alive")
-        with unavailable():
+        async with unavailable():
             lapsed = await self._client.zrangebyscore(alive, "-inf", cutoff_ms)
         gone: list[MemberRecord] = []
         for raw in lapsed:
             pid = as_text(raw)
-            with unavailable():
+            async with unavailable():
                 claimed = await self._claim(keys=[alive], args=[pid, cutoff_ms])
             if not claimed:
                 continue
@@ -275,7 +273,7 @@ class RedisRoomStore:
         await self._add_to(room_id, "bans", address_hash.encode(), cap=0)
 
     async def is_banned(self, room_id: str, address_hash: str) -> bool:
-        with unavailable():
+        async with unavailable():
             return bool(await self._client.sismember(self._key(room_id, "bans"), address_hash))
 
     async def add_report(self, room_id: str, report: Message) -> None:
@@ -329,7 +327,7 @@ class RedisRoomStore:
         if member is not None:
             name_hash = await self._name_hash(room_id, member.name) or ""
             resume_hash = member.resume_hash
-        with unavailable():
+        async with unavailable():
             removed = await self._remove_member(
                 keys=[self._key(room_id, p) for p in ("members", "names", "resume", "alive")],
                 args=[pid, name_hash, resume_hash],
@@ -338,18 +336,17 @@ class RedisRoomStore:
 
     async def _add_to(self, room_id: str, part: str, value: bytes, *, cap: int) -> None:
         key = self._key(room_id, part)
-        with unavailable():
-            async with self._client.pipeline(transaction=True) as pipe:
-                if cap:
-                    pipe.rpush(key, value)
-                    pipe.ltrim(key, -cap, -1)
-                else:
-                    pipe.sadd(key, value)
-                pipe.pexpire(key, self._ttl_ms)
-                await pipe.execute()
+        async with unavailable(), self._client.pipeline(transaction=True) as pipe:
+            if cap:
+                pipe.rpush(key, value)
+                pipe.ltrim(key, -cap, -1)
+            else:
+                pipe.sadd(key, value)
+            pipe.pexpire(key, self._ttl_ms)
+            await pipe.execute()
 
     async def _list(self, room_id: str, part: str) -> list[Message]:
-        with unavailable():
+        async with unavailable():
             blobs = await self._client.lrange(self._key(room_id, part), 0, -1)
         kind = "report" if part == "reports" else "log"
         found = (self._open_record(blob, kind, room_id) for blob in blobs)

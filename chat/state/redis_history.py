@@ -36,7 +36,7 @@ async def redis_persists(client: Redis) -> bool:
     Raises:
         BrokerUnavailable: Redis cannot be reached.
     """
-    with unavailable():
+    async with unavailable():
         try:
             save = await client.config_get("save")
             aof = await client.config_get("appendonly")
@@ -161,7 +161,7 @@ class RedisHistory:
         if self._broker_records:
             return  # the publish that assigned its seq wrote it already
         oldest = now_ms() - self._max_age_ms
-        with unavailable():
+        async with unavailable():
             await self._remember(
                 keys=[room_key(self._prefix, room_id, "history")],
                 args=[
@@ -177,7 +177,7 @@ class RedisHistory:
         """The kept messages with a greater ``seq``, oldest first."""
         if not await self.settle():
             return self._local.recall(room_id, after_seq)
-        with unavailable():
+        async with unavailable():
             entries = await self._client.zrangebyscore(
                 room_key(self._prefix, room_id, "history"), f"({after_seq}", "+inf", withscores=True
             )
@@ -188,7 +188,7 @@ class RedisHistory:
         if not await self.settle():
             return self._local.forget(room_id, mid)
         key = room_key(self._prefix, room_id, "history")
-        with unavailable():
+        async with unavailable():
             entries = await self._client.zrange(key, 0, -1, withscores=True)
             for raw, message in self._entries(room_id, entries):
                 if message.get("mid") == mid:
@@ -199,7 +199,7 @@ class RedisHistory:
         """The kept message with this ``mid``."""
         if not await self.settle():
             return self._local.find(room_id, mid)
-        with unavailable():
+        async with unavailable():
             entries = await self._client.zrange(
                 room_key(self._prefix, room_id, "history"), 0, -1, withscores=True
             )

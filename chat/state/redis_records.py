@@ -8,9 +8,10 @@ unreadable one as absent.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -18,20 +19,24 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chat import metrics
 from chat.broker.base import BrokerUnavailable
+from chat.broker.redis import COMMAND_TIMEOUT
 from chat.buscrypt import Sealer, SealError, context
 from chat.protocol import unpack_envelope
 
 
-@contextlib.contextmanager
-def unavailable() -> Iterator[None]:
-    """Turn a lost or refused connection into ``BrokerUnavailable`` (answered ``unavailable``).
+@contextlib.asynccontextmanager
+async def unavailable() -> AsyncIterator[None]:
+    """Bound a Redis exchange in time, and turn a lost, refused or hung connection into
+    ``BrokerUnavailable`` (answered ``unavailable``).
 
+    The bound is ours because the client has no socket timeout (see ``broker.redis.connect``).
     Other Redis errors (a script or type error, an ACL refusal) are bugs or misconfiguration
     and propagate as they are.
     """
     try:
-        yield
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        async with asyncio.timeout(COMMAND_TIMEOUT):
+            yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:  # TimeoutError too
         raise BrokerUnavailable("redis unavailable") from exc
 
 
