@@ -150,3 +150,38 @@ async def test_serve_with_several_workers(redis_server: RedisServer, tmp_path: P
         for client in clients:
             assert (await client.next("msg", text="to all"))["seq"] == ack["seq"]
             await client.close()
+
+
+async def test_sigterm_then_restart_lets_members_resume(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """SIGTERM closes members with 1012; the restarted server on the same Redis resumes them."""
+    from tests.process import ServerProcess
+
+    args = ("--redis-url", redis_server.url, "--redis-prefix", "t" + secrets.token_hex(4),
+            "--resume-grace", "30")  # fmt: skip
+    first = ServerProcess(*args, output=tmp_path / "first.log").start()
+    try:
+        room = await create_room(first.http)
+        alice, bob = await Client.open(first.ws), await Client.open(first.ws)
+        welcome_a = await alice.join(room["room"], name="Alice")
+        welcome_b = await bob.join(room["room"], name="Bob")
+        said = await alice.request({"t": "say", "text": "before the restart"})
+        stopping = asyncio.get_running_loop().run_in_executor(None, first.terminate)
+        assert await asyncio.gather(alice.closed(), bob.closed()) == [1012, 1012]
+        await stopping
+    finally:
+        first.kill()
+    second = ServerProcess(*args, port=first.port, output=tmp_path / "second.log").start()
+    try:
+        alice = await Client.open(second.ws)
+        again = await alice.join(room["room"], resume=welcome_a["resume"], since=0)
+        assert again["you"] == welcome_a["you"]
+        assert [m["mid"] for m in again["history"]] == [said["mid"]]
+        bob = await Client.open(second.ws)
+        assert (await bob.join(room["room"], resume=welcome_b["resume"]))["you"]["name"] == "Bob"
+        await bob.request({"t": "say", "text": "after the restart"})
+        assert (await alice.next("msg"))["text"] == "after the restart"
+        assert [m for m in await alice.quiet(0.3) if m["t"] in {"left", "joined"}] == []
+    finally:
+        second.kill()
