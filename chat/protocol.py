@@ -236,6 +236,21 @@ class Limits:
     max_name: int = 24
 
 
+def is_unicode_text(text: str) -> bool:
+    """Whether ``text`` can be encoded as UTF-8.
+
+    JSON's ``\\ud800`` escapes decode to lone surrogates, which no encoder will write back
+    out: one of them in a stored report or name would break every later welcome.
+    """
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def text_length(text: str) -> int:
     """Length in code points after NFKC normalisation (§2); ASCII is its own NFKC."""
     if text.isascii():
@@ -315,6 +330,8 @@ def _field(kind: str, name: str, value: Any, limits: Limits, request_id: int | N
         return value
     if not isinstance(value, str):
         raise bad(f"Field {name} must be a string.")
+    if not is_unicode_text(value):
+        raise bad(f"Field {name} is not valid Unicode text.")
     if name in _TOKEN_FIELDS:
         if not value or len(value) > MAX_TOKEN:
             raise bad(f"Field {name} must be 1 to {MAX_TOKEN} characters.")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from chat.protocol import is_unicode_text
+
 MAX_TITLE = 100
 MAX_RULES = 4_000
 MAX_SLOW = 3_600
@@ -58,4 +60,6 @@ def _text(data: dict[str, Any], name: str, limit: int) -> str:
         return ""
     if not isinstance(value, str) or len(value) > limit:
         raise RoomRequestError(f"{name} must be a string of at most {limit} characters.")
+    if not is_unicode_text(value):
+        raise RoomRequestError(f"{name} is not valid Unicode text.")
     return value.strip()

@@ -34,6 +34,7 @@ async def test_create_room_answers_the_contract(server) -> None:
         b'{"settings": {"admission": "vip"}}',
         b'{"settings": {"typing": "loud"}}',
         b'{"settings": []}',
+        b'{"title": "\\ud800"}',
     ],
 )
 async def test_create_room_rejects_bad_bodies(server, body: bytes) -> None:

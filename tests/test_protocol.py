@@ -223,3 +223,17 @@ def test_random_maps_are_validated(kind: str, body: dict[str, object]) -> None:
             }
         else:
             assert type(message).t == kind
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"t":"say","text":"\\ud800"}',
+        '{"t":"report","mid":"m","reason":"ok \\udc00"}',
+        '{"t":"join","room":"r","name":"\\ud83d"}',
+        '{"t":"whisper","to":"\\udfff","text":"x"}',
+    ],
+)
+def test_lone_surrogates_are_bad_request(frame: str) -> None:
+    """JSON escapes that decode to lone surrogates (not encodable text) answer bad_request."""
+    assert code_of(frame) is ErrorCode.BAD_REQUEST

@@ -201,3 +201,18 @@ async def test_unanswered_pings_close_the_connection(start_server) -> None:
     silent.ws.transport.resume_reading()
     assert await silent.closed() == 1011  # uvicorn fails the connection: keepalive timeout
     assert (await other.request({"t": "say", "text": "still here"}))["t"] == "ack"
+
+
+async def test_unencodable_text_cannot_poison_the_room(server) -> None:
+    """A lone surrogate in a report reason is refused; facilitators still get their welcome."""
+    room = await server.room()
+    (a,) = await joined(server, room["room"], JSON)
+    ack = await a.request({"t": "say", "text": "fine"})
+    await a.send_raw('{"t":"report","mid":"' + ack["mid"] + '","reason":"\\udc00","id":7}')
+    answer = await a.next("error")
+    assert (answer["code"], answer["id"]) == ("bad_request", 7)
+    for encoding in (MSGPACK, JSON):
+        facilitator = await server.client(encoding)
+        welcome = await facilitator.join(room["room"], key=room["facilitator_key"])
+        assert welcome["t"] == "welcome" and welcome["reports"] == []
+    assert (await a.request({"t": "say", "text": "still talking"}))["t"] == "ack"
