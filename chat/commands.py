@@ -169,6 +169,6 @@ async def dispatch(services: Services, caller: Caller, msg: ClientMessage) -> No
     """
     if caller.seat is None and not isinstance(msg, (Join, Leave)):
         raise RequestError(ErrorCode.NOT_JOINED, "Join a room first.")
-    if caller.seat is not None and caller.seat.waiting and not isinstance(msg, (Leave, Join)):
+    if caller.seat is not None and caller.seat.waiting and not isinstance(msg, Leave):
         raise RequestError(ErrorCode.NOT_JOINED, "Please wait to be admitted.")
     await HANDLERS[type(msg)](services, caller, msg)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from chat.errors import CloseCode, ErrorCode, RequestError
 from chat.hub import Hub, Member
@@ -24,6 +25,13 @@ class Services:
     limits: Limits
     departures: dict[tuple[str, str], asyncio.TimerHandle] = field(default_factory=dict)
     connections: int = 0  # open WebSocket connections on this worker
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task the worker keeps a reference to until it is done."""
+        task = asyncio.ensure_future(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
 
 @dataclass(slots=True)

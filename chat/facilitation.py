@@ -7,6 +7,7 @@ arrives through the broker (see ``Session.control``).
 
 from __future__ import annotations
 
+from chat.broker.base import BrokerUnavailable
 from chat.context import Caller, Seat, Services, now_ms, require_facilitator
 from chat.errors import ErrorCode, RequestError
 from chat.identity import new_mid
@@ -130,6 +131,10 @@ async def announce(services: Services, caller: Caller, msg: Announce) -> None:
 
 async def close(services: Services, caller: Caller, msg: Close) -> None:
     seat = require_facilitator(caller)
+    # The ack goes first: the closing facilitator's own connection closes as soon as
+    # ``closed`` reaches it, which (through Redis) can be before this handler resumes.
+    if not services.hub.broker.ready:
+        raise BrokerUnavailable("the broker is not reachable")
     if msg.id is not None:
         caller.reply(ack(msg.id))
     await services.hub.publish(seat.room.id, {"t": "closed"})
@@ -139,6 +144,8 @@ async def close(services: Services, caller: Caller, msg: Close) -> None:
 async def admit(services: Services, caller: Caller, msg: Admit) -> None:
     seat = require_facilitator(caller)
     member = await _target(services, seat, msg.pid, waiting=True)
+    if not member.online:  # gone from the waiting room: nobody could take the seat
+        raise RequestError(ErrorCode.NOT_FOUND, "That person is no longer waiting.")
     member.waiting = False
     await services.store.save_member(seat.room.id, member)
     await services.hub.publish(seat.room.id, {"t": "_admit", "pid": member.pid}, to=[member.pid])

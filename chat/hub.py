@@ -84,10 +84,14 @@ class Hub:
             room.members[member.pid] = member
             try:
                 await self.broker.subscribe(record.id)
-            except BaseException:
-                room.members.pop(member.pid, None)
-                self._forget_if_empty(record.id, room)
-                room.subscribed.set_result(None)
+            except BaseException as exc:
+                # Whoever joined meanwhile is not subscribed either: they fail the same way.
+                del self.rooms[record.id]
+                metrics.ROOMS.set(len(self.rooms))
+                room.subscribed.set_exception(
+                    exc if isinstance(exc, Exception) else RuntimeError("subscribe cancelled")
+                )
+                room.subscribed.exception()  # retrieved: nobody else may be waiting
                 raise
             room.subscribed.set_result(None)
             return
@@ -98,7 +102,11 @@ class Hub:
             # A takeover published through the broker would now find only the new one.
             previous.control({"t": "_takeover", "pid": member.pid})
         if room.subscribed is not None and not room.subscribed.done():
-            await asyncio.shield(room.subscribed)
+            try:
+                await asyncio.shield(room.subscribed)
+            except Exception:
+                room.members.pop(member.pid, None)
+                raise
 
     async def detach(self, room_id: str, pid: str, member: Member) -> None:
         """Remove a local member; the last one unsubscribes this worker from the room.

@@ -7,8 +7,10 @@ the others see no ``left`` unless the grace ends without a reconnect (protocol Â
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
+from chat.broker.base import BrokerUnavailable
 from chat.context import Caller, Seat, Services, now_ms
 from chat.errors import CloseCode, ErrorCode, RequestError, SessionEnded
 from chat.identity import (
@@ -69,6 +71,7 @@ async def join(services: Services, caller: Caller, msg: Join) -> None:
         address_hash=banned_as,
         joined_seq=await services.hub.broker.last_seq(record.id),
         waiting=role == PARTICIPANT and record.admission == "knock",
+        holder=caller.conn_id,
     )
     await _claim_name(services, record, member, msg)
     seat = Seat(
@@ -89,7 +92,12 @@ async def join(services: Services, caller: Caller, msg: Join) -> None:
             record.id, {"t": "knock", "member": member.public()}, facilitators=True
         )
         return
-    await enter(services, caller, seat, since=None, announce=True)
+    try:
+        await enter(services, caller, seat, since=None, announce=True)
+    except BrokerUnavailable:
+        with contextlib.suppress(BrokerUnavailable):  # free the name it reserved
+            await services.store.remove_member(record.id, member.pid)
+        raise
 
 
 async def _role(record: RoomRecord, msg: Join) -> str:
@@ -129,6 +137,7 @@ async def _resume(
     if pending is not None:
         pending.cancel()
     member.online = True
+    member.holder = caller.conn_id  # from now on the old connection may not mark it away
     await store.save_member(record.id, member)
     seat = Seat(
         record,
@@ -173,7 +182,12 @@ async def enter(
             )
         welcome = await build_welcome(services, seat, since)
     except BaseException:
+        # Not in the room after all (the broker failed midway): leave no half-joined seat,
+        # so that the client can simply join again.
         caller.release(after_seq=0)
+        caller.seat = None
+        with contextlib.suppress(BrokerUnavailable):
+            await hub.detach(seat.room.id, seat.pid, caller.member)
         raise
     caller.reply(welcome)
     caller.release(after_seq=welcome["seq"])
@@ -226,6 +240,7 @@ async def admitted(services: Services, caller: Caller) -> None:
     seat = caller.seat
     if seat is None or not seat.waiting:
         return
+    caller.hold()  # from here on, room events wait behind the welcome
     seat.waiting = False
     # Present from admission, not from the knock: what was said while waiting stays unseen.
     seat.joined_seq = await services.hub.broker.last_seq(seat.room.id)
@@ -263,8 +278,8 @@ async def went_away(services: Services, caller: Caller) -> None:
     if caller.departed:  # removed, denied, room closed, or taken over: nothing to keep
         return
     member = await services.store.get_member(seat.room.id, seat.pid)
-    if member is None:
-        return
+    if member is None or member.holder != caller.conn_id:
+        return  # gone, or already resumed on another connection, which holds it now
     member.online = False
     member.away_since_ms = stamp = now_ms()
     await services.store.save_member(seat.room.id, member)
@@ -272,20 +287,21 @@ async def went_away(services: Services, caller: Caller) -> None:
     key = (seat.room.id, seat.pid)
     services.departures[key] = loop.call_later(
         services.settings.resume_grace,
-        lambda: asyncio.ensure_future(_grace_ended(services, seat.room.id, seat.pid, stamp)),
+        lambda: services.background(_grace_ended(services, seat.room.id, seat.pid, stamp)),
     )
 
 
 async def _grace_ended(services: Services, room_id: str, pid: str, stamp: int) -> None:
     services.departures.pop((room_id, pid), None)
-    member = await services.store.get_member(room_id, pid)
-    if member is None or member.online or member.away_since_ms != stamp:
-        return
-    await services.store.remove_member(room_id, pid)
     try:
+        member = await services.store.get_member(room_id, pid)
+        if member is None or member.online or member.away_since_ms != stamp:
+            return
+        await services.store.remove_member(room_id, pid)
         await services.hub.publish(room_id, {"t": "left", "pid": pid}, facilitators=member.waiting)
-    except Exception:
-        log.warning("could not announce a departure", exc_info=True)
+    except BrokerUnavailable:
+        # With Redis, the presence sweep of a live worker announces it once Redis is back.
+        log.warning("could not announce a departure: broker unavailable")
 
 
 async def end_room(services: Services, room_id: str) -> None:

@@ -9,6 +9,7 @@ closed with 4008 and the room goes on without waiting for it (§10).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -124,11 +125,13 @@ class Session:
             self.departed = True
             self.end(CloseCode.REMOVED, "removed by a facilitator")
         elif kind == "closed":
+            if seat is not None and seat.waiting:  # its frame was not let through: send it now
+                self.reply(event)
             self.departed = True
             self.end(CloseCode.ROOM_CLOSED, "the room was closed")
         elif kind == "denied":
             self.departed = True
-            self.reply({"t": "denied"})
+            self.reply(event)  # a waiting member gets no room frames, so not this one either
             self.end(CloseCode.FORBIDDEN, "not admitted")
         elif kind == "_admit":
             self._spawn(joining.admitted(self.services, self))
@@ -145,10 +148,14 @@ class Session:
         if self._closing is None:
             self._closing = (code, reason)
             metrics.CLOSES.labels(code=str(int(code))).inc()
+        if self._held is not None:  # ending mid-welcome: what is held (say, removed) goes first
+            held, self._held = self._held, None
+            self._queue.extend(frame for frame, _ in held)
         self._wake()
 
     def hold(self) -> None:
-        self._held = []
+        if self._held is None:  # an admission holds before enter() does; keep what it held
+            self._held = []
 
     def release(self, after_seq: int) -> None:
         held, self._held = self._held or [], None
@@ -288,6 +295,13 @@ class Session:
             await send({"type": "websocket.close", "code": int(code), "reason": reason})
         except OSError:  # uvicorn's ClientDisconnected: the peer is gone; the reader sees it too
             return
+        except Exception:
+            # A frame that could not go out (a bug): nothing more can be sent in order, so
+            # close rather than leave the connection open and silent.
+            log.exception("writer failed")
+            self.end(CloseCode.INTERNAL)
+            with contextlib.suppress(OSError, RuntimeError):
+                await send({"type": "websocket.close", "code": int(CloseCode.INTERNAL)})
 
     def _too_slow(self) -> None:
         self._queue = []

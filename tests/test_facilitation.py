@@ -736,7 +736,7 @@ async def test_knock_then_deny(server, encoding):
     pid = (await host.next("knock"))["member"]["pid"]
 
     await acked(host, {"t": "deny", "pid": pid})
-    assert await knocker.next("denied") == {"t": "denied"}
+    assert await knocker.next("denied") == {"t": "denied", "pid": pid}
     assert await knocker.closed() == 4003
     await refused(host, {"t": "admit", "pid": pid}, "not_found")
 
@@ -751,3 +751,35 @@ async def test_knock_room_lets_facilitators_straight_in(server):
     assert circle.host.welcome["room"]["admission"] == "knock"
     _, welcome = await newcomer(server, circle, facilitator=True, encoding=JSON)
     assert welcome["t"] == "welcome" and welcome["you"]["role"] == "facilitator"
+
+
+async def test_waiting_participant_is_told_when_the_room_closes(server):
+    """A participant still waiting gets ``closed`` before the 4010 close, like everyone else."""
+    circle = await room_with(server, 0, admission="knock")
+    knocker = await server.client()
+    assert (await knocker.join(circle.id))["t"] == "waiting"
+    await circle.host.next("knock")
+    await acked(circle.host, {"t": "close"})
+    assert (await knocker.next("closed"))["t"] == "closed"
+    assert await knocker.closed() == 4010
+
+
+async def test_a_knocker_who_left_cannot_be_admitted(server):
+    """Admitting someone who disconnected while waiting answers not_found and changes nothing."""
+    circle = await room_with(server, 0, admission="knock")
+    knocker = await server.client()
+    assert (await knocker.join(circle.id))["t"] == "waiting"
+    pid = (await circle.host.next("knock"))["member"]["pid"]
+    knocker.ws.transport.abort()
+    await circle.host.quiet(0.2)
+    await refused(circle.host, {"t": "admit", "pid": pid}, "not_found")
+    _, welcome = await newcomer(server, circle, facilitator=True)
+    assert [m["pid"] for m in welcome["waiting"]] == [pid]  # still waiting, within the grace
+
+
+async def test_join_while_waiting_is_not_joined(server):
+    """A second join while waiting answers not_joined (§4: anything but leave)."""
+    circle = await room_with(server, 0, admission="knock")
+    knocker = await server.client()
+    assert (await knocker.join(circle.id))["t"] == "waiting"
+    assert (await knocker.join(circle.id))["code"] == "not_joined"

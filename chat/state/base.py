@@ -49,6 +49,7 @@ class MemberRecord:
     muted_until: int | None = None  # ms; None with ``muted`` set means until unmuted
     online: bool = True
     away_since_ms: int = 0  # when the member last went away; the grace timer checks it
+    holder: str = ""  # the connection that holds the member now; only it may mark it away
 
     def public(self) -> Message:
         """The member as others see it (protocol §4)."""
