@@ -80,3 +80,30 @@ def test_server_restart_shows_reconnecting_then_explains(own_server, new_page, u
     expect(ui.messages(alice, "before the restart")).to_have_count(1)
     expect(alice.locator("#composer-text")).to_be_disabled()
     alice.screenshot(path=str(screenshots / "room-ended.png"))
+
+
+def test_restart_on_redis_reconnects_and_catches_up(own_server, new_page, ui):
+    """With Redis, a restarted server keeps the room: the page resumes and catches up once."""
+    from tests.redis_server import running_redis
+
+    with running_redis() as redis:
+        hearth = own_server("--redis-url", redis.url)
+        room = hearth.create_room("Restart on Redis")
+        alice, bob = new_page(), new_page()
+        ui.join(alice, hearth.base_url + room["join_url"], "Alice")
+        ui.join(bob, hearth.base_url + room["join_url"], "Bob")
+        ui.say(bob, "before the restart")
+        expect(ui.messages(alice, "before the restart")).to_have_count(1)
+
+        hearth.stop()  # SIGTERM: both pages are closed with 1012, which means "reconnect"
+        expect(alice.locator("#status")).to_have_attribute("data-state", "reconnecting")
+        hearth.start()
+        for page in (alice, bob):
+            expect(page.locator("#status")).to_have_attribute(
+                "data-state", "open", timeout=RECONNECT_TIMEOUT_MS
+            )
+        ui.say(bob, "after the restart")
+        for text in ("before the restart", "after the restart"):
+            expect(ui.messages(alice, text)).to_have_count(1)
+        expect(alice.locator("#messages")).not_to_contain_text("Bob left")
+        expect(alice.locator("#people-count")).to_have_text("2")
