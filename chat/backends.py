@@ -46,6 +46,8 @@ async def build_backends(settings: Settings) -> tuple[Broker, RoomStore]:
         sealer=sealer,
         room_ttl=settings.room_idle,
         observe=redis_store.observe,
+        unobserve=redis_store.unobserve,
+        linger=settings.resume_grace,
         # One round trip per say: the publish script also writes the msg's history entry.
         history=redis_store.record_on_publish(),
     )

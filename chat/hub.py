@@ -174,15 +174,17 @@ class Hub:
             envelope = unpack_envelope(data)
             event = envelope["e"]
             kind = event["t"]
+            if not isinstance(kind, str):
+                raise TypeError("t is not a string")
+            if kind == "room":
+                room.record.locked = bool(event.get("locked"))
+                room.record.slow = int(event.get("slow") or 0)
         except (ValueError, KeyError, TypeError):
             metrics.BUS_DROPPED.labels(reason="malformed").inc()
             return
         if seq:
             event["seq"] = seq
             metrics.MESSAGES.inc()
-        if kind == "room":
-            room.record.locked = bool(event.get("locked"))
-            room.record.slow = int(event.get("slow") or 0)
         recipients = self._recipients(room, envelope)
         internal = kind.startswith("_")  # hub-to-connection signals, never sent to a client
         if not internal:

@@ -199,6 +199,11 @@ async def build_welcome(services: Services, seat: Seat, since: int | None) -> Me
     settings = services.settings
     room = seat.room
     members = await store.members(room.id)
+    extras: Message = {}
+    if seat.is_facilitator:  # read before seq: no await may come between seq and the history
+        extras["reports"] = await store.reports(room.id)
+        extras["log"] = await store.log(room.id)
+        extras["waiting"] = [m.public() for m in members if m.waiting]
     # Facilitators see the recent history whatever the room's mode: they need the context.
     floor = 0 if room.history == "recent" or seat.is_facilitator else seat.joined_seq
     after = max(floor, since) if since is not None else floor
@@ -228,10 +233,7 @@ async def build_welcome(services: Services, seat: Seat, since: int | None) -> Me
     }
     if seat.join_id is not None:
         welcome["id"] = seat.join_id
-    if seat.is_facilitator:
-        welcome["reports"] = await store.reports(room.id)
-        welcome["log"] = await store.log(room.id)
-        welcome["waiting"] = [m.public() for m in members if m.waiting]
+    welcome.update(extras)
     return welcome
 
 
@@ -297,7 +299,8 @@ async def _grace_ended(services: Services, room_id: str, pid: str, stamp: int) -
         member = await services.store.get_member(room_id, pid)
         if member is None or member.online or member.away_since_ms != stamp:
             return
-        await services.store.remove_member(room_id, pid)
+        if not await services.store.remove_member(room_id, pid):
+            return  # another worker's presence sweep removed it, and announced it
         await services.hub.publish(room_id, {"t": "left", "pid": pid}, facilitators=member.waiting)
     except BrokerUnavailable:
         # With Redis, the presence sweep of a live worker announces it once Redis is back.

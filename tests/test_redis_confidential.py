@@ -3,6 +3,7 @@ names or text in MONITOR or in a dump of every key."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from pathlib import Path
@@ -144,3 +145,27 @@ async def test_documented_acl_user_is_enough(own_redis: RedisServer) -> None:
             await client.set("other:key", "x")
     finally:
         await client.aclose()
+
+
+async def test_a_worker_that_stopped_hearing_a_room_forgets_its_history() -> None:
+    """Persisting Redis: a message deleted while worker B had nobody in the room never comes
+    back in a later welcome from B (B's stale memory of the room is dropped)."""
+    with running_redis(persistent=True) as server:
+        async with two_workers(server.url) as (a, b):
+            room = await a.room(settings={"history": "recent"})
+            fac = await a.client()
+            await fac.join(room["room"], name="Guide", key=room["facilitator_key"])
+            speaker = await b.client()
+            await speaker.join(room["room"], name="Speaker")
+            said = await speaker.request({"t": "say", "text": "please delete me"})
+            await fac.next("msg", seq=said["seq"])
+            await speaker.send({"t": "leave"})
+            await speaker.closed()  # B has nobody in the room now
+            # B keeps hearing the room for the resume grace, then stops and lets it go.
+            await asyncio.sleep(b.settings.resume_grace + 0.5)
+            assert (await fac.request({"t": "delete", "mid": said["mid"]}))["t"] == "ack"
+            newcomer = await b.client()
+            welcome = await newcomer.join(room["room"], name="Newcomer")
+            assert "please delete me" not in [m["text"] for m in welcome["history"]]
+            await newcomer.close()
+            await fac.close()

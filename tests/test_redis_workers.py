@@ -255,3 +255,26 @@ async def test_a_burst_beyond_the_connection_pool_waits_its_turn(
         assert {answer["t"] for answer in answers} == {"ack"}
         for client in clients:
             await client.close()
+
+
+async def test_an_odd_bus_frame_does_not_stop_the_worker(redis_server: RedisServer) -> None:
+    """A well-formed but odd envelope on a room's channel is dropped; the room goes on."""
+    import msgpack
+    import redis.asyncio as aioredis
+
+    async with two_workers(redis_server.url) as (a, _):
+        room = await a.room()
+        alice = await a.client()
+        await alice.join(room["room"], name="Alice")
+        channel = f"{a.settings.redis_prefix}:{{{room['room']}}}:bus"
+        client = aioredis.Redis.from_url(redis_server.url)
+        try:
+            for odd in ({"e": {"t": 5}}, {"e": {"t": "room", "slow": "x"}}, {"e": []}):
+                await client.publish(channel, b"0:\x00" + msgpack.packb(odd))  # a clear frame
+        finally:
+            await client.aclose()
+        await asyncio.sleep(0.2)
+        await wait_ready(a, 200)
+        assert (await alice.request({"t": "say", "text": "still here"}))["t"] == "ack"
+        assert (await alice.next("msg"))["text"] == "still here"
+        await alice.close()

@@ -168,6 +168,10 @@ class RedisBroker:
         health_timeout: seconds a probe may take before the connection counts as dead.
         observe: also called with every delivery, before the hub gets it (the room store's
             worker-memory history listens here when history cannot be kept in Redis).
+        unobserve: called when this worker unsubscribes a room: what ``observe`` kept of it
+            would go stale (it misses later messages and deletions), so it is dropped.
+        linger: with ``unobserve``, seconds a room stays subscribed after its last local
+            member left (the resume grace), so that its history is still whole for them.
         history: asked, for every sequenced publish, what to keep in the room's history in
             the same script (the room store's hook when history is kept in Redis).
     """
@@ -182,6 +186,8 @@ class RedisBroker:
         health_interval: float = 2.0,
         health_timeout: float = 3.0,
         observe: Deliver | None = None,
+        unobserve: Callable[[str], None] | None = None,
+        linger: float = 0.0,
         history: History | None = None,
     ) -> None:
         self._client = client
@@ -194,6 +200,9 @@ class RedisBroker:
         self._script = ScriptBatch(client, PUBLISH_SCRIPT, timeout=COMMAND_TIMEOUT)
         self._deliver: Deliver | None = None
         self._observe = observe
+        self._unobserve = unobserve
+        self._linger = linger
+        self._lingering: dict[str, asyncio.TimerHandle] = {}
         self._history = history
         self._reader: asyncio.Task[None] | None = None
         self._conn: AbstractConnection | None = None
@@ -206,7 +215,7 @@ class RedisBroker:
         self._probing = False  # the health channel is subscribed on the current connection
         self._probe: bytes | None = None
         self._probe_sent = 0.0
-        self._probe_tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def ready(self) -> bool:
@@ -233,10 +242,14 @@ class RedisBroker:
             reader.cancel()
             # asyncio.wait, not await: the reader's CancelledError is its own; ours propagates.
             await asyncio.wait([reader])
-        for task in list(self._probe_tasks):
+        for handle in self._lingering.values():
+            handle.cancel()
+        self._lingering.clear()
+        for task in list(self._tasks):
             task.cancel()
         await self._script.aclose()
-        await self._client.aclose()
+        # A client built on our own pool does not close the pool by itself.
+        await self._client.aclose(close_connection_pool=True)
 
     async def subscribe(self, room: str) -> None:
         """Subscribe this worker to the room and wait for Redis to confirm it.
@@ -247,6 +260,10 @@ class RedisBroker:
         Raises:
             BrokerUnavailable: not connected, or no confirmation in time.
         """
+        lingering = self._lingering.pop(room, None)
+        if lingering is not None:  # still subscribed: it was only lingering
+            lingering.cancel()
+            return
         channel = room_channel(self._prefix, room).encode()
         self._rooms[channel] = room
         try:
@@ -256,10 +273,30 @@ class RedisBroker:
             raise
 
     async def unsubscribe(self, room: str) -> None:
+        if self._unobserve is not None and self._linger > 0:
+            # Worker-memory history is only as good as what this worker hears: keep hearing
+            # the room for the resume grace, so that a member who comes back here finds it
+            # whole, deletions included; then stop and let the history go.
+            if room not in self._lingering:
+                self._lingering[room] = asyncio.get_running_loop().call_later(
+                    self._linger, self._stop_lingering, room
+                )
+            return
+        await self._unsubscribe_now(room)
+
+    def _stop_lingering(self, room: str) -> None:
+        self._lingering.pop(room, None)
+        task = asyncio.create_task(self._unsubscribe_now(room))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _unsubscribe_now(self, room: str) -> None:
         channel = room_channel(self._prefix, room).encode()
         if self._rooms.pop(channel, None) is None:
             return
         self._seen.pop(room, None)
+        if self._unobserve is not None:
+            self._unobserve(room)
         conn = self._conn
         if conn is None or not self._ready or not conn.is_connected:
             return  # a reconnect subscribes only the rooms still wanted
@@ -320,6 +357,7 @@ class RedisBroker:
                 await conn.connect()  # type: ignore[no-untyped-call]
                 self._conn = conn
                 await self._subscribe_all(conn)
+                await self._catch_up_floors()
                 await self._pump(conn)
             except (RedisError, OSError, _Unhealthy) as exc:
                 if self._ready:
@@ -342,10 +380,27 @@ class RedisBroker:
     async def _subscribe_all(self, conn: AbstractConnection) -> None:
         # A fresh connection has no subscriptions: subscribe every room still wanted here
         # (redis-py's PubSub.on_connect does the same), and our own health channel.
-        channels = [self._health_channel, *self._rooms]
+        # The health channel last: its confirmation (which makes the worker ready) then comes
+        # after every room's, even when the rooms take several chunks.
+        channels = [*self._rooms, self._health_channel]
         for start in range(0, len(channels), SUBSCRIBE_CHUNK):
             chunk = channels[start : start + SUBSCRIBE_CHUNK]
             await conn.send_command("SUBSCRIBE", *chunk, check_health=False)
+
+    async def _catch_up_floors(self) -> None:
+        """Read every subscribed room's seq before becoming ready.
+
+        While this worker was disconnected, other workers went on numbering; its floors are
+        stale. Were Redis to lose its memory next, a stale floor would let seq go backwards.
+        """
+        rooms = list(self._rooms.values())
+        if not rooms:
+            return
+        async with asyncio.timeout(COMMAND_TIMEOUT):
+            values = await self._client.mget([room_key(self._prefix, r, "seq") for r in rooms])
+        for room, raw in zip(rooms, values, strict=True):
+            if raw is not None:
+                self._see(room, int(raw))
 
     async def _pump(self, conn: AbstractConnection) -> None:
         loop = asyncio.get_running_loop()
@@ -369,8 +424,8 @@ class RedisBroker:
         token = secrets.token_bytes(8)
         self._probe, self._probe_sent = token, now
         task = asyncio.create_task(self._publish_probe(token))
-        self._probe_tasks.add(task)
-        task.add_done_callback(self._probe_tasks.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _publish_probe(self, token: bytes) -> None:
         try:
@@ -420,11 +475,16 @@ class RedisBroker:
             return
         if seq:
             self._see(room, seq)
-        if self._observe is not None:
-            self._observe(room, seq, data)
-        deliver = self._deliver
-        if deliver is not None:
-            deliver(room, seq, data)
+        try:
+            if self._observe is not None:
+                self._observe(room, seq, data)
+            deliver = self._deliver
+            if deliver is not None:
+                deliver(room, seq, data)
+        except Exception:
+            # One bad frame must not end the reader, which serves every room of this worker.
+            log.exception("delivery failed")
+            metrics.BUS_DROPPED.labels(reason="error").inc()
 
     def _see(self, room: str, seq: int) -> None:
         if seq > self._seen.get(room, 0):

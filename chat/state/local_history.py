@@ -63,7 +63,7 @@ class LocalHistory:
         return next((m for m in self._rooms.get(room_id, ()) if m["mid"] == mid), None)
 
     def drop(self, room_id: str) -> None:
-        """Forget a room's history: the room has ended."""
+        """Forget a room's history: the room has ended, or this worker no longer hears it."""
         self._rooms.pop(room_id, None)
 
     def _prune(self, room_id: str) -> None:

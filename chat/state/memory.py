@@ -81,15 +81,16 @@ class MemoryRoomStore:
         if room is not None and member.pid in room.members:
             room.members[member.pid] = member
 
-    async def remove_member(self, room_id: str, pid: str) -> None:
+    async def remove_member(self, room_id: str, pid: str) -> bool:
         room = self._rooms.get(room_id)
         if room is None or pid not in room.members:
-            return
+            return False
         member = room.members.pop(pid)
         room.names.pop(name_key(member.name), None)
         room.resumes.pop(member.resume_hash, None)
         if not room.members:
             room.empty_since_ms = _now_ms()
+        return True
 
     async def members(self, room_id: str) -> list[MemberRecord]:
         room = self._rooms.get(room_id)

@@ -131,6 +131,10 @@ class RedisRoomStore:
         """Keep worker-memory history in step with the bus (the broker's ``observe``)."""
         self._history.observe(room_id, seq, data)
 
+    def unobserve(self, room_id: str) -> None:
+        """This worker stopped hearing the room: drop its worker-memory history of it."""
+        self._history.unobserve(room_id)
+
     async def remember(self, room_id: str, message: Message) -> None:
         await self._history.remember(room_id, message)
 
@@ -222,8 +226,8 @@ class RedisRoomStore:
                 args=[member.pid, blob, score],
             )
 
-    async def remove_member(self, room_id: str, pid: str) -> None:
-        await self._remove(room_id, pid)
+    async def remove_member(self, room_id: str, pid: str) -> bool:
+        return await self._remove(room_id, pid) is not None
 
     async def members(self, room_id: str) -> list[MemberRecord]:
         async with unavailable():

@@ -153,6 +153,14 @@ class RedisHistory:
         elif kind == "deleted" and isinstance(event.get("mid"), str):
             self._local.forget(room_id, event["mid"])
 
+    def unobserve(self, room_id: str) -> None:
+        """Forget the worker-memory history of a room this worker no longer hears.
+
+        Kept, it would go stale: later messages and deletions no longer arrive here, and a
+        deleted message could come back in a later welcome from this worker.
+        """
+        self._local.drop(room_id)
+
     async def remember(self, room_id: str, message: Message) -> None:
         """Keep a message said in the room (a no-op for one the publish script kept)."""
         if not await self.settle():
