@@ -10,7 +10,8 @@ import logging
 
 from chat.broker.base import Broker, BrokerUnavailable
 from chat.broker.memory import MemoryBroker
-from chat.broker.redis import RedisBroker, connect
+from chat.broker.redis import RedisBroker
+from chat.broker.redis_client import connect
 from chat.buscrypt import Sealer
 from chat.settings import Settings
 from chat.state.base import RoomStore

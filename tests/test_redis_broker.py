@@ -13,7 +13,8 @@ import redis.asyncio as aioredis
 from chat import metrics
 from chat.broker.base import Broker, BrokerUnavailable
 from chat.broker.memory import MemoryBroker
-from chat.broker.redis import RedisBroker, connect, room_channel
+from chat.broker.redis import RedisBroker
+from chat.broker.redis_client import connect, room_channel
 from chat.buscrypt import Sealer
 from tests.redis_server import RedisServer, monitor, own_redis, redis_server
 from tests.timing import WAIT

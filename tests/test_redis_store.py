@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from chat.broker.redis import connect, room_key
+from chat.broker.redis_client import connect, room_key
 from chat.buscrypt import Sealer, SealError, context
 from chat.state.base import MemberRecord, RoomRecord
 from chat.state.redis import RedisRoomStore

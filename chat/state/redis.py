@@ -1,6 +1,6 @@
 """Room state in Redis memory, shared by every worker: rooms, members, presence and history.
 
-Every key of a room is ``<prefix>:{<room>}:<part>`` (see ``chat.broker.redis.room_key``; the
+Every key of a room is ``<prefix>:{<room>}:<part>`` (see ``chat.broker.redis_client.room_key``; the
 ``{room}`` hash tag keeps a room on one Redis Cluster slot) and lives for the room idle timeout,
 refreshed by every write and by each worker's presence heartbeat, so a room with members never
 expires and an empty one goes after ``room_idle`` by itself (:meth:`expired_rooms` has nothing
@@ -38,7 +38,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from chat.broker.redis import History, room_key
+from chat.broker.redis_client import History, room_key
 from chat.buscrypt import Sealer, context
 from chat.identity import name_key
 from chat.protocol import pack_envelope

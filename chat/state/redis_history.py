@@ -16,7 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from chat.broker.redis import History, HistoryEntry, room_key
+from chat.broker.redis_client import History, HistoryEntry, room_key
 from chat.buscrypt import Sealer, context
 from chat.protocol import pack_envelope, unpack_envelope
 from chat.state.base import Message

@@ -19,7 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chat import metrics
 from chat.broker.base import BrokerUnavailable
-from chat.broker.redis import COMMAND_TIMEOUT
+from chat.broker.redis_client import COMMAND_TIMEOUT
 from chat.buscrypt import Sealer, SealError, context
 from chat.protocol import unpack_envelope
 

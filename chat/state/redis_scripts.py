@@ -1,13 +1,13 @@
 """The Lua scripts of the Redis room store: each one a read-check-write that must be atomic.
 
 Keys and arguments are listed above each script, in order. The history write that goes with a
-``say`` runs inside the broker's publish script instead (``chat.broker.redis``); :data:`REMEMBER`
-is the same write on its own, for a store not wired to a broker.
+``say`` runs inside the publish script instead (``chat.broker.redis_client``);
+:data:`REMEMBER` is the same write on its own, for a store not wired to a broker.
 """
 
 from __future__ import annotations
 
-from chat.broker.redis import TRIM_HISTORY
+from chat.broker.redis_client import TRIM_HISTORY
 
 # KEYS: room, names, members, resume, alive. ARGV: name hash, pid, blob, resume hash, now, ttl.
 ADD_MEMBER = """
