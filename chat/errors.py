@@ -41,11 +41,6 @@ class CloseCode(IntEnum):
     ROOM_CLOSED = 4010
 
 
-RECONNECTABLE = frozenset(
-    {CloseCode.GOING_AWAY, CloseCode.INTERNAL, CloseCode.RESTART, CloseCode.TOO_SLOW}
-)
-
-
 class ErrorCode(StrEnum):
     """The stable ``code`` strings of the ``error`` message (protocol §8)."""
 

@@ -104,7 +104,7 @@ class Session:
             return
         if self._held is not None:
             self._held.append((frame, seq))
-            if len(self._held) > self.services.settings.queue_frames:
+            if len(self._held) > self._queue_limit:
                 self._too_slow()
             return
         queue = self._queue

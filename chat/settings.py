@@ -12,7 +12,7 @@ import binascii
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -94,9 +94,6 @@ class Settings:
         if self.max_frame < 256 or self.max_text < 1:
             raise SettingsError("--max-frame/--max-text: too small to carry a message")
         return self
-
-    def with_port(self, port: int) -> Settings:
-        return replace(self, port=port)
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,7 +58,6 @@ log = logging.getLogger("hearth.state")
 LOG_ENTRIES = 100
 REPORTS = 100
 SALT_CACHE = 10_000
-MEMBER_PARTS = ("room", "names", "members", "resume", "alive")  # ADD_MEMBER's keys, in order
 PARTS = ("room", "members", "names", "resume", "alive", "bans", "history", "reports", "log", "seq")
 
 
