@@ -32,6 +32,7 @@ from chat.rooms import RoomRequestError, parse_room_request
 from chat.session import Session
 from chat.settings import Settings
 from chat.state.base import RoomRecord
+from chat.transport import WRITE_EXTENSION
 
 log = logging.getLogger("hearth.app")
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -302,7 +303,9 @@ async def _handshake(
     await websocket.accept(subprotocol=encoding.value if encoding else None)
     client = websocket.client
     address = client.host if client else ""
-    return Session(receive, send, services, encoding or Encoding.JSON, address)
+    direct = websocket.scope.get("extensions", {}).get(WRITE_EXTENSION)
+    write_now = direct["write"] if direct else None
+    return Session(receive, send, services, encoding or Encoding.JSON, address, write_now)
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:

@@ -12,6 +12,7 @@ import uvicorn
 
 from chat import logs
 from chat.settings import OPTIONS, Settings, SettingsError
+from chat.transport import PROTOCOL_PATH
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,12 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def serve(settings: Settings, args: argparse.Namespace) -> None:
-    """Run uvicorn with the contract's limits (style §1): frame size, pings, drain time."""
-    common: dict[str, Any] = dict(
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's settings for ``settings``: the contract's limits (style §1), our protocol."""
+    return dict(
         host=settings.host,
         port=settings.port,
-        ws="websockets-sansio",
+        ws=PROTOCOL_PATH,  # websockets-sansio, plus a direct write for fan-out
         ws_max_size=settings.max_frame,
         ws_per_message_deflate=False,  # memory per connection, and no compression side channel
         ws_ping_interval=settings.ping_interval,
@@ -86,6 +87,11 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
         server_header=False,
         lifespan="on",
     )
+
+
+def serve(settings: Settings, args: argparse.Namespace) -> None:
+    """Run uvicorn: one worker in this process, or ``--workers`` worker processes."""
+    common = uvicorn_options(settings)
     if settings.workers > 1:
         # Worker processes build their own app from the environment: hand the flags down.
         for option in OPTIONS:

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from chat.errors import CloseCode, ErrorCode, RequestError
 from chat.hub import Hub, Member
+from chat.outbox import Outbox
 from chat.protocol import Limits, Message
 from chat.settings import Settings
 from chat.state.base import FACILITATOR, RoomRecord, RoomStore
@@ -23,6 +24,7 @@ class Services:
     store: RoomStore
     hub: Hub
     limits: Limits
+    outbox: Outbox = field(default_factory=Outbox)
     departures: dict[tuple[str, str], asyncio.TimerHandle] = field(default_factory=dict)
     connections: int = 0  # open WebSocket connections on this worker
     tasks: set[asyncio.Task[None]] = field(default_factory=set)

@@ -4,7 +4,8 @@ The hub subscribes the broker to a room when the room's first local member arriv
 unsubscribes when the last one leaves. Every event for a room, this worker's own included,
 comes back through the broker and :meth:`Hub.deliver`, which encodes it once per encoding and
 hands the same frame to every local member it is addressed to. Delivery never awaits a
-member: each member queues the frame and its own writer sends it (protocol §10).
+member: each member queues the frame, and the worker's outbox flushes every member's queue
+once per loop turn (protocol §10; chat.outbox).
 """
 
 from __future__ import annotations

@@ -1,9 +1,13 @@
-"""The life of one WebSocket connection: reader, writer, bounded outbound queue, close codes.
+"""The life of one WebSocket connection: reader, outbound queue, writes, close codes.
 
-The reader decodes each frame and runs its command; the writer drains the outbound queue,
-sending everything that is ready as one frame (an array when there are several, protocol
-§2). The hub only ever appends to the queue: a member that falls ``queue_frames`` behind is
-closed with 4008 and the room goes on without waiting for it (§10).
+The reader decodes each frame and runs its command. The hub and the commands only append to
+the outbound queue; the worker's :class:`~chat.outbox.Outbox` flushes it once per loop turn,
+everything that is ready as one frame (an array when there are several, protocol §2), written
+directly to the transport when the server offers that (:mod:`chat.transport`). Only a
+connection whose transport is paused (the client reads slowly), one that is closing, or one
+on a server without the direct write gets a writer task, which goes through ASGI send and
+waits. A member that falls ``queue_frames`` behind is closed with 4008 and the room goes on
+without waiting for it (§10).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import Receive, Send
@@ -28,6 +33,9 @@ from chat.ratelimit import TokenBucket
 log = logging.getLogger("hearth.session")
 CLOSE_WAIT = 5.0  # seconds the writer may take to flush a close behind a stalled socket
 
+WriteNow = Callable[[Frame], bool]
+"""Writes a frame at once and returns True, or returns False: use ASGI send (chat.transport)."""
+
 
 class Session:
     """One connection, from accepted handshake to close.
@@ -39,18 +47,21 @@ class Session:
         services: the worker's services.
         encoding: the negotiated encoding.
         address: the client's network address, used only to derive a salted ban hash.
+        write_now: the server's direct write for this connection, if it offers one.
     """
 
     # Thousands of these live at once: slots keep each one small.
     __slots__ = (
         "_bucket",
         "_closing",
+        "_finished",
         "_held",
         "_mute_timer",
         "_queue",
         "_queue_limit",
         "_tasks",
-        "_wakeup",
+        "_write_now",
+        "_writer",
         "address",
         "conn_id",
         "departed",
@@ -62,7 +73,13 @@ class Session:
     )  # fmt: skip
 
     def __init__(
-        self, receive: Receive, send: Send, services: Services, encoding: Encoding, address: str
+        self,
+        receive: Receive,
+        send: Send,
+        services: Services,
+        encoding: Encoding,
+        address: str,
+        write_now: WriteNow | None = None,
     ) -> None:
         self.receive = receive
         self.send = send
@@ -75,12 +92,13 @@ class Session:
         settings = services.settings
         self._bucket = TokenBucket(settings.rate, settings.burst, time.monotonic())
         self._queue_limit = settings.queue_frames
-        self._queue: list[Frame] = []  # swapped out whole by the writer; cheaper idle than a deque
+        self._queue: list[Frame] = []  # swapped out whole when flushed; cheaper idle than a deque
         self._held: list[tuple[Frame, int]] | None = None
-        # One writer task per connection, parked on a future while idle. A writer started
-        # only when there is something to send saved 1.1 KiB per idle connection, but one task
-        # creation per member per message tripled the p99 of a 1,000-member room (bench B).
-        self._wakeup: asyncio.Future[None] | None = None
+        self._write_now = write_now
+        # A task only while ASGI send must wait (see the module docstring): an idle connection
+        # holds none, and fan-out wakes none.
+        self._writer: asyncio.Task[None] | None = None
+        self._finished = False  # the close went out, or the peer is gone: nothing more to send
         self._closing: tuple[CloseCode, str] | None = None
         self._mute_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] | None = None
@@ -112,7 +130,8 @@ class Session:
             self._too_slow()
             return
         queue.append(frame)
-        self._wake()
+        if len(queue) == 1:
+            self._queued()
 
     def control(self, event: Message) -> None:
         kind = event["t"]
@@ -142,7 +161,8 @@ class Session:
 
     def reply(self, message: Message) -> None:
         self._queue.append(encode(message, self.encoding))
-        self._wake()
+        if len(self._queue) == 1:
+            self._queued()
 
     def end(self, code: CloseCode, reason: str = "") -> None:
         if self._closing is None:
@@ -151,7 +171,7 @@ class Session:
         if self._held is not None:  # ending mid-welcome: what is held (say, removed) goes first
             held, self._held = self._held, None
             self._queue.extend(frame for frame, _ in held)
-        self._wake()
+        self._start_writer()  # it sends what is queued, then the close
 
     def hold(self) -> None:
         if self._held is None:  # an admission holds before enter() does; keep what it held
@@ -167,7 +187,6 @@ class Session:
 
     async def run(self) -> None:
         """Serve the connection until it closes; always leaves the hub tidy."""
-        writer = asyncio.create_task(self._write())
         try:
             await self._read()
         except Exception:
@@ -175,13 +194,16 @@ class Session:
             self.end(CloseCode.INTERNAL)
         finally:
             await self._depart()
-            if self._closing is not None and not writer.done():
+            writer = self._writer
+            if self._closing is not None and writer is not None:
                 try:
                     async with asyncio.timeout(CLOSE_WAIT):
                         await asyncio.shield(writer)
                 except TimeoutError:
                     pass
-            writer.cancel()
+            self._finished = True
+            if self._writer is not None:
+                self._writer.cancel()
             for task in list(self._tasks or ()):
                 task.cancel()
 
@@ -264,44 +286,64 @@ class Session:
         metrics.ERRORS.labels(code=str(exc.code)).inc()
         self.reply(error(exc.code, exc.message, request_id, **extra))
 
-    def _wake(self) -> None:
-        wakeup = self._wakeup
-        if wakeup is not None and not wakeup.done():
-            wakeup.set_result(None)
+    # --- sending ---------------------------------------------------------------------------
 
-    async def _write(self) -> None:
-        """Send what is queued, as it comes; after a close is due and sent, stop."""
-        loop = asyncio.get_running_loop()
+    def _queued(self) -> None:
+        """The queue just got its first frame: have it flushed this turn, unless a writer is
+        running, which takes the queue after its current send."""
+        if self._finished:
+            self._queue = []
+        elif self._writer is None:
+            self.services.outbox.add(self)
+
+    def flush(self) -> None:
+        """Send what is queued, as one frame: directly if the transport takes it, else by the
+        writer (chat.outbox.Flushable)."""
+        if self._writer is not None or not self._queue:
+            return
+        frames, self._queue = self._queue, []
+        frame = frames[0] if len(frames) == 1 else batch(frames, self.encoding)
+        write_now = self._write_now
+        if write_now is None or not write_now(frame):
+            self._start_writer(frame)
+
+    def _start_writer(self, first: Frame | None = None) -> None:
+        if self._writer is None and not self._finished:
+            self._writer = asyncio.create_task(self._write(first))
+
+    async def _write(self, first: Frame | None) -> None:
+        """Send ``first`` and whatever is queued through ASGI send, which waits while the
+        transport is paused; then the close, if one is due."""
         send = self.send
         binary = self.encoding is Encoding.MSGPACK
+        frame = first
         try:
-            while True:
-                if not self._queue:
-                    if self._closing is not None:
-                        break
-                    self._wakeup = loop.create_future()
-                    await self._wakeup
-                    continue
-                frames, self._queue = self._queue, []
-                # Everything that is ready goes as one frame: one write per member per burst.
-                frame = frames[0] if len(frames) == 1 else batch(frames, self.encoding)
-                del frames
+            while frame is not None or self._queue:
+                if frame is None:
+                    frames, self._queue = self._queue, []
+                    frame = frames[0] if len(frames) == 1 else batch(frames, self.encoding)
+                    del frames
                 if binary:
                     await send({"type": "websocket.send", "bytes": frame})
                 else:
                     await send({"type": "websocket.send", "text": frame})
-                del frame  # an idle writer keeps no frame alive
-            code, reason = self._closing
-            await send({"type": "websocket.close", "code": int(code), "reason": reason})
+                frame = None
+            if self._closing is not None:
+                code, reason = self._closing
+                self._finished = True
+                await send({"type": "websocket.close", "code": int(code), "reason": reason})
         except OSError:  # uvicorn's ClientDisconnected: the peer is gone; the reader sees it too
-            return
+            self._finished = True
         except Exception:
             # A frame that could not go out (a bug): nothing more can be sent in order, so
             # close rather than leave the connection open and silent.
             log.exception("writer failed")
+            self._finished = True
             self.end(CloseCode.INTERNAL)
             with contextlib.suppress(OSError, RuntimeError):
                 await send({"type": "websocket.close", "code": int(CloseCode.INTERNAL)})
+        finally:
+            self._writer = None
 
     def _too_slow(self) -> None:
         self._queue = []

@@ -13,6 +13,7 @@ import pytest
 import uvicorn
 
 from chat.app import create_app
+from chat.cli import uvicorn_options
 from chat.settings import Settings
 from tests.client import JSON, MSGPACK, Client, create_room
 
@@ -45,28 +46,16 @@ class Server:
         return await Client.open(self.ws, encoding, **kwargs)
 
 
-def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
-    """The same limits ``hearth serve`` passes (style §1)."""
-    return uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        ws="websockets-sansio",
-        ws_max_size=settings.max_frame,
-        ws_per_message_deflate=False,
-        ws_ping_interval=settings.ping_interval,
-        ws_ping_timeout=settings.ping_timeout,
-        timeout_graceful_shutdown=settings.shutdown_timeout,
-        access_log=False,
-        log_config=None,
-        lifespan="on",
-    )
+def uvicorn_config(app: Any, settings: Settings, ws: str | None = None) -> uvicorn.Config:
+    """What ``hearth serve`` passes to uvicorn; ``ws`` names another WebSocket protocol."""
+    options = uvicorn_options(settings)
+    if ws is not None:
+        options["ws"] = ws
+    return uvicorn.Config(app, **options)
 
 
-@asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Server]:
-    """Start a real server for ``settings`` and stop it afterwards."""
-    server = uvicorn.Server(uvicorn_config(create_app(settings), settings))
+async def start_uvicorn(server: uvicorn.Server) -> asyncio.Task[None]:
+    """Run ``server`` in this loop; return once it listens (stop: ``should_exit = True``)."""
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(10):
@@ -74,6 +63,14 @@ async def running(settings: Settings) -> AsyncIterator[Server]:
             if task.done():
                 task.result()
             await asyncio.sleep(0.01)
+    return task
+
+
+@asynccontextmanager
+async def running(settings: Settings, ws: str | None = None) -> AsyncIterator[Server]:
+    """Start a real server for ``settings`` and stop it afterwards."""
+    server = uvicorn.Server(uvicorn_config(create_app(settings), settings, ws))
+    task = await start_uvicorn(server)
     try:
         yield Server(settings, server)
     finally:
@@ -108,15 +105,18 @@ def core_redis_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
 
 @pytest.fixture
 async def start_server(core_redis_url: str | None) -> AsyncIterator[Callable[..., Any]]:
-    """Start servers with setting overrides: ``await start_server(rate=100)``."""
+    """Start servers with setting overrides: ``await start_server(rate=100)``.
+
+    ``ws`` names a uvicorn WebSocket protocol other than ``hearth serve``'s.
+    """
     stack: list[Any] = []
 
-    async def start(**overrides: Any) -> Server:
+    async def start(ws: str | None = None, **overrides: Any) -> Server:
         values: dict[str, Any] = {"port": free_port(), "rate": 200.0, "burst": 200}
         if core_redis_url is not None:  # a fresh key prefix keeps servers apart
             values.update(redis_url=core_redis_url, redis_prefix=f"t{free_port()}")
         values.update(overrides)
-        context = running(Settings(**values))
+        context = running(Settings(**values), ws)
         stack.append(context)
         return await context.__aenter__()
 

@@ -1,0 +1,66 @@
+"""chat.transport's direct write, and the server without it (plain ASGI send throughout)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import uvicorn
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from chat.transport import PROTOCOL_PATH, WRITE_EXTENSION
+from tests import test_talking as talking
+from tests.conftest import free_port, start_uvicorn
+
+PLAIN = "websockets-sansio"  # uvicorn's own protocol: no direct write offered
+
+
+async def test_direct_write_sends_frames_until_the_close() -> None:
+    """``write_now`` sends binary and text frames at once, and refuses after the close."""
+    results: list[Any] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()  # websocket.connect
+        before = WRITE_EXTENSION in scope["extensions"]
+        await send({"type": "websocket.accept"})
+        write_now = scope["extensions"][WRITE_EXTENSION]["write"]
+        results.extend([before, write_now(b"\x01binary"), write_now("text ✓")])
+        await send({"type": "websocket.close", "code": 1000})
+        results.append(write_now(b"after the close"))
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    port = free_port()
+    config = uvicorn.Config(app, port=port, ws=PROTOCOL_PATH, log_config=None, lifespan="off")
+    server = uvicorn.Server(config)
+    task = await start_uvicorn(server)
+    try:
+        async with connect(f"ws://127.0.0.1:{port}/") as ws:
+            received = [await ws.recv(), await ws.recv()]
+            try:
+                extra = await ws.recv()
+            except ConnectionClosed as closed:
+                assert closed.rcvd is not None and closed.rcvd.code == 1000
+            else:
+                raise AssertionError(f"a frame after the close: {extra!r}")
+        assert received == [b"\x01binary", "text ✓"]
+        assert results == [True, True, True, False]
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def test_without_the_direct_write_the_room_works(start_server: Any) -> None:
+    """Under uvicorn's plain protocol, ASGI send carries everything, in order."""
+    server = await start_server(ws=PLAIN)
+    await talking.test_say_reaches_everyone_in_both_encodings(server)
+    await talking.test_every_member_sees_one_seq_order(server)
+
+
+async def test_without_the_direct_write_a_slow_member_is_closed(start_server: Any) -> None:
+    """The 4008 path does not depend on the direct write either."""
+    plain = functools.partial(start_server, ws=PLAIN)
+    await talking.test_slow_member_is_closed_4008_and_the_room_goes_on(plain)
