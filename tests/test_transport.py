@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from typing import Any
 
+import pytest
 import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from chat.transport import PROTOCOL_PATH, WRITE_EXTENSION
+from chat.transport import PROTOCOL_PATH, WRITE_EXTENSION, Flag, Inbox
 from tests import test_talking as talking
 from tests.conftest import free_port, start_uvicorn
 
@@ -64,3 +66,36 @@ async def test_without_the_direct_write_a_slow_member_is_closed(start_server: An
     """The 4008 path does not depend on the direct write either."""
     plain = functools.partial(start_server, ws=PLAIN)
     await talking.test_slow_member_is_closed_4008_and_the_room_goes_on(plain)
+
+
+async def test_inbox_hands_items_over_in_order_and_survives_a_cancelled_get() -> None:
+    """Inbox: a waiting get wakes on put; order is kept; a timed-out get loses nothing."""
+    inbox: Inbox[int] = Inbox()
+    getter = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    assert not getter.done()
+    inbox.put_nowait(1)
+    inbox.put_nowait(2)
+    assert await getter == 1
+    assert await inbox.get() == 2 and inbox.empty()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await inbox.get()
+    inbox.put_nowait(3)
+    assert await inbox.get() == 3
+
+
+async def test_flag_wakes_every_waiter_when_set() -> None:
+    """Flag: wait passes while set; after clear, every waiter wakes on set; cancels tidy up."""
+    flag = Flag()
+    assert flag.is_set() and await flag.wait()
+    flag.clear()
+    waiters = [asyncio.ensure_future(flag.wait()) for _ in range(3)]
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await flag.wait()
+    await asyncio.sleep(0)
+    assert not any(w.done() for w in waiters)
+    flag.set()
+    assert await asyncio.gather(*waiters) == [True, True, True]
+    assert flag.is_set() and not flag._waiters
