@@ -10,8 +10,10 @@ import pytest
 import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
 
-from chat.transport import PROTOCOL_PATH, WRITE_EXTENSION, Flag, Inbox
+from chat.transport import PROTOCOL_PATH, WRITE_EXTENSION, Flag, Inbox, data_frame
 from tests import test_talking as talking
 from tests.conftest import free_port, start_uvicorn
 
@@ -99,3 +101,18 @@ async def test_flag_wakes_every_waiter_when_set() -> None:
     flag.set()
     assert await asyncio.gather(*waiters) == [True, True, True]
     assert flag.is_set() and not flag._waiters
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 70000])
+@pytest.mark.parametrize("opcode", [Opcode.TEXT, Opcode.BINARY])
+def test_data_frame_parses_as_websockets_reads_it(size: int, opcode: Opcode) -> None:
+    """Each length encoding (7-bit, 16-bit, 64-bit) parses back to the same frame."""
+    payload = (b"x" * size) if opcode is Opcode.BINARY else ("é" * (size // 2)).encode()
+    reader = StreamReader()
+    reader.feed_data(data_frame(opcode.value, payload))
+    parser = Frame.parse(reader.read_exact, mask=False, max_size=None)
+    with pytest.raises(StopIteration) as parsed:
+        next(parser)
+    frame = parsed.value.value
+    assert (frame.opcode, frame.fin, frame.rsv1) == (opcode, True, False)
+    assert bytes(frame.data) == payload
