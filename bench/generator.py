@@ -10,8 +10,10 @@ the receiver's clock minus the sender's clock in this same process.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import resource
+import socket
 import sys
 import time
 from array import array
@@ -134,6 +136,20 @@ class Recorder:
 _welcome_waiters: dict[int, asyncio.Future[None]] = {}
 
 
+def _welcome_only(conn: Connection, data: bytes | bytearray | memoryview) -> None:
+    """A stalled member's frames: only its welcome matters (to know it joined)."""
+    waiter = _welcome_waiters.get(conn.index)
+    if waiter is None or waiter.done():
+        return
+    try:
+        obj = msgpack.unpackb(data)
+    except (ValueError, msgpack.UnpackException):
+        return
+    if isinstance(obj, dict) and obj.get("t") in ("welcome", "error"):
+        del _welcome_waiters[conn.index]
+        waiter.set_result(None)
+
+
 class JoinRefused(RuntimeError):
     """The server answered a join with an error (its code is the message)."""
 
@@ -150,6 +166,8 @@ class Generator:
         self.packer = msgpack.Packer()
         self.early_closes: Counter[str] = Counter()
         self.connect_errors: Counter[str] = Counter()
+        self.stalled: list[Connection] = []
+        self.pad = "." * spec.text_pad
 
     def _watch(self) -> list[int]:
         return procstat.tree(self.spec.watch_pids)
@@ -207,6 +225,53 @@ class Generator:
             + (f"; failures: {dict(self.connect_errors)}" if self.connect_errors else "")
         )
 
+    async def connect_stalled(self) -> None:
+        """Join ``slow_per_room`` members to each room that then stop reading.
+
+        Each gets a 4 KiB receive buffer, so the server's socket and transport buffers fill
+        after a few frames and the server's own backpressure (queue, then 4008) takes over.
+        They are not recipients: nothing they receive is counted.
+        """
+        spec = self.spec
+        loop = asyncio.get_running_loop()
+        index = 10_000_000  # apart from the members' indices in _welcome_waiters
+        for room in spec.rooms:
+            for k in range(spec.slow_per_room):
+                url = spec.urls[k % len(spec.urls)]
+                host, port = url.split("//")[1].split("/")[0].split(":")
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.setblocking(False)
+                await loop.sock_connect(sock, (host, int(port)))
+                index += 1
+                _, conn = await loop.create_connection(
+                    functools.partial(Connection, url, spec.subprotocol, _welcome_only, index),
+                    sock=sock,
+                )
+                await asyncio.wait_for(conn.opened, spec.join_timeout_s)
+                waiter = loop.create_future()
+                _welcome_waiters[conn.index] = waiter
+                conn.send(self.packer.pack({"t": "join", "room": room}))
+                await asyncio.wait_for(waiter, spec.join_timeout_s)
+                assert conn.transport is not None
+                conn.transport.pause_reading()
+                self.stalled.append(conn)
+        if self.stalled:
+            _log(f"{len(self.stalled)} members joined and stopped reading")
+
+    async def stalled_outcome(self) -> dict[str, int]:
+        """Read what the stalled members were sent at last: how the server ended them."""
+        for conn in self.stalled:
+            if conn.transport is not None and not conn.transport.is_closing():
+                conn.transport.resume_reading()
+        pending = [c.closed for c in self.stalled if not c.closed.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=3.0)
+        outcome: Counter[str] = Counter()
+        for conn in self.stalled:
+            outcome[f"closed {conn.close_code}" if conn.closed.done() else "still open"] += 1
+        return dict(outcome)
+
     def _room_sizes(self) -> list[int]:
         sizes = [0] * len(self.spec.rooms)
         for r in self.room_of:
@@ -233,7 +298,7 @@ class Generator:
                 rec.expected.append(sizes[self.room_of[ci]])
                 rec.received.append(0)
                 rec.window.append(window)
-                text = f"{ci}:{n}:{time.monotonic_ns()}"
+                text = f"{self.pad}{ci}:{n}:{time.monotonic_ns()}"
                 if not conn.closed.done():
                     conn.send(pack({"t": "say", "text": text}))
                 k += 1
@@ -302,12 +367,13 @@ class Generator:
         for conn in self.conns:
             if conn.closed.done() and not conn.closing:
                 self.early_closes[str(conn.close_code)] += 1
-        for conn in self.conns:
+        every = self.conns + self.stalled
+        for conn in every:
             conn.close()
-        pending = [c.closed for c in self.conns if not c.closed.done()]
+        pending = [c.closed for c in every if not c.closed.done()]
         if pending:
             await asyncio.wait(pending, timeout=3.0)
-        for conn in self.conns:
+        for conn in every:
             if not conn.closed.done():
                 conn.abort()
 
@@ -337,6 +403,7 @@ async def run(spec: GenSpec) -> dict[str, Any]:
                 server_peak_rss=procstat.peak_rss_bytes(watch),
             )
         else:
+            await gen.connect_stalled()
             phases: list[dict[str, Any]] = []
             for i, phase in enumerate(spec.phases):
                 res = await gen.run_phase(i, phase)
@@ -344,6 +411,8 @@ async def run(spec: GenSpec) -> dict[str, Any]:
                 if spec.fail_p99_ms is not None and not res.passed:
                     break
             out["phases"] = phases
+            if gen.stalled:
+                out["stalled_readers"] = await gen.stalled_outcome()
     finally:
         await gen.close_all()
     out["errors"] = dict(gen.rec.errors)

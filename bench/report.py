@@ -189,7 +189,7 @@ def _notes(rows: list[dict[str, Any]]) -> list[str]:
                 f"{name}: started while other processes used "
                 f"{row['busy_before_pct']:.0f}% CPU (waited --settle seconds)"
             )
-        for key in ("errors", "connect_errors", "early_closes"):
+        for key in ("errors", "connect_errors", "early_closes", "stalled_readers"):
             if res.get(key):
                 notes.append(f"{name}: {key.replace('_', ' ')}: {res[key]}")
         if res.get("connected", 0) < res.get("members", 0):

@@ -1,4 +1,4 @@
-"""Benchmark runner: ``python -m bench.run [--quick] [--only A,B,C,capacity,idle]``.
+"""Benchmark runner: ``python -m bench.run [--quick] [--only A,B,C,S,capacity,idle]``.
 
 For each topology (one process; two processes sharing one Redis) and each workload, it
 starts the baseline and then Hearth afresh, drives each with the same generator process,
@@ -39,6 +39,8 @@ def _spec(wl: Workload, dep: topology.Deployment, rooms: list[str], prof: Profil
         rooms=rooms,
         members_per_room=wl.members,
         senders_per_room=wl.senders,
+        slow_per_room=wl.slow,
+        text_pad=wl.pad,
         phases=prof.phases(wl),
         mode="idle" if wl.kind == "idle" else "load",
         drain_s=prof.drain_s,

@@ -23,6 +23,8 @@ class GenSpec:
     rooms: list[str]
     members_per_room: int
     senders_per_room: int
+    slow_per_room: int = 0  # members that join, then stop reading (not counted as recipients)
+    text_pad: int = 0  # characters put before each text's "<sender>:<n>:<ns>"
     phases: list[Phase] = field(default_factory=list)
     mode: str = "load"  # "load" or "idle"
     drain_s: float = 3.0

@@ -20,11 +20,21 @@ class Workload:
     members: int
     senders: int
     rate: float = 0.0
+    slow: int = 0  # extra members per room that stop reading once joined
+    pad: int = 0  # characters added to each text, so a stalled reader's buffers fill
 
 
 A = Workload("A", "1 room x 100, 10 senders, 50 msg/s", "load", 1, 100, 10, 50)
 B = Workload("B", "1 room x 1,000, 5 senders, 10 msg/s", "load", 1, 1000, 5, 10)
 C = Workload("C", "50 rooms x 20, all send, 250 msg/s", "load", 50, 20, 20, 250)
+# A room with members that stop reading: the others' latency must not move (issue: "a slow
+# member never raises the others' p99"). 2,000-character texts at 300 msg/s fill a stalled
+# reader's socket buffers (megabytes on loopback) within seconds, so the server's own
+# backpressure is what is measured.
+S = Workload(
+    "S", "1 room x 100 + 10 that stop reading, 300 msg/s of 2,000 chars", "load",
+    1, 100, 10, 300, slow=10, pad=1960,
+)  # fmt: skip
 CAPACITY = Workload(
     "capacity",
     "shape C, rate stepped up to p99 > 100 ms or loss",
@@ -98,7 +108,7 @@ QUICK = Profile(
 
 def select(only: set[str] | None, profile: Profile) -> list[Workload]:
     """The workloads to run, in order; ``only`` holds keys such as A, B, C, capacity, idle."""
-    every = [A, B, C, CAPACITY] + [idle(n) for n in profile.idle_sizes]
+    every = [A, B, C, S, CAPACITY] + [idle(n) for n in profile.idle_sizes]
     if not only:
         return every
     return [w for w in every if w.key in only or (w.kind == "idle" and "idle" in only)]
