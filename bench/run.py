@@ -164,7 +164,7 @@ def run_one(wl: Workload, target: str, topo: str, ctx: dict[str, Any]) -> dict[s
 def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="~3-minute smoke run")
-    parser.add_argument("--only", default="", help="comma list of A,B,C,capacity,idle")
+    parser.add_argument("--only", default="", help="comma list of A,B,C,S,capacity,idle")
     parser.add_argument("--targets", default="baseline,hearth")
     parser.add_argument("--topologies", default="single,redis")
     parser.add_argument(
