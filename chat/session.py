@@ -301,11 +301,15 @@ class Session:
         writer (chat.outbox.Flushable)."""
         if self._writer is not None or not self._queue:
             return
-        frames, self._queue = self._queue, []
-        frame = frames[0] if len(frames) == 1 else batch(frames, self.encoding)
+        frame = self._take_queue()
         write_now = self._write_now
         if write_now is None or not write_now(frame):
             self._start_writer(frame)
+
+    def _take_queue(self) -> Frame:
+        """Everything queued, as one frame: one write per member per burst."""
+        frames, self._queue = self._queue, []
+        return frames[0] if len(frames) == 1 else batch(frames, self.encoding)
 
     def _start_writer(self, first: Frame | None = None) -> None:
         if self._writer is None and not self._finished:
@@ -320,9 +324,7 @@ class Session:
         try:
             while frame is not None or self._queue:
                 if frame is None:
-                    frames, self._queue = self._queue, []
-                    frame = frames[0] if len(frames) == 1 else batch(frames, self.encoding)
-                    del frames
+                    frame = self._take_queue()
                 if binary:
                     await send({"type": "websocket.send", "bytes": frame})
                 else:
