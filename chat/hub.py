@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from chat import metrics
 from chat.broker.base import Broker
-from chat.protocol import Encoding, Frame, Message, encode, pack_envelope, unpack_envelope
+from chat.protocol import Encoding, Message, encode, pack_envelope, unpack_envelope
 from chat.state.base import FACILITATOR, RoomRecord
 
 log = logging.getLogger("hearth.hub")
@@ -38,7 +38,7 @@ class Member(Protocol):
     @property
     def encoding(self) -> Encoding: ...
 
-    def send_frame(self, frame: Frame, seq: int) -> None:
+    def send_frame(self, frame: bytes, seq: int) -> None:
         """Queue an encoded frame; never awaits. ``seq`` is 0 for unsequenced events."""
         ...
 
@@ -190,7 +190,7 @@ class Hub:
         internal = kind.startswith("_")  # hub-to-connection signals, never sent to a client
         if not internal:
             # One encode per encoding per event, whatever the number of recipients (§10).
-            frames: dict[Encoding, Frame] = {}
+            frames: dict[Encoding, bytes] = {}
             for member in recipients:
                 encoding = member.encoding
                 frame = frames.get(encoding)

@@ -54,6 +54,7 @@ MAX_SECONDS = 30 * 24 * 3600
 MAX_SLOW = 3600
 
 Frame = bytes | str
+"""A received frame: bytes (binary, MessagePack) or str (text, JSON)."""
 
 
 class Encoding(Enum):
@@ -370,15 +371,19 @@ def ack(request_id: int | None, **extra: Any) -> Message:
     return out
 
 
-def encode(message: Message | list[Message], encoding: Encoding) -> Frame:
-    """Encode one server message (or an array of them) as one frame."""
+def encode(message: Message | list[Message], encoding: Encoding) -> bytes:
+    """Encode one server message (or an array of them) as one frame's payload.
+
+    JSON comes out UTF-8 encoded too: a fan-out frame is encoded once, down to its bytes,
+    for every recipient (the text/binary frame type follows the member's encoding).
+    """
     if encoding is Encoding.MSGPACK:
         packed: bytes = msgpack.packb(message, use_bin_type=True)
         return packed
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def batch(frames: list[Frame], encoding: Encoding) -> Frame:
+def batch(frames: list[bytes], encoding: Encoding) -> bytes:
     """Join already encoded single-message frames into one array frame (§2).
 
     Concatenation is enough: a MessagePack array is a header followed by its elements, and a
@@ -395,8 +400,8 @@ def batch(frames: list[Frame], encoding: Encoding) -> Frame:
                 else b"\xdd" + count.to_bytes(4, "big")
             )
         )
-        return header + b"".join(frames)  # type: ignore[arg-type]
-    return "[" + ",".join(frames) + "]"  # type: ignore[arg-type]
+        return header + b"".join(frames)
+    return b"[" + b",".join(frames) + b"]"
 
 
 # --- the bus between workers -------------------------------------------------------------

@@ -33,8 +33,9 @@ from chat.ratelimit import TokenBucket
 log = logging.getLogger("hearth.session")
 CLOSE_WAIT = 5.0  # seconds the writer may take to flush a close behind a stalled socket
 
-WriteNow = Callable[[Frame], bool]
-"""Writes a frame at once and returns True, or returns False: use ASGI send (chat.transport)."""
+WriteNow = Callable[[bytes, bool], bool]
+"""``write_now(payload, binary)`` writes a frame at once and returns True, or returns False:
+use ASGI send (chat.transport)."""
 
 
 class Session:
@@ -92,8 +93,8 @@ class Session:
         settings = services.settings
         self._bucket = TokenBucket(settings.rate, settings.burst, time.monotonic())
         self._queue_limit = settings.queue_frames
-        self._queue: list[Frame] = []  # swapped out whole when flushed; cheaper idle than a deque
-        self._held: list[tuple[Frame, int]] | None = None
+        self._queue: list[bytes] = []  # swapped out whole when flushed; cheaper idle than a deque
+        self._held: list[tuple[bytes, int]] | None = None
         self._write_now = write_now
         # A task only while ASGI send must wait (see the module docstring): an idle connection
         # holds none, and fan-out wakes none.
@@ -117,7 +118,7 @@ class Session:
     def member(self) -> Member:
         return self
 
-    def send_frame(self, frame: Frame, seq: int) -> None:
+    def send_frame(self, frame: bytes, seq: int) -> None:
         if self._closing is not None or (self.seat is not None and self.seat.waiting):
             return
         if self._held is not None:
@@ -303,19 +304,19 @@ class Session:
             return
         frame = self._take_queue()
         write_now = self._write_now
-        if write_now is None or not write_now(frame):
+        if write_now is None or not write_now(frame, self.encoding is Encoding.MSGPACK):
             self._start_writer(frame)
 
-    def _take_queue(self) -> Frame:
+    def _take_queue(self) -> bytes:
         """Everything queued, as one frame: one write per member per burst."""
         frames, self._queue = self._queue, []
         return frames[0] if len(frames) == 1 else batch(frames, self.encoding)
 
-    def _start_writer(self, first: Frame | None = None) -> None:
+    def _start_writer(self, first: bytes | None = None) -> None:
         if self._writer is None and not self._finished:
             self._writer = asyncio.create_task(self._write(first))
 
-    async def _write(self, first: Frame | None) -> None:
+    async def _write(self, first: bytes | None) -> None:
         """Send ``first`` and whatever is queued through ASGI send, which waits while the
         transport is paused; then the close, if one is due."""
         send = self.send
@@ -328,7 +329,7 @@ class Session:
                 if binary:
                     await send({"type": "websocket.send", "bytes": frame})
                 else:
-                    await send({"type": "websocket.send", "text": frame})
+                    await send({"type": "websocket.send", "text": frame.decode()})
                 frame = None
             if self._closing is not None:
                 code, reason = self._closing

@@ -121,8 +121,9 @@ class HearthWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None:
             scope["extensions"][WRITE_EXTENSION] = {"write": self.write_now}
 
-    def write_now(self, frame: bytes | str) -> bool:
-        """Write one data frame now (bytes: binary, str: text) if the connection can take it.
+    def write_now(self, payload: bytes, binary: bool) -> bool:
+        """Write one data frame now (a binary one, or a text one of UTF-8) if the connection
+        can take it.
 
         Returns:
             True if the frame was handed to the transport; False if the caller must use ASGI
@@ -136,10 +137,7 @@ class HearthWebSocketProtocol(WebSocketsSansIOProtocol):
             or self.conn.state is not State.OPEN  # also CLOSING once the peer's close arrived
         ):
             return False
-        if isinstance(frame, bytes):
-            self.transport.write(data_frame(OPCODE_BINARY, frame))
-        else:
-            self.transport.write(data_frame(OPCODE_TEXT, frame.encode()))
+        self.transport.write(data_frame(OPCODE_BINARY if binary else OPCODE_TEXT, payload))
         return True
 
 

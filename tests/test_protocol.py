@@ -165,12 +165,8 @@ def test_batch_is_a_valid_array(encoding: Encoding, count: int) -> None:
     """Joined frames decode as one array of the original messages, at every header size."""
     frames = [encode({"t": "msg", "seq": i}, encoding) for i in range(count)]
     joined = batch(frames, encoding)
-    if encoding is Encoding.MSGPACK:
-        assert isinstance(joined, bytes)
-        decoded = msgpack.unpackb(joined)
-    else:
-        assert isinstance(joined, str)
-        decoded = json.loads(joined)
+    assert isinstance(joined, bytes)
+    decoded = msgpack.unpackb(joined) if encoding is Encoding.MSGPACK else json.loads(joined)
     assert decoded == [{"t": "msg", "seq": i} for i in range(count)]
 
 

@@ -31,9 +31,10 @@ async def test_direct_write_sends_frames_until_the_close() -> None:
         before = WRITE_EXTENSION in scope["extensions"]
         await send({"type": "websocket.accept"})
         write_now = scope["extensions"][WRITE_EXTENSION]["write"]
-        results.extend([before, write_now(b"\x01binary"), write_now("text ✓")])
+        text = "text ✓".encode()
+        results.extend([before, write_now(b"\x01binary", True), write_now(text, False)])
         await send({"type": "websocket.close", "code": 1000})
-        results.append(write_now(b"after the close"))
+        results.append(write_now(b"after the close", True))
         while (await receive())["type"] != "websocket.disconnect":
             pass
 
