@@ -9,7 +9,8 @@ never marks its members away at all. So, with a shared store (Redis), every work
 * sweeps each room it has members in for members nobody has vouched for since more than the
   grace (plus one period of slack, so that a live worker's own timer goes first), removes them
   and tells the room ``left`` — the cross-worker counterpart of ``joining._grace_ended``.
-  The store claims each lapsed member atomically, so only one sweeping worker announces it.
+  The store checks and removes each lapsed member in one step, so only one sweeping worker
+  announces it, and a worker that dies mid-sweep leaves no half-removed member.
 
 A member whose worker died therefore disappears from the room within the grace plus a period
 or two, unless it resumes on another worker first (protocol §7). The embedded store has no

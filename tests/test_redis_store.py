@@ -122,7 +122,7 @@ async def test_history_is_bounded_and_sealed(stores: tuple[RedisRoomStore, ...])
 
 
 @pytest.mark.redis
-async def test_sweep_claims_a_lapsed_member_once(stores: tuple[RedisRoomStore, ...]) -> None:
+async def test_sweep_removes_a_lapsed_member_once(stores: tuple[RedisRoomStore, ...]) -> None:
     """Two workers sweeping at once: the lapsed member is removed and returned exactly once;
     a member vouched for recently is kept."""
     a, b = stores
@@ -137,6 +137,10 @@ async def test_sweep_claims_a_lapsed_member_once(stores: tuple[RedisRoomStore, .
     )
     assert sorted(m.pid for found in swept for m in found) == ["gone"]
     assert [m.pid for m in await a.members("room1")] == ["here"]
+    # Removed whole, in the same step: its name is free again, and nothing is left to sweep.
+    assert not await b.add_member("room1", member("other", "Here"))
+    assert await b.add_member("room1", member("next", "Gone"))
+    assert await a.sweep_departed("room1", cutoff) == []
 
 
 def test_sealing_binds_room_and_kind() -> None:

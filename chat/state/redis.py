@@ -47,7 +47,6 @@ from chat.state.redis_history import RedisHistory
 from chat.state.redis_records import as_text, now_ms, open_record, unavailable
 from chat.state.redis_scripts import (
     ADD_MEMBER,
-    CLAIM_LAPSED,
     REMOVE_MEMBER,
     SAVE_MEMBER,
     SAVE_ROOM,
@@ -102,7 +101,6 @@ class RedisRoomStore:
         self._add_member = client.register_script(ADD_MEMBER)
         self._save_member = client.register_script(SAVE_MEMBER)
         self._remove_member = client.register_script(REMOVE_MEMBER)
-        self._claim = client.register_script(CLAIM_LAPSED)
         self._save_room = client.register_script(SAVE_ROOM)
 
     # --- history (chat.state.redis_history) -------------------------------------------------
@@ -252,20 +250,16 @@ class RedisRoomStore:
     async def sweep_departed(self, room_id: str, cutoff_ms: int) -> list[MemberRecord]:
         """Remove the members nobody has vouched for since ``cutoff_ms``, and return them.
 
-        Each lapsed member is claimed atomically, so when several workers sweep the same room
-        only one of them removes it (and announces ``left``).
+        Each lapsed member is checked and removed in one script, so when several workers sweep
+        the same room only one of them removes it (and announces ``left``).
         """
-        alive = self._key(room_id, "alive")
         async with unavailable():
-            lapsed = await self._client.zrangebyscore(alive, "-inf", cutoff_ms)
+            lapsed = await self._client.zrangebyscore(
+                self._key(room_id, "alive"), "-inf", cutoff_ms
+            )
         gone: list[MemberRecord] = []
         for raw in lapsed:
-            pid = as_text(raw)
-            async with unavailable():
-                claimed = await self._claim(keys=[alive], args=[pid, cutoff_ms])
-            if not claimed:
-                continue
-            member = await self._remove(room_id, pid)
+            member = await self._remove(room_id, as_text(raw), lapsed_by=cutoff_ms)
             if member is not None:
                 gone.append(member)
         return gone
@@ -324,7 +318,10 @@ class RedisRoomStore:
             self._salts.clear()
         self._salts[room_id] = salt
 
-    async def _remove(self, room_id: str, pid: str) -> MemberRecord | None:
+    async def _remove(
+        self, room_id: str, pid: str, *, lapsed_by: int | None = None
+    ) -> MemberRecord | None:
+        """Remove a member; with ``lapsed_by``, only if nobody has vouched for it since."""
         member = await self.get_member(room_id, pid)
         name_hash = resume_hash = ""
         if member is not None:
@@ -333,7 +330,7 @@ class RedisRoomStore:
         async with unavailable():
             removed = await self._remove_member(
                 keys=[self._key(room_id, p) for p in ("members", "names", "resume", "alive")],
-                args=[pid, name_hash, resume_hash],
+                args=[pid, name_hash, resume_hash, "" if lapsed_by is None else lapsed_by],
             )
         return member if removed else None
 

@@ -30,23 +30,21 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 return 1
 """
 
-# KEYS: members, names, resume, alive. ARGV: pid, name hash, resume hash.
+# KEYS: members, names, resume, alive. ARGV: pid, name hash, resume hash, cutoff. With a
+# cutoff (the presence sweep), only a member nobody has vouched for since then goes, and the
+# check and the removal are one step: of several sweeping workers exactly one removes it
+# (and announces it), and a worker that dies mid-sweep leaves no half-removed member.
 REMOVE_MEMBER = """
+if ARGV[4] ~= '' then
+  local score = redis.call('ZSCORE', KEYS[4], ARGV[1])
+  if not score or tonumber(score) > tonumber(ARGV[4]) then return 0 end
+  redis.call('ZREM', KEYS[4], ARGV[1])
+end
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 if redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[2], ARGV[2]) end
 if redis.call('HGET', KEYS[3], ARGV[3]) == ARGV[1] then redis.call('HDEL', KEYS[3], ARGV[3]) end
 redis.call('ZREM', KEYS[4], ARGV[1])
 return 1
-"""
-
-# KEYS: alive. ARGV: pid, cutoff. Claims a lapsed member for exactly one sweeping worker.
-CLAIM_LAPSED = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if score and tonumber(score) <= tonumber(ARGV[2]) then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  return 1
-end
-return 0
 """
 
 # KEYS: room. ARGV: locked, slow.
