@@ -17,6 +17,7 @@ from chat.settings import Settings
 from chat.state.base import RoomStore
 from chat.state.memory import MemoryRoomStore
 from chat.state.redis import RedisRoomStore
+from chat.state.redis_history import RedisHistory
 
 log = logging.getLogger("hearth.backends")
 
@@ -32,7 +33,7 @@ async def build_backends(settings: Settings) -> tuple[Broker, RoomStore]:
         return broker, store
     client = connect(settings.redis_url)
     sealer = Sealer(settings.bus_key, settings.bus_key_old)
-    redis_store = RedisRoomStore(
+    history = RedisHistory(
         client,
         prefix=settings.redis_prefix,
         sealer=sealer,
@@ -40,6 +41,13 @@ async def build_backends(settings: Settings) -> tuple[Broker, RoomStore]:
         history_messages=settings.history_messages,
         history_seconds=settings.history_seconds,
         allow_persistent=settings.allow_persistent_redis,
+    )
+    redis_store = RedisRoomStore(
+        client,
+        prefix=settings.redis_prefix,
+        sealer=sealer,
+        room_ttl=settings.room_idle,
+        history=history,
     )
     redis_broker = RedisBroker(
         client,

@@ -14,6 +14,7 @@ from chat.broker.redis_client import connect, room_key
 from chat.buscrypt import Sealer, SealError, context
 from chat.state.base import MemberRecord, RoomRecord
 from chat.state.redis import RedisRoomStore
+from chat.state.redis_history import RedisHistory
 from tests.redis_server import RedisServer, redis_server
 
 __all__ = ["redis_server"]  # fixture, imported for pytest
@@ -44,14 +45,21 @@ async def stores(redis_server: RedisServer) -> AsyncIterator[tuple[RedisRoomStor
     """Two stores (two workers) on one prefix, with a bus key and three messages of history."""
     prefix = "t" + secrets.token_hex(4)
     clients = [connect(redis_server.url) for _ in range(2)]
+    sealer = Sealer(KEY)
     made = tuple(
         RedisRoomStore(
             c,
             prefix=prefix,
-            sealer=Sealer(KEY),
+            sealer=sealer,
             room_ttl=IDLE,
-            history_messages=3,
-            history_seconds=600,
+            history=RedisHistory(
+                c,
+                prefix=prefix,
+                sealer=sealer,
+                room_ttl=IDLE,
+                history_messages=3,
+                history_seconds=600,
+            ),
         )
         for c in clients
     )

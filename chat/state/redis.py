@@ -68,35 +68,17 @@ class RedisRoomStore:
         prefix: the prefix of every key.
         sealer: seals names and text before they reach Redis.
         room_ttl: seconds a room's keys live without activity (the room idle timeout).
-        history_messages: the most messages of history kept per room.
-        history_seconds: the oldest message kept, in seconds.
-        allow_persistent: keep history in Redis even if Redis writes to disk.
+        history: the rooms' message history, on the same client, prefix and sealer.
     """
 
     def __init__(
-        self,
-        client: Redis,
-        *,
-        prefix: str,
-        sealer: Sealer,
-        room_ttl: float,
-        history_messages: int,
-        history_seconds: float,
-        allow_persistent: bool = False,
+        self, client: Redis, *, prefix: str, sealer: Sealer, room_ttl: float, history: RedisHistory
     ) -> None:
         self._client = client
         self._prefix = prefix
         self._sealer = sealer
         self._ttl_ms = max(1000, int(room_ttl * 1000))
-        self._history = RedisHistory(
-            client,
-            prefix=prefix,
-            sealer=sealer,
-            room_ttl=room_ttl,
-            history_messages=history_messages,
-            history_seconds=history_seconds,
-            allow_persistent=allow_persistent,
-        )
+        self._history = history
         self._salts: dict[str, bytes] = {}
         self._add_member = client.register_script(ADD_MEMBER)
         self._save_member = client.register_script(SAVE_MEMBER)
