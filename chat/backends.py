@@ -11,7 +11,7 @@ import logging
 from chat.broker.base import Broker, BrokerUnavailable
 from chat.broker.memory import MemoryBroker
 from chat.broker.redis import RedisBroker
-from chat.broker.redis_client import connect
+from chat.broker.redis_client import RedisSpace, connect
 from chat.buscrypt import Sealer
 from chat.settings import Settings
 from chat.state.base import RoomStore
@@ -33,27 +33,16 @@ async def build_backends(settings: Settings) -> tuple[Broker, RoomStore]:
         return broker, store
     client = connect(settings.redis_url)
     sealer = Sealer(settings.bus_key, settings.bus_key_old)
+    space = RedisSpace(client, settings.redis_prefix, sealer, settings.room_idle)
     history = RedisHistory(
-        client,
-        prefix=settings.redis_prefix,
-        sealer=sealer,
-        room_ttl=settings.room_idle,
+        space,
         history_messages=settings.history_messages,
         history_seconds=settings.history_seconds,
         allow_persistent=settings.allow_persistent_redis,
     )
-    redis_store = RedisRoomStore(
-        client,
-        prefix=settings.redis_prefix,
-        sealer=sealer,
-        room_ttl=settings.room_idle,
-        history=history,
-    )
+    redis_store = RedisRoomStore(space, history=history)
     redis_broker = RedisBroker(
-        client,
-        prefix=settings.redis_prefix,
-        sealer=sealer,
-        room_ttl=settings.room_idle,
+        space,
         observe=redis_store.observe,
         unobserve=redis_store.unobserve,
         linger=settings.resume_grace,

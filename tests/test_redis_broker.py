@@ -14,7 +14,7 @@ from chat import metrics
 from chat.broker.base import Broker, BrokerUnavailable
 from chat.broker.memory import MemoryBroker
 from chat.broker.redis import RedisBroker
-from chat.broker.redis_client import connect, room_channel
+from chat.broker.redis_client import RedisSpace, connect, room_channel
 from chat.buscrypt import Sealer
 from tests.redis_server import RedisServer, monitor, own_redis, redis_server
 from tests.timing import WAIT
@@ -45,7 +45,7 @@ class Inbox:
 
 def redis_broker(server: RedisServer, prefix: str, **kwargs: Any) -> RedisBroker:
     sealer = kwargs.pop("sealer", Sealer(None))
-    return RedisBroker(connect(server.url), prefix=prefix, sealer=sealer, room_ttl=60, **kwargs)
+    return RedisBroker(RedisSpace(connect(server.url), prefix, sealer, 60), **kwargs)
 
 
 async def wait_until(condition: Any, timeout: float = WAIT) -> None:
@@ -341,10 +341,7 @@ async def test_silent_partition_is_noticed_by_the_health_probe(
     port = await proxy.start()
     prefix = "t" + secrets.token_hex(4)
     broker = RedisBroker(
-        connect(f"redis://127.0.0.1:{port}/0"),
-        prefix=prefix,
-        sealer=Sealer(None),
-        room_ttl=60,
+        RedisSpace(connect(f"redis://127.0.0.1:{port}/0"), prefix, Sealer(None), 60),
         health_interval=0.2,
         health_timeout=1.0,
     )

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from chat.broker.redis_client import connect, room_key
+from chat.broker.redis_client import RedisSpace, connect, room_key
 from chat.buscrypt import Sealer, SealError, context
 from chat.state.base import MemberRecord, RoomRecord
 from chat.state.redis import RedisRoomStore
@@ -45,23 +45,10 @@ async def stores(redis_server: RedisServer) -> AsyncIterator[tuple[RedisRoomStor
     """Two stores (two workers) on one prefix, with a bus key and three messages of history."""
     prefix = "t" + secrets.token_hex(4)
     clients = [connect(redis_server.url) for _ in range(2)]
-    sealer = Sealer(KEY)
+    spaces = [RedisSpace(c, prefix, Sealer(KEY), IDLE) for c in clients]
     made = tuple(
-        RedisRoomStore(
-            c,
-            prefix=prefix,
-            sealer=sealer,
-            room_ttl=IDLE,
-            history=RedisHistory(
-                c,
-                prefix=prefix,
-                sealer=sealer,
-                room_ttl=IDLE,
-                history_messages=3,
-                history_seconds=600,
-            ),
-        )
-        for c in clients
+        RedisRoomStore(s, history=RedisHistory(s, history_messages=3, history_seconds=600))
+        for s in spaces
     )
     yield made
     for c in clients:
@@ -102,7 +89,7 @@ async def test_every_key_expires_with_the_room(
     await a.heartbeat("room1", ["p1"])
     client = connect(redis_server.url)
     try:
-        keys = [k async for k in client.scan_iter(match=room_key(a._prefix, "*", "*"))]
+        keys = [k async for k in client.scan_iter(match=room_key(a._space.prefix, "*", "*"))]
         assert len(keys) >= 9
         for k in keys:
             ttl = await client.pttl(k)

@@ -31,7 +31,6 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
@@ -42,10 +41,10 @@ from chat.broker.redis_client import (
     COMMAND_TIMEOUT,
     PUBLISH_SCRIPT,
     History,
+    RedisSpace,
     room_channel,
-    room_key,
 )
-from chat.buscrypt import Sealer, SealError, context
+from chat.buscrypt import SealError, context
 
 log = logging.getLogger("hearth.broker")
 
@@ -64,10 +63,8 @@ class RedisBroker:
     """Redis pub/sub behind the :class:`~chat.broker.base.Broker` interface.
 
     Args:
-        client: the command client (shared with the room store); closed by :meth:`aclose`.
-        prefix: the prefix of every key and channel.
-        sealer: seals and opens bus frames (a clear one without a bus key).
-        room_ttl: seconds a room's ``seq`` key lives without a publish (the room idle timeout).
+        space: the client (closed by :meth:`aclose`), key prefix, sealer and room TTL, shared
+            with the room store.
         health_interval: seconds between health probes on the pub/sub connection.
         health_timeout: seconds a probe may take before the connection counts as dead.
         observe: also called with every delivery, before the hub gets it (the room store's
@@ -82,11 +79,8 @@ class RedisBroker:
 
     def __init__(
         self,
-        client: Redis,
+        space: RedisSpace,
         *,
-        prefix: str,
-        sealer: Sealer,
-        room_ttl: float,
         health_interval: float = 2.0,
         health_timeout: float = 3.0,
         observe: Deliver | None = None,
@@ -94,14 +88,12 @@ class RedisBroker:
         linger: float = 0.0,
         history: History | None = None,
     ) -> None:
-        self._client = client
-        self._prefix = prefix
-        self._sealer = sealer
-        self._ttl_ms = max(1000, int(room_ttl * 1000))
+        self._space = space
+        self._client = space.client
         self._health_interval = health_interval
         self._health_timeout = health_timeout
-        # The publishes of one loop turn share a pipeline: one write instead of one each.
-        self._script = ScriptBatch(client, PUBLISH_SCRIPT, timeout=COMMAND_TIMEOUT)
+        # Publishes share pipelines, one in flight at a time: one write instead of one each.
+        self._script = ScriptBatch(space.client, PUBLISH_SCRIPT, timeout=COMMAND_TIMEOUT)
         self._deliver: Deliver | None = None
         self._observe = observe
         self._unobserve = unobserve
@@ -115,7 +107,7 @@ class RedisBroker:
         self._rooms: dict[bytes, str] = {}  # channel -> room, for every room wanted here
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._seen: dict[str, int] = {}  # room -> highest seq seen here (the floor)
-        self._health_channel = f"{prefix}:health:{secrets.token_hex(8)}".encode()
+        self._health_channel = f"{space.prefix}:health:{secrets.token_hex(8)}".encode()
         self._probing = False  # the health channel is subscribed on the current connection
         self._probe: bytes | None = None
         self._probe_sent = 0.0
@@ -168,7 +160,7 @@ class RedisBroker:
         if lingering is not None:  # still subscribed: it was only lingering
             lingering.cancel()
             return
-        channel = room_channel(self._prefix, room).encode()
+        channel = room_channel(self._space.prefix, room).encode()
         self._rooms[channel] = room
         try:
             await self._send_and_confirm("SUBSCRIBE", channel)
@@ -195,7 +187,7 @@ class RedisBroker:
         task.add_done_callback(self._tasks.discard)
 
     async def _unsubscribe_now(self, room: str) -> None:
-        channel = room_channel(self._prefix, room).encode()
+        channel = room_channel(self._space.prefix, room).encode()
         if self._rooms.pop(channel, None) is None:
             return
         self._seen.pop(room, None)
@@ -213,19 +205,24 @@ class RedisBroker:
     async def publish(self, room: str, data: bytes, *, sequenced: bool = False) -> int:
         if not self._ready:
             raise BrokerUnavailable("redis pub/sub is not connected")
-        channel = room_channel(self._prefix, room)
+        channel = room_channel(self._space.prefix, room)
         # Asked before sealing: the hook may have to reach Redis once (history placement).
         kept = await self._history(room, data) if sequenced and self._history else None
-        blob = self._sealer.seal(data, context("bus", room))
+        blob = self._space.sealer.seal(data, context("bus", room))
         try:
             if not sequenced:
                 async with asyncio.timeout(COMMAND_TIMEOUT):
                     await self._client.publish(channel, b"0:" + blob)
                 return 0
-            keys = [room_key(self._prefix, room, "seq")]
-            args: list[bytes | str | int] = [channel, blob, self._seen.get(room, 0), self._ttl_ms]
+            keys = [self._space.key(room, "seq")]
+            args: list[bytes | str | int] = [
+                channel,
+                blob,
+                self._seen.get(room, 0),
+                self._space.ttl_ms,
+            ]
             if kept is not None:
-                keys.append(room_key(self._prefix, room, "history"))
+                keys.append(self._space.key(room, "history"))
                 args += [kept.entry, kept.keep, kept.oldest_ms]
             seq = int(await self._script(keys=keys, args=args))
         except (RedisError, OSError) as exc:
@@ -236,7 +233,7 @@ class RedisBroker:
     async def last_seq(self, room: str) -> int:
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT):
-                raw = await self._client.get(room_key(self._prefix, room, "seq"))
+                raw = await self._client.get(self._space.key(room, "seq"))
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable("redis read failed") from exc
         return max(int(raw or 0), self._seen.get(room, 0))
@@ -245,7 +242,7 @@ class RedisBroker:
         self._seen.pop(room, None)
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT):
-                await self._client.delete(room_key(self._prefix, room, "seq"))
+                await self._client.delete(self._space.key(room, "seq"))
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable("redis delete failed") from exc
 
@@ -301,7 +298,7 @@ class RedisBroker:
         if not rooms:
             return
         async with asyncio.timeout(COMMAND_TIMEOUT):
-            values = await self._client.mget([room_key(self._prefix, r, "seq") for r in rooms])
+            values = await self._client.mget([self._space.key(r, "seq") for r in rooms])
         for room, raw in zip(rooms, values, strict=True):
             if raw is not None:
                 self._see(room, int(raw))
@@ -373,7 +370,7 @@ class RedisBroker:
             metrics.BUS_DROPPED.labels(reason="malformed").inc()
             return
         try:
-            data = self._sealer.open(blob, context("bus", room))
+            data = self._space.sealer.open(blob, context("bus", room))
         except SealError:
             metrics.BUS_DROPPED.labels(reason="auth").inc()
             return

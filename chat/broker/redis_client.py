@@ -6,12 +6,14 @@ room's ``seq``, publishes and keeps the history entry in one step.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+
+from chat.buscrypt import Sealer
 
 CONNECT_TIMEOUT = 3.0
 COMMAND_TIMEOUT = 5.0
@@ -102,6 +104,31 @@ def connect(url: str) -> Redis:
         protocol=2,
     )
     return Redis(connection_pool=pool)
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSpace:
+    """What a worker's Redis parts (broker, room store, history) share.
+
+    Args:
+        client: the command client; the broker closes it.
+        prefix: the prefix of every key and channel.
+        sealer: seals names and text before they reach Redis (a clear one without a bus key).
+        room_ttl: seconds a room's keys live without activity (the room idle timeout).
+    """
+
+    client: Redis
+    prefix: str
+    sealer: Sealer
+    room_ttl: float
+    ttl_ms: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ttl_ms", max(1000, int(self.room_ttl * 1000)))
+
+    def key(self, room: str, part: str) -> str:
+        """The room's key for ``part``."""
+        return room_key(self.prefix, room, part)
 
 
 def room_key(prefix: str, room: str, part: str) -> str:

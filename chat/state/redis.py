@@ -36,10 +36,8 @@ import logging
 from dataclasses import asdict
 from typing import Any
 
-from redis.asyncio import Redis
-
-from chat.broker.redis_client import History, room_key
-from chat.buscrypt import Sealer, context
+from chat.broker.redis_client import History, RedisSpace
+from chat.buscrypt import context
 from chat.identity import name_key
 from chat.protocol import pack_envelope
 from chat.state.base import MemberRecord, Message, RoomRecord
@@ -64,20 +62,13 @@ class RedisRoomStore:
     """The :class:`~chat.state.base.RoomStore` in Redis, plus the presence heartbeat and sweep.
 
     Args:
-        client: the command client (shared with the broker, which closes it).
-        prefix: the prefix of every key.
-        sealer: seals names and text before they reach Redis.
-        room_ttl: seconds a room's keys live without activity (the room idle timeout).
-        history: the rooms' message history, on the same client, prefix and sealer.
+        space: the client, key prefix, sealer and room TTL, shared with the broker.
+        history: the rooms' message history, in the same space.
     """
 
-    def __init__(
-        self, client: Redis, *, prefix: str, sealer: Sealer, room_ttl: float, history: RedisHistory
-    ) -> None:
-        self._client = client
-        self._prefix = prefix
-        self._sealer = sealer
-        self._ttl_ms = max(1000, int(room_ttl * 1000))
+    def __init__(self, space: RedisSpace, *, history: RedisHistory) -> None:
+        self._space = space
+        self._client = client = space.client
         self._history = history
         self._salts: dict[str, bytes] = {}
         self._add_member = client.register_script(ADD_MEMBER)
@@ -130,16 +121,16 @@ class RedisRoomStore:
 
     async def create_room(self, room: RoomRecord) -> None:
         blob = self._seal(pack_envelope(asdict(room)), "room", room.id)
-        key = self._key(room.id, "room")
+        key = self._space.key(room.id, "room")
         async with unavailable(), self._client.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping={"rec": blob, "locked": int(room.locked), "slow": room.slow})
-            pipe.pexpire(key, self._ttl_ms)
+            pipe.pexpire(key, self._space.ttl_ms)
             await pipe.execute()
         self._cache_salt(room.id, room.salt)
 
     async def get_room(self, room_id: str) -> RoomRecord | None:
         async with unavailable():
-            fields = await self._client.hgetall(self._key(room_id, "room"))
+            fields = await self._client.hgetall(self._space.key(room_id, "room"))
         blob = fields.get(b"rec")
         if blob is None:
             return None
@@ -155,14 +146,14 @@ class RedisRoomStore:
     async def save_room(self, room: RoomRecord) -> None:
         async with unavailable():
             await self._save_room(
-                keys=[self._key(room.id, "room")], args=[int(room.locked), room.slow]
+                keys=[self._space.key(room.id, "room")], args=[int(room.locked), room.slow]
             )
 
     async def delete_room(self, room_id: str) -> None:
         self._salts.pop(room_id, None)
         self._history.drop(room_id)
         async with unavailable():
-            await self._client.delete(*(self._key(room_id, p) for p in PARTS if p != "seq"))
+            await self._client.delete(*(self._space.key(room_id, p) for p in PARTS if p != "seq"))
 
     async def expired_rooms(self, now_ms: int, idle_ms: int) -> list[str]:
         # Every key carries the idle TTL: Redis expires an empty room by itself.
@@ -178,20 +169,28 @@ class RedisRoomStore:
         async with unavailable():
             added = await self._add_member(
                 keys=[
-                    self._key(room_id, p) for p in ("room", "names", "members", "resume", "alive")
+                    self._space.key(room_id, p)
+                    for p in ("room", "names", "members", "resume", "alive")
                 ],
-                args=[name_hash, member.pid, blob, member.resume_hash, now_ms(), self._ttl_ms],
+                args=[
+                    name_hash,
+                    member.pid,
+                    blob,
+                    member.resume_hash,
+                    now_ms(),
+                    self._space.ttl_ms,
+                ],
             )
         return bool(added)
 
     async def get_member(self, room_id: str, pid: str) -> MemberRecord | None:
         async with unavailable():
-            blob = await self._client.hget(self._key(room_id, "members"), pid)
+            blob = await self._client.hget(self._space.key(room_id, "members"), pid)
         return self._member(blob, room_id) if blob is not None else None
 
     async def member_by_resume(self, room_id: str, resume_hash: str) -> MemberRecord | None:
         async with unavailable():
-            pid = await self._client.hget(self._key(room_id, "resume"), resume_hash)
+            pid = await self._client.hget(self._space.key(room_id, "resume"), resume_hash)
         if pid is None:
             return None
         return await self.get_member(room_id, as_text(pid))
@@ -201,7 +200,7 @@ class RedisRoomStore:
         score = now_ms() if member.online else member.away_since_ms
         async with unavailable():
             await self._save_member(
-                keys=[self._key(room_id, "members"), self._key(room_id, "alive")],
+                keys=[self._space.key(room_id, "members"), self._space.key(room_id, "alive")],
                 args=[member.pid, blob, score],
             )
 
@@ -210,7 +209,7 @@ class RedisRoomStore:
 
     async def members(self, room_id: str) -> list[MemberRecord]:
         async with unavailable():
-            blobs = await self._client.hvals(self._key(room_id, "members"))
+            blobs = await self._client.hvals(self._space.key(room_id, "members"))
         found = (self._member(blob, room_id) for blob in blobs)
         return [m for m in found if m is not None]
 
@@ -224,9 +223,9 @@ class RedisRoomStore:
         now = now_ms()
         async with unavailable(), self._client.pipeline(transaction=False) as pipe:
             if pids:
-                pipe.zadd(self._key(room_id, "alive"), dict.fromkeys(pids, now), xx=True)
+                pipe.zadd(self._space.key(room_id, "alive"), dict.fromkeys(pids, now), xx=True)
             for part in PARTS:
-                pipe.pexpire(self._key(room_id, part), self._ttl_ms)
+                pipe.pexpire(self._space.key(room_id, part), self._space.ttl_ms)
             await pipe.execute()
 
     async def sweep_departed(self, room_id: str, cutoff_ms: int) -> list[MemberRecord]:
@@ -237,7 +236,7 @@ class RedisRoomStore:
         """
         async with unavailable():
             lapsed = await self._client.zrangebyscore(
-                self._key(room_id, "alive"), "-inf", cutoff_ms
+                self._space.key(room_id, "alive"), "-inf", cutoff_ms
             )
         gone: list[MemberRecord] = []
         for raw in lapsed:
@@ -253,7 +252,9 @@ class RedisRoomStore:
 
     async def is_banned(self, room_id: str, address_hash: str) -> bool:
         async with unavailable():
-            return bool(await self._client.sismember(self._key(room_id, "bans"), address_hash))
+            return bool(
+                await self._client.sismember(self._space.key(room_id, "bans"), address_hash)
+            )
 
     async def add_report(self, room_id: str, report: Message) -> None:
         blob = self._seal(pack_envelope(report), "report", room_id)
@@ -271,14 +272,11 @@ class RedisRoomStore:
 
     # --- helpers -------------------------------------------------------------------------
 
-    def _key(self, room_id: str, part: str) -> str:
-        return room_key(self._prefix, room_id, part)
-
     def _seal(self, data: bytes, kind: str, room_id: str) -> bytes:
-        return self._sealer.seal(data, context(kind, room_id))
+        return self._space.sealer.seal(data, context(kind, room_id))
 
     def _open_record(self, blob: bytes | str, kind: str, room_id: str) -> dict[str, Any] | None:
-        return open_record(self._sealer, blob, kind, room_id)
+        return open_record(self._space.sealer, blob, kind, room_id)
 
     def _member(self, blob: bytes | str, room_id: str) -> MemberRecord | None:
         data = self._open_record(blob, "member", room_id)
@@ -311,25 +309,25 @@ class RedisRoomStore:
             resume_hash = member.resume_hash
         async with unavailable():
             removed = await self._remove_member(
-                keys=[self._key(room_id, p) for p in ("members", "names", "resume", "alive")],
+                keys=[self._space.key(room_id, p) for p in ("members", "names", "resume", "alive")],
                 args=[pid, name_hash, resume_hash, "" if lapsed_by is None else lapsed_by],
             )
         return member if removed else None
 
     async def _add_to(self, room_id: str, part: str, value: bytes, *, cap: int) -> None:
-        key = self._key(room_id, part)
+        key = self._space.key(room_id, part)
         async with unavailable(), self._client.pipeline(transaction=True) as pipe:
             if cap:
                 pipe.rpush(key, value)
                 pipe.ltrim(key, -cap, -1)
             else:
                 pipe.sadd(key, value)
-            pipe.pexpire(key, self._ttl_ms)
+            pipe.pexpire(key, self._space.ttl_ms)
             await pipe.execute()
 
     async def _list(self, room_id: str, part: str) -> list[Message]:
         async with unavailable():
-            blobs = await self._client.lrange(self._key(room_id, part), 0, -1)
+            blobs = await self._client.lrange(self._space.key(room_id, part), 0, -1)
         kind = "report" if part == "reports" else "log"
         found = (self._open_record(blob, kind, room_id) for blob in blobs)
         return [entry for entry in found if entry is not None]

@@ -16,8 +16,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from chat.broker.redis_client import History, HistoryEntry, room_key
-from chat.buscrypt import Sealer, context
+from chat.broker.redis_client import History, HistoryEntry, RedisSpace
+from chat.buscrypt import context
 from chat.protocol import pack_envelope, unpack_envelope
 from chat.state.base import Message
 from chat.state.local_history import LocalHistory
@@ -51,10 +51,7 @@ class RedisHistory:
     """A room store's message history, in Redis or in this worker's memory.
 
     Args:
-        client: the command client (shared with the broker, which closes it).
-        prefix: the prefix of every key.
-        sealer: seals the messages before they reach Redis.
-        room_ttl: seconds a room's history lives without a message (the room idle timeout).
+        space: the client, key prefix, sealer and room TTL, shared with the broker.
         history_messages: the most messages kept per room.
         history_seconds: the oldest message kept, in seconds.
         allow_persistent: keep history in Redis even if Redis writes to disk.
@@ -62,19 +59,14 @@ class RedisHistory:
 
     def __init__(
         self,
-        client: Redis,
+        space: RedisSpace,
         *,
-        prefix: str,
-        sealer: Sealer,
-        room_ttl: float,
         history_messages: int,
         history_seconds: float,
         allow_persistent: bool = False,
     ) -> None:
-        self._client = client
-        self._prefix = prefix
-        self._sealer = sealer
-        self._ttl_ms = max(1000, int(room_ttl * 1000))
+        self._space = space
+        self._client = client = space.client
         self._max_messages = history_messages
         self._max_age_ms = int(history_seconds * 1000)
         self._allow_persistent = allow_persistent
@@ -171,13 +163,13 @@ class RedisHistory:
         oldest = now_ms() - self._max_age_ms
         async with unavailable():
             await self._remember(
-                keys=[room_key(self._prefix, room_id, "history")],
+                keys=[self._space.key(room_id, "history")],
                 args=[
                     message["seq"],
                     self._entry(room_id, message),
                     self._max_messages,
                     oldest,
-                    self._ttl_ms,
+                    self._space.ttl_ms,
                 ],
             )
 
@@ -187,7 +179,7 @@ class RedisHistory:
             return self._local.recall(room_id, after_seq)
         async with unavailable():
             entries = await self._client.zrangebyscore(
-                room_key(self._prefix, room_id, "history"), f"({after_seq}", "+inf", withscores=True
+                self._space.key(room_id, "history"), f"({after_seq}", "+inf", withscores=True
             )
         return [m for _, m in self._entries(room_id, entries)]
 
@@ -195,7 +187,7 @@ class RedisHistory:
         """Delete a kept message; False when it is not kept."""
         if not await self.settle():
             return self._local.forget(room_id, mid)
-        key = room_key(self._prefix, room_id, "history")
+        key = self._space.key(room_id, "history")
         async with unavailable():
             entries = await self._client.zrange(key, 0, -1, withscores=True)
             for raw, message in self._entries(room_id, entries):
@@ -209,13 +201,13 @@ class RedisHistory:
             return self._local.find(room_id, mid)
         async with unavailable():
             entries = await self._client.zrange(
-                room_key(self._prefix, room_id, "history"), 0, -1, withscores=True
+                self._space.key(room_id, "history"), 0, -1, withscores=True
             )
         return next((m for _, m in self._entries(room_id, entries) if m.get("mid") == mid), None)
 
     def _entry(self, room_id: str, message: Message) -> bytes:
         # The ts in clear ahead of the sealed msg: the trim reads the age without the key.
-        return b"%d:" % message["ts"] + self._sealer.seal(
+        return b"%d:" % message["ts"] + self._space.sealer.seal(
             pack_envelope(message), context("msg", room_id)
         )
 
@@ -228,7 +220,7 @@ class RedisHistory:
             head, _, blob = raw.partition(b":")
             if not head.isdigit() or int(head) < oldest:
                 continue
-            message = open_record(self._sealer, blob, "msg", room_id)
+            message = open_record(self._space.sealer, blob, "msg", room_id)
             if message is not None:
                 # The score is the seq: the publish script learns it only as it writes.
                 message["seq"] = int(score)
