@@ -43,18 +43,18 @@ async def build_backends(settings: Settings) -> tuple[Broker, RoomStore]:
     redis_store = RedisRoomStore(space, history=history)
     redis_broker = RedisBroker(
         space,
-        observe=redis_store.observe,
-        unobserve=redis_store.unobserve,
+        observe=history.observe,
+        unobserve=history.unobserve,
         linger=settings.resume_grace,
         # One round trip per say: the publish script also writes the msg's history entry.
-        history=redis_store.record_on_publish(),
+        history=history.record_on_publish(),
     )
     if sealer.encrypting:
         log.info("bus encrypted: names and text in redis are sealed with AES-GCM")
     else:
         log.warning("bus in clear: no --bus-key, so redis sees names and message text")
     try:
-        await redis_store.settle_history()  # logs where history goes
+        await history.settle()  # logs where history goes
     except BrokerUnavailable:
         log.warning("redis unreachable: history placement is decided when redis comes up")
     return redis_broker, redis_store

@@ -1,7 +1,7 @@
 """Message history in one worker's memory, for a Redis that writes to disk (protocol §7).
 
 When Redis persists, message text must not reach it, so each worker keeps the history of its
-rooms itself, fed by every ``msg`` on the bus (see ``RedisRoomStore.observe``). A resume on
+rooms itself, fed by every ``msg`` on the bus (see ``RedisHistory.observe``). A resume on
 another worker then cannot replay what it missed; that is the documented price.
 """
 

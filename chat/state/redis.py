@@ -36,7 +36,7 @@ import logging
 from dataclasses import asdict
 from typing import Any
 
-from chat.broker.redis_client import History, RedisSpace
+from chat.broker.redis_client import RedisSpace
 from chat.buscrypt import context
 from chat.identity import name_key
 from chat.protocol import pack_envelope
@@ -76,34 +76,7 @@ class RedisRoomStore:
         self._remove_member = client.register_script(REMOVE_MEMBER)
         self._save_room = client.register_script(SAVE_ROOM)
 
-    # --- history (chat.state.redis_history) -------------------------------------------------
-
-    async def settle_history(self) -> bool:
-        """Decide, once, whether history goes to Redis or stays in this worker's memory.
-
-        Returns:
-            True when history is kept in Redis.
-
-        Raises:
-            BrokerUnavailable: Redis cannot be reached yet (asked again on first use).
-        """
-        return await self._history.settle()
-
-    def record_on_publish(self) -> History:
-        """Leave writing ``msg`` history in Redis to the broker's publish script, from now on.
-
-        Returns:
-            The hook to give the broker (``RedisBroker(history=...)``).
-        """
-        return self._history.record_on_publish()
-
-    def observe(self, room_id: str, seq: int, data: bytes) -> None:
-        """Keep worker-memory history in step with the bus (the broker's ``observe``)."""
-        self._history.observe(room_id, seq, data)
-
-    def unobserve(self, room_id: str) -> None:
-        """This worker stopped hearing the room: drop its worker-memory history of it."""
-        self._history.unobserve(room_id)
+    # --- history (chat.state.redis_history; backends.py wires it to the broker) ---------
 
     async def remember(self, room_id: str, message: Message) -> None:
         await self._history.remember(room_id, message)
