@@ -21,8 +21,14 @@ MIB = 2**20
 _OTHER_NOTE_PCT = 15.0
 
 
-def meta(stamp: str, profile: str, pinning: str, hearth_settings: list[str]) -> dict[str, Any]:
-    """What a reader needs to judge the numbers: when, where, which code, which settings."""
+def meta(
+    stamp: str, profile: str, pinning: str, hearth_settings: list[str], raised: list[str]
+) -> dict[str, Any]:
+    """What a reader needs to judge the numbers: when, where, which code, which settings.
+
+    ``raised`` holds the per-address limit options passed to Hearth (empty when its ``serve``
+    has none): they are printed, since a reader must know which protections were opened.
+    """
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"],
         cwd=ROOT,
@@ -46,7 +52,14 @@ def meta(stamp: str, profile: str, pinning: str, hearth_settings: list[str]) -> 
         "event_loop": loop,
         "cpus": os.cpu_count(),
         "pinning": pinning,
-        "hearth_settings": " ".join(hearth_settings),
+        "hearth_settings": " ".join(hearth_settings + raised),
+        "per_address_limits": (
+            "Per-address limits raised for the bench (all clients are 127.0.0.1): "
+            + " ".join(raised)
+            if raised
+            else "Per-address limits: none to raise (this Hearth's serve has no "
+            "--max-per-address or --room-create-rate)"
+        ),
     }
 
 
@@ -231,6 +244,7 @@ def table(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             f"{meta['cpus']} CPUs; {meta['pinning']}"
         ),
         f"Hearth settings: {meta['hearth_settings']}",
+        meta.get("per_address_limits", ""),
         "Hearth figures carry their ratio to the baseline of the same run in parentheses.",
     ]
     titles = {

@@ -198,8 +198,10 @@ def main() -> None:
     only = {w.strip() for w in args.only.split(",") if w.strip()} or None
     targets = [t for t in args.targets.split(",") if t]
     topologies = [t for t in args.topologies.split(",") if t]
-    meta = report.meta(stamp, profile.name, pinning.describe(), topology.HEARTH_SETTINGS)
+    raised = topology.per_address_limits()
+    meta = report.meta(stamp, profile.name, pinning.describe(), topology.HEARTH_SETTINGS, raised)
     _log(f"profile {profile.name}; {meta['pinning']}")
+    _log(meta["per_address_limits"])
     rows: list[dict[str, Any]] = []
     started = time.monotonic()
     try:

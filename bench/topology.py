@@ -39,6 +39,14 @@ HEARTH_SETTINGS = [
     "30",
 ]
 
+# Hearth's per-address limits (protocol §11): every bench connection and room comes from
+# 127.0.0.1, so the defaults (30 connections, 10 rooms a minute) would refuse the workloads.
+# Passed only when this build's `serve --help` lists them (see per_address_limits()).
+PER_ADDRESS_LIMITS = {
+    "--max-per-address": "20000",  # as many as --max-connections: idle-10000 and R fit
+    "--room-create-rate": "10000",  # rooms a minute; a whole run creates under 2,000
+}
+
 _children: list[subprocess.Popen[bytes]] = []
 
 
@@ -203,6 +211,24 @@ class Deployment:
             stop(self.redis)
 
 
+@functools.cache
+def per_address_limits() -> list[str]:
+    """The per-address limit options to raise, of those this Hearth's ``serve`` knows."""
+    help_text = subprocess.run(
+        [PYTHON, "-m", "chat", "serve", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    ).stdout
+    args: list[str] = []
+    for option, value in PER_ADDRESS_LIMITS.items():
+        if option in help_text.split():
+            args += [option, value]
+    return args
+
+
 def _server_argv(target: str, port: int, redis_url: str | None) -> list[str]:
     if target == "baseline":
         argv = [PYTHON, "-m", "bench.baseline_server", "--port", str(port)]
@@ -217,7 +243,7 @@ def _server_argv(target: str, port: int, redis_url: str | None) -> list[str]:
             "--port",
             str(port),
         ]
-        argv += HEARTH_SETTINGS
+        argv += HEARTH_SETTINGS + per_address_limits()
     if redis_url:
         argv += ["--redis-url", redis_url]
     return argv
