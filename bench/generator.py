@@ -36,12 +36,12 @@ def _log(text: str) -> None:
     print(f"[generator] {text}", file=sys.stderr, flush=True)
 
 
-def _own_cpu_s() -> float:
+def own_cpu_s() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
 
 
-def _percentile(sorted_ns: list[int], q: float) -> float:
+def percentile(sorted_ns: list[int], q: float) -> float:
     """Nearest-rank percentile, in milliseconds."""
     if not sorted_ns:
         return float("nan")
@@ -68,6 +68,10 @@ class PhaseResult:
     max_ms: float = 0.0
     server_cpu_pct: float = 0.0
     redis_cpu_pct: float = 0.0
+    server_cpu_s: float = 0.0  # CPU seconds in the window, for the cost per delivery
+    redis_cpu_s: float = 0.0
+    server_cpu_s_per_1k: float = 0.0  # server CPU seconds per 1,000 deliveries
+    redis_cpu_s_per_1k: float = 0.0
     other_cpu_pct: float = 0.0  # everything else on the machine: a shared box drifts
     gen_cpu_pct: float = 0.0
     gen_saturated: bool = False
@@ -323,12 +327,12 @@ class Generator:
         watch = self._watch()
         srv0 = procstat.sample(watch, time.monotonic())
         red0 = procstat.sample(self.spec.redis_pids, time.monotonic())
-        gen0 = (_own_cpu_s(), time.monotonic())
+        gen0 = (own_cpu_s(), time.monotonic())
         busy0 = procstat.system_busy_s()
         sent = await self._send_for(phase.rate, phase.measure_s, ph, sizes)
         srv1 = procstat.sample(watch, time.monotonic())
         red1 = procstat.sample(self.spec.redis_pids, time.monotonic())
-        gen1 = (_own_cpu_s(), time.monotonic())
+        gen1 = (own_cpu_s(), time.monotonic())
         busy1 = procstat.system_busy_s()
         rec.window_expected[ph] = sum(rec.expected[first : first + sent])
         await self._drain(ph, self.spec.drain_s)
@@ -344,10 +348,15 @@ class Generator:
         res.deliveries_per_s = res.received / phase.measure_s
         lat = sorted(rec.latencies[ph])
         rec.latencies[ph] = []  # free memory; the figures are kept below
-        res.p50_ms, res.p95_ms, res.p99_ms = (_percentile(lat, q) for q in (50, 95, 99))
+        res.p50_ms, res.p95_ms, res.p99_ms = (percentile(lat, q) for q in (50, 95, 99))
         res.max_ms = lat[-1] / 1e6 if lat else float("nan")
         res.server_cpu_pct = procstat.cpu_percent(srv0, srv1)
         res.redis_cpu_pct = procstat.cpu_percent(red0, red1)
+        res.server_cpu_s = srv1.cpu_s - srv0.cpu_s
+        res.redis_cpu_s = red1.cpu_s - red0.cpu_s
+        if res.received:
+            res.server_cpu_s_per_1k = 1000.0 * res.server_cpu_s / res.received
+            res.redis_cpu_s_per_1k = 1000.0 * res.redis_cpu_s / res.received
         res.gen_cpu_pct = 100.0 * (gen1[0] - gen0[0]) / (gen1[1] - gen0[1])
         res.gen_saturated = res.gen_cpu_pct >= _SATURATED_PCT
         ours = res.server_cpu_pct + res.redis_cpu_pct + res.gen_cpu_pct
@@ -383,7 +392,7 @@ async def run(spec: GenSpec) -> dict[str, Any]:
     gen = Generator(spec)
     watch = procstat.tree(spec.watch_pids)
     rss_before = procstat.rss_bytes(watch)
-    cpu_start = _own_cpu_s()
+    cpu_start = own_cpu_s()
     out: dict[str, Any] = {"members": len(spec.rooms) * spec.members_per_room}
     try:
         await gen.connect_all()
@@ -418,7 +427,7 @@ async def run(spec: GenSpec) -> dict[str, Any]:
     out["errors"] = dict(gen.rec.errors)
     out["connect_errors"] = dict(gen.connect_errors)
     out["early_closes"] = dict(gen.early_closes)
-    out["gen_cpu_s_total"] = _own_cpu_s() - cpu_start
+    out["gen_cpu_s_total"] = own_cpu_s() - cpu_start
     return out
 
 

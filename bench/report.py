@@ -146,6 +146,20 @@ _LOAD_COLS = [  # (header, key, digits, scale)
     ("gen CPU%", "gen_cpu_pct", 0, 1.0),
 ]
 _CAP_COLS = [("max msg/s", "rate", 0, 1.0), _LOAD_COLS[0], _LOAD_COLS[3], *_LOAD_COLS[6:8]]
+_PER_DELIVERY_COLS = [
+    ("deliv/s", "deliveries_per_s", 0, 1.0),
+    ("srv CPU s per 1k deliv", "server_cpu_s_per_1k", 4, 1.0),
+    ("redis CPU s per 1k deliv", "redis_cpu_s_per_1k", 4, 1.0),
+    ("srv CPU%", "server_cpu_pct", 1, 1.0),
+]
+_COLS = {
+    "load": _LOAD_COLS,
+    "capacity": _CAP_COLS,
+    "per-delivery": _PER_DELIVERY_COLS,
+}
+_TITLES = {
+    "per-delivery": "C at fixed load (250 msg/s = 5,000 deliveries/s): cost per delivery",
+}
 _IDLE_COLS = [
     ("open", "still_open", 0, 1.0),
     ("RSS before MiB", "rss_before", 1, MIB),
@@ -163,9 +177,9 @@ def _grid(headers: list[str], lines: list[list[str]]) -> str:
 
 
 def _section(kind: str, rows: list[dict[str, Any]]) -> str:
-    cols = {"load": _LOAD_COLS, "capacity": _CAP_COLS, "idle": _IDLE_COLS}[kind]
+    cols = _COLS.get(kind, _IDLE_COLS)
     if kind != "idle" and all(r["topology"] == "single" for r in rows):
-        cols = [c for c in cols if c[1] != "redis_cpu_pct"]
+        cols = [c for c in cols if not c[1].startswith("redis_cpu")]
     headers = ["workload", "target"] + [c[0] for c in cols]
     if kind == "capacity":
         headers += ["stopped by", "gen CPU% there"]
@@ -253,10 +267,15 @@ def table(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     }
     for topo in dict.fromkeys(r["topology"] for r in rows):
         out.append(f"\n== {titles.get(topo, topo)} ==")
-        for kind in ("load", "capacity", "idle"):
-            part = [r for r in rows if r["topology"] == topo and r["kind"] == kind]
+        for kind in ("load", "per-delivery", "capacity", "idle"):
+            if kind == "per-delivery":
+                part = [r for r in rows if r["topology"] == topo and r["workload"] == "C"]
+            else:
+                part = [r for r in rows if r["topology"] == topo and r["kind"] == kind]
             if part:
                 out.append("")
+                if kind in _TITLES:
+                    out.append(_TITLES[kind])
                 out.append(_section(kind, part))
     notes = _notes(rows)
     gen = [
