@@ -186,7 +186,9 @@ async def serve_forever(host: str, port: int, redis_url: str | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.cancel)
     # Frame limit as Hearth's default (protocol §9); compression is not offered by the
-    # generator, so the library default does not matter.
+    # generator, so the library default does not matter. The listen backlog is uvicorn's
+    # default (asyncio's is 100): in the join storm (J) a thousand handshakes arrive at once,
+    # and a full accept queue would cost the baseline SYN retransmits Hearth does not pay.
     async with serve(
         app.handle,
         host,
@@ -194,6 +196,7 @@ async def serve_forever(host: str, port: int, redis_url: str | None) -> None:
         subprotocols=list(protocols),
         process_request=_http,
         max_size=16384,
+        backlog=2048,
     ):
         with contextlib.suppress(asyncio.CancelledError):
             await stop

@@ -389,6 +389,14 @@ class Generator:
 
 async def run(spec: GenSpec) -> dict[str, Any]:
     """Execute a spec and return the JSON-able result."""
+    if spec.mode == "join":
+        from bench.storms import JoinStorm  # imports this module: not at its top
+
+        return await JoinStorm(spec).run()
+    if spec.mode == "resume":
+        from bench.resume_storm import ResumeStorm
+
+        return await ResumeStorm(spec).run()
     gen = Generator(spec)
     watch = procstat.tree(spec.watch_pids)
     rss_before = procstat.rss_bytes(watch)

@@ -88,3 +88,24 @@ def cpu_percent(start: Sample, end: Sample) -> float:
     """CPU use between two samples, in percent of one core."""
     wall = end.wall_s - start.wall_s
     return 100.0 * (end.cpu_s - start.cpu_s) / wall if wall > 0 else 0.0
+
+
+def cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    """CPU seconds of each process; one that has gone is left out rather than read as 0."""
+    out: dict[int, float] = {}
+    for pid in pids:
+        if os.path.exists(f"/proc/{pid}"):
+            out[pid] = cpu_seconds(pid)
+    return out
+
+
+def cpu_spent(start: dict[int, float], end: dict[int, float]) -> float:
+    """CPU seconds used between two ``cpu_by_pid`` readings.
+
+    Workload R stops a server on purpose: until the runner reaps it, the stopped process is a
+    zombie whose ``/proc/<pid>/stat`` still holds its final CPU times, and if it has been reaped
+    its reading falls back to the start's, so its work is undercounted, never negative.
+    """
+    return sum(max(0.0, end.get(pid, cpu) - cpu) for pid, cpu in start.items()) + sum(
+        cpu for pid, cpu in end.items() if pid not in start
+    )

@@ -97,7 +97,7 @@ def _phase_summary(row: dict[str, Any]) -> dict[str, Any] | None:
     phases: list[dict[str, Any]] = res.get("phases") or []
     if row["kind"] == "load":
         return phases[0] if phases else None
-    if row["kind"] == "idle":
+    if row["kind"] in ("idle", "join", "resume"):
         return dict(res)
     passing = [p for p in phases if p["passed"]]
     best = dict(passing[-1]) if passing else {}
@@ -127,6 +127,16 @@ def one_line(row: dict[str, Any]) -> str:
     s = _phase_summary(row) or {}
     if row["kind"] == "idle":
         return f"{head}, {s.get('still_open')} open, {s.get('rss_per_conn', 0) / 1024:.1f} KiB/conn"
+    if row["kind"] == "join":
+        return (
+            f"{head}, {s.get('connected')}/{s.get('members')} in {_fmt(s.get('storm_s'), 2)} s, "
+            f"join p99 {_fmt(s.get('join_p99_ms'), 0)} ms, announced {_fmt(s.get('announced_s'))} s"
+        )
+    if row["kind"] == "resume":
+        return (
+            f"{head}, {s.get('back')}/{s.get('dropped')} back in {_fmt(s.get('last_back_s'), 2)} s,"
+            f" lost {s.get('lost')}, duplicates {s.get('duplicates')}"
+        )
     return (
         f"{head}, {s.get('deliveries_per_s', 0):,.0f} deliveries/s, "
         f"p99 {_fmt(s.get('p99_ms'))} ms, lost {s.get('lost')}"
@@ -146,6 +156,29 @@ _LOAD_COLS = [  # (header, key, digits, scale)
     ("gen CPU%", "gen_cpu_pct", 0, 1.0),
 ]
 _CAP_COLS = [("max msg/s", "rate", 0, 1.0), _LOAD_COLS[0], _LOAD_COLS[3], *_LOAD_COLS[6:8]]
+_JOIN_COLS = [
+    ("joined", "connected", 0, 1.0),
+    ("all in s", "storm_s", 2, 1.0),
+    ("join p50 ms", "join_p50_ms", 0, 1.0),
+    ("join p99 ms", "join_p99_ms", 0, 1.0),
+    ("srv CPU s", "server_cpu_s", 2, 1.0),
+    ("redis CPU s", "redis_cpu_s", 2, 1.0),
+    ("all announced s", "announced_s", 2, 1.0),
+    ("srv CPU s to then", "server_cpu_s_announced", 2, 1.0),
+    ("gen CPU%", "gen_cpu_pct", 0, 1.0),
+]
+_RESUME_COLS = [
+    ("back", "back", 0, 1.0),
+    ("all back s", "all_back_s", 2, 1.0),
+    ("back p50 ms", "back_p50_ms", 0, 1.0),
+    ("back p99 ms", "back_p99_ms", 0, 1.0),
+    ("lost", "lost", 0, 1.0),
+    ("dup", "duplicates", 0, 1.0),
+    ("bad_resume", "resume_refused", 0, 1.0),
+    ("srv CPU s", "server_cpu_s", 2, 1.0),
+    ("redis CPU s", "redis_cpu_s", 2, 1.0),
+    ("gen CPU%", "gen_cpu_pct", 0, 1.0),
+]
 _PER_DELIVERY_COLS = [
     ("deliv/s", "deliveries_per_s", 0, 1.0),
     ("srv CPU s per 1k deliv", "server_cpu_s_per_1k", 4, 1.0),
@@ -155,9 +188,13 @@ _PER_DELIVERY_COLS = [
 _COLS = {
     "load": _LOAD_COLS,
     "capacity": _CAP_COLS,
+    "join": _JOIN_COLS,
+    "resume": _RESUME_COLS,
     "per-delivery": _PER_DELIVERY_COLS,
 }
 _TITLES = {
+    "join": "J: join storm (the baseline has no join protocol: its join is its hello)",
+    "resume": "R: worker A stopped (SIGTERM, close 1012); every member resumes on worker B",
     "per-delivery": "C at fixed load (250 msg/s = 5,000 deliveries/s): cost per delivery",
 }
 _IDLE_COLS = [
@@ -190,7 +227,9 @@ def _section(kind: str, rows: list[dict[str, Any]]) -> str:
         if row["target"] == "baseline":
             base = s
         line = [row["workload"], row["target"]]
-        if s is None:
+        if s is None and row["status"] == "n/a":
+            line += ["n/a"] * (len(headers) - 2)
+        elif s is None:
             line += [row["status"]] + [""] * (len(headers) - 3)
         else:
             line += [
@@ -201,6 +240,38 @@ def _section(kind: str, rows: list[dict[str, Any]]) -> str:
                 line += [s.get("stopped_by", ""), _fmt(s.get("gen_cpu_at_stop"), 0)]
         lines.append(line)
     return _grid(headers, lines)
+
+
+def _storm_notes(name: str, kind: str, res: dict[str, Any]) -> list[str]:
+    """What a reader of J and R must know to trust (or not) their row."""
+    notes: list[str] = []
+    if kind not in ("join", "resume"):
+        return notes
+    if res.get("gen_cpu_pct", 0) >= 90:
+        notes.append(
+            f"{name}: generator at {res['gen_cpu_pct']:.0f}% of its core: it bounds the storm"
+        )
+    if res.get("other_cpu_pct", 0) > _OTHER_NOTE_PCT:
+        notes.append(f"{name}: other processes used {res['other_cpu_pct']:.0f}% CPU: noisy")
+    if kind == "join" and "announced_members" in res and res.get("announced_s") is None:
+        notes.append(
+            f"{name}: after the deadline only {res['announced_members']}/{res['connected']} "
+            "members had heard (welcome or joined) of everyone in the room"
+        )
+    if kind == "resume":
+        if res.get("back") != res.get("dropped") or res.get("dropped") != res.get("connected"):
+            notes.append(
+                f"{name}: {res.get('dropped')} of {res.get('connected')} members were dropped "
+                f"by worker A and {res.get('back')} came back on B"
+            )
+        for key, what in (
+            ("members_with_losses", "members missed messages"),
+            ("out_of_order", "deliveries out of seq order"),
+            ("seq_gaps", "seqs nobody received and nobody had acked (in flight as A stopped?)"),
+        ):
+            if res.get(key):
+                notes.append(f"{name}: {res[key]} {what}")
+    return notes
 
 
 def _notes(rows: list[dict[str, Any]]) -> list[str]:
@@ -216,7 +287,8 @@ def _notes(rows: list[dict[str, Any]]) -> list[str]:
                 f"{name}: started while other processes used "
                 f"{row['busy_before_pct']:.0f}% CPU (waited --settle seconds)"
             )
-        for key in ("errors", "connect_errors", "early_closes", "stalled_readers"):
+        notes += _storm_notes(name, row["kind"], res)
+        for key in ("errors", "connect_errors", "early_closes", "stalled_readers", "closes"):
             if res.get(key):
                 notes.append(f"{name}: {key.replace('_', ' ')}: {res[key]}")
         if res.get("connected", 0) < res.get("members", 0):
@@ -261,13 +333,15 @@ def table(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         meta.get("per_address_limits", ""),
         "Hearth figures carry their ratio to the baseline of the same run in parentheses.",
     ]
+    if meta.get("scale", 1.0) != 1.0:
+        out.append(f"J and R scaled down by --scale {meta['scale']:g}: not the issue's sizes.")
     titles = {
         "single": "One process (Hearth: embedded broker)",
         "redis": "Two processes sharing one Redis (members split across them)",
     }
     for topo in dict.fromkeys(r["topology"] for r in rows):
         out.append(f"\n== {titles.get(topo, topo)} ==")
-        for kind in ("load", "per-delivery", "capacity", "idle"):
+        for kind in ("load", "per-delivery", "capacity", "join", "resume", "idle"):
             if kind == "per-delivery":
                 part = [r for r in rows if r["topology"] == topo and r["workload"] == "C"]
             else:

@@ -1,4 +1,4 @@
-"""Benchmark runner: ``python -m bench.run [--quick] [--only A,B,C,S,capacity,idle]``.
+"""Benchmark runner: ``python -m bench.run [--quick] [--only A,B,C,S,capacity,J,R,idle]``.
 
 For each topology (one process; two processes sharing one Redis) and each workload, it
 starts the baseline and then Hearth afresh, drives each with the same generator process,
@@ -34,6 +34,23 @@ def _log(text: str) -> None:
 
 
 def _spec(wl: Workload, dep: topology.Deployment, rooms: list[str], prof: Profile) -> GenSpec:
+    if wl.kind in ("join", "resume"):
+        return GenSpec(
+            urls=dep.urls,
+            rooms=rooms,
+            members_per_room=wl.members,
+            senders_per_room=wl.senders,
+            mode=wl.kind,
+            drain_s=prof.drain_s,
+            watch_pids=dep.server_pids,
+            redis_pids=[dep.redis.pid] if dep.redis is not None else [],
+            expect_presence=dep.target == "hearth",
+            storm_deadline_s=prof.storm_deadline_s,
+            kill_pid=dep.server_pids[0] if wl.kind == "resume" else 0,
+            talk_rate=wl.rate,
+            talk_before_s=prof.talk_before_s,
+            talk_after_s=prof.talk_after_s,
+        )
     return GenSpec(
         urls=dep.urls,
         rooms=rooms,
@@ -56,8 +73,12 @@ def run_generator(spec: GenSpec, pinning: topology.Pinning, log: Path) -> dict[s
     path = log.with_suffix(".spec.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(spec.to_json())
-    budget = 60 + len(spec.rooms) * spec.members_per_room / 200 + spec.idle_hold_s
+    members = len(spec.rooms) * spec.members_per_room
+    budget = 60 + members / 200 + spec.idle_hold_s
     budget += sum(p.warmup_s + p.measure_s + spec.drain_s for p in spec.phases)
+    if spec.mode in ("join", "resume"):
+        budget += members / 20 + 2 * spec.join_timeout_s + spec.storm_deadline_s
+        budget += spec.talk_before_s + spec.talk_after_s + spec.drain_s
     proc = topology.spawn(
         [topology.PYTHON, "-m", "bench.generator", str(path)],
         pinning.generator,
@@ -100,8 +121,8 @@ def _log_issues(logs: list[Path]) -> dict[str, Any]:
 def _check_seated(row: dict[str, Any], topo: str, down: dict[tuple[str, str], str]) -> None:
     """A run where some members could not join measures something else: say so."""
     res = row["result"]
-    if res.get("connected", 0) >= res.get("members", 0):
-        return
+    if res.get("connected", 0) >= res.get("members", 0) or row["kind"] in ("join", "resume"):
+        return  # in a storm, members that could not join are a finding: noted, not fatal
     errors = str(res.get("connect_errors"))
     why = f"only {res.get('connected')}/{res.get('members')} members joined: {errors}"
     if topo == "redis" and "JoinRefused: not_found" in errors:
@@ -143,6 +164,8 @@ def run_one(wl: Workload, target: str, topo: str, ctx: dict[str, Any]) -> dict[s
     down: dict[tuple[str, str], str] = ctx["unavailable"]
     if (target, topo) in down:
         return row | {"status": "not available", "reason": down[(target, topo)]}
+    if wl.kind == "resume" and target == "baseline":
+        return row | {"status": "n/a", "reason": "the baseline has no resume"}
     log_dir: Path = ctx["log_dir"]
     row["busy_before_pct"] = round(settle(ctx["settle_s"]), 1)
     try:
@@ -164,7 +187,7 @@ def run_one(wl: Workload, target: str, topo: str, ctx: dict[str, Any]) -> dict[s
 def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="~3-minute smoke run")
-    parser.add_argument("--only", default="", help="comma list of A,B,C,S,capacity,idle")
+    parser.add_argument("--only", default="", help="comma list of A,B,C,S,capacity,J,R,idle")
     parser.add_argument("--targets", default="baseline,hearth")
     parser.add_argument("--topologies", default="single,redis")
     parser.add_argument(
@@ -174,6 +197,12 @@ def _parse() -> argparse.Namespace:
         help="seconds to wait at most, before each run, for other processes to go quiet",
     )
     parser.add_argument("--out", type=Path, help="JSON path (default bench/results/<ts>.json)")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="shrink J (members) and R (rooms) by this factor, for development (e.g. 0.05)",
+    )
     return parser.parse_args()
 
 
@@ -200,13 +229,16 @@ def main() -> None:
     topologies = [t for t in args.topologies.split(",") if t]
     raised = topology.per_address_limits()
     meta = report.meta(stamp, profile.name, pinning.describe(), topology.HEARTH_SETTINGS, raised)
+    meta["scale"] = args.scale
     _log(f"profile {profile.name}; {meta['pinning']}")
     _log(meta["per_address_limits"])
     rows: list[dict[str, Any]] = []
     started = time.monotonic()
     try:
         for topo in topologies:
-            for wl in select(only, profile):
+            for wl in select(only, profile, args.scale):
+                if wl.kind == "resume" and topo != "redis":
+                    continue  # a restart with resume elsewhere needs a second worker
                 for target in targets:
                     _log(f"{topo} / {wl.key} / {target} ...")
                     row = run_one(wl, target, topo, ctx)

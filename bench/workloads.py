@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bench.spec import Phase
 
@@ -11,7 +11,11 @@ P99_LIMIT_MS = 100.0
 
 @dataclass(frozen=True)
 class Workload:
-    """A room layout and an offered load; ``kind`` is "load", "capacity" or "idle"."""
+    """A room layout and an offered load.
+
+    ``kind`` is "load", "capacity", "idle", "join" (J: a join storm) or "resume" (R: a worker
+    restarts and its members resume on the other one; Redis topology only).
+    """
 
     key: str
     title: str
@@ -45,6 +49,29 @@ CAPACITY = Workload(
 )
 
 
+# Issue 13's storms. J: everyone joins one room at once; its "rate" is unused. R: the rooms
+# talk at a modest 100 msg/s in all (0.4 msg/s a room, 2,000 deliveries/s) from 2 senders a
+# room, before, during and after the restart. --scale shrinks both for development.
+J = Workload("J", "1,000 join one room at once", "join", 1, 1000, 0)
+R = Workload(
+    "R", "250 rooms x 20 on worker A; A restarts, all resume on B", "resume", 250, 20, 2, 100
+)
+
+
+def scaled(wl: Workload, scale: float) -> Workload:
+    """J with fewer members, R with fewer rooms (and a rate to match): for development runs."""
+    if scale == 1.0:
+        return wl
+    if wl.kind == "join":
+        members = max(2, round(wl.members * scale))
+        return replace(wl, members=members, title=f"{members:,} join one room at once (scaled)")
+    if wl.kind == "resume":
+        rooms = max(1, round(wl.rooms * scale))
+        title = f"{rooms:,} rooms x {wl.members} on worker A; A restarts, all resume on B (scaled)"
+        return replace(wl, rooms=rooms, rate=max(1.0, wl.rate * rooms / wl.rooms), title=title)
+    return wl
+
+
 def idle(connections: int) -> Workload:
     """``connections`` members in rooms of 10, nobody talking."""
     return Workload(
@@ -70,6 +97,9 @@ class Profile:
     capacity_measure_s: float
     idle_sizes: tuple[int, ...]
     idle_hold_s: float
+    talk_before_s: float  # R: talking before worker A is stopped
+    talk_after_s: float  # R: talking once everyone is back
+    storm_deadline_s: float  # J: announcements; R: everyone back
 
     def phases(self, wl: Workload) -> list[Phase]:
         if wl.kind == "capacity":
@@ -92,6 +122,9 @@ DEFAULT = Profile(
     capacity_measure_s=5,
     idle_sizes=(5000, 10000),
     idle_hold_s=3,
+    talk_before_s=3,
+    talk_after_s=3,
+    storm_deadline_s=60,
 )
 QUICK = Profile(
     name="quick",
@@ -103,12 +136,16 @@ QUICK = Profile(
     capacity_measure_s=2,
     idle_sizes=(5000,),
     idle_hold_s=2,
+    talk_before_s=2,
+    talk_after_s=2,
+    storm_deadline_s=30,
 )
 
 
-def select(only: set[str] | None, profile: Profile) -> list[Workload]:
-    """The workloads to run, in order; ``only`` holds keys such as A, B, C, capacity, idle."""
-    every = [A, B, C, S, CAPACITY] + [idle(n) for n in profile.idle_sizes]
+def select(only: set[str] | None, profile: Profile, scale: float = 1.0) -> list[Workload]:
+    """The workloads to run, in order; ``only`` holds keys such as A, B, C, J, R, idle."""
+    storms = [scaled(J, scale), scaled(R, scale)]
+    every = [A, B, C, S, CAPACITY, *storms] + [idle(n) for n in profile.idle_sizes]
     if not only:
         return every
     return [w for w in every if w.key in only or (w.kind == "idle" and "idle" in only)]
