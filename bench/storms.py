@@ -94,6 +94,10 @@ def ms_summary(prefix: str, ends: list[float], starts: list[float]) -> dict[str,
     }
 
 
+class JoinFailed(RuntimeError):
+    """No welcome: the connection closed first (its code is said) or the join timed out."""
+
+
 class JoinStorm:
     """One run of workload J; ``run()`` returns its JSON-able figures."""
 
@@ -170,10 +174,19 @@ class JoinStorm:
                 room = spec.rooms[self.room_of[i]]
                 self.join_sent[i] = time.monotonic()
                 conn.send(self.packer.pack({"t": "join", "room": room}))
-                await asyncio.wait_for(waiter, spec.join_timeout_s)
+                await asyncio.wait(
+                    [waiter, conn.closed],
+                    timeout=spec.join_timeout_s,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if not waiter.done():
+                    why = f"closed {conn.close_code}" if conn.closed.done() else "no welcome"
+                    raise JoinFailed(why)
+                waiter.result()
                 self.conns.append(conn)
-            except (OSError, TimeoutError, WebSocketException, JoinRefused) as exc:
-                self.connect_errors[type(exc).__name__ + (f": {exc}"[:80])] += 1
+            except (OSError, TimeoutError, WebSocketException, JoinRefused, JoinFailed) as exc:
+                stage = "handshake" if math.isnan(self.opened[i]) else "join"
+                self.connect_errors[f"{stage}: {type(exc).__name__}: {exc}"[:100]] += 1
                 self.welcomed[i] = float("nan")
                 if conn is not None:
                     conn.abort()
@@ -212,7 +225,9 @@ class JoinStorm:
             out["server_peak_rss"] = procstat.peak_rss_bytes(watch)
             out["rss_per_member"] = (procstat.rss_bytes(watch) - rss0) / max(1, len(self.conns))
         finally:
+            closed = Counter(f"closed {c.close_code}" for c in self.conns if c.closed.done())
             await close_every(self.conns)
+        out["early_closes"] = dict(closed)  # members closed by the server once welcomed
         out["errors"] = dict(self.errors)
         out["connect_errors"] = dict(self.connect_errors)
         return out
