@@ -10,7 +10,6 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -21,12 +20,15 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from chat import joining, metrics, presence
+from chat import intake, joining, metrics, presence
+from chat.address import limit_key
 from chat.backends import build_backends
 from chat.broker.base import BrokerUnavailable
 from chat.context import Services, now_ms
+from chat.guard import Guard, Refusal, build_guard, header
 from chat.hub import Hub
 from chat.identity import hash_secret, new_room_id, new_salt, new_secret
+from chat.limiter import LimiterUnavailable, retry_after
 from chat.protocol import Encoding, Limits
 from chat.rooms import RoomRequestError, parse_room_request
 from chat.session import Session
@@ -36,13 +38,12 @@ from chat.transport import WRITE_EXTENSION
 
 log = logging.getLogger("hearth.app")
 STATIC = Path(__file__).resolve().parent.parent / "static"
-MAX_BODY = 16_384
 
 SECURITY_HEADERS = [
     (
         b"content-security-policy",
         b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        b"connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; "
+        b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
         b"form-action 'self'; object-src 'none'",
     ),
     (b"x-content-type-options", b"nosniff"),
@@ -76,6 +77,22 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class HostCheck:
+    """§11: with ``--public-url`` set, an HTTP request naming an unknown Host gets 400."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            guard: Guard = scope["state"]["guard"]
+            if guard.site.host_refused(header(scope["headers"], b"host")):
+                answer = PlainTextResponse("This server does not answer to that host name.", 400)
+                await answer(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings) -> ASGIApp:
     """Build the application for one worker.
 
@@ -86,17 +103,19 @@ def create_app(settings: Settings) -> ASGIApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         services = await _build_services(settings)
+        guard = await build_guard(settings)
         janitor = asyncio.create_task(_sweep_idle_rooms(services))
         vouching = asyncio.create_task(presence.keep_presence(services))
         log.info("hearth started", extra={"broker": type(services.hub.broker).__name__})
         try:
-            yield {"services": services}
+            yield {"services": services, "guard": guard}
         finally:
             janitor.cancel()
             vouching.cancel()
             for handle in services.departures.values():
                 handle.cancel()
             await services.hub.aclose()
+            await guard.aclose()
 
     routes = [
         Route("/api/rooms", create_room, methods=["POST"]),
@@ -113,7 +132,8 @@ def create_app(settings: Settings) -> ASGIApp:
         lifespan=lifespan,
         exception_handlers={BrokerUnavailable: broker_unavailable},
     )
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(HostCheck)
+    app.add_middleware(SecurityHeaders)  # the outermost: refusals carry the headers too
     return WebSocketFastPath(app)
 
 
@@ -165,7 +185,11 @@ def _services(conn: Request | WebSocket) -> Services:
 
 
 async def create_room(request: Request) -> Response:
+    """``POST /api/rooms`` (§3), with the limits of §11: JSON only, 16 KiB read at most, the
+    whole body within ``body_timeout`` of the headers, and without an operator token at most
+    ``--room-create-rate`` rooms per address a minute."""
     services = _services(request)
+    deadline = asyncio.get_running_loop().time() + services.settings.body_timeout
     token = services.settings.operator_token
     if token is not None and not _bearer_matches(request, token):
         return JSONResponse(
@@ -173,15 +197,24 @@ async def create_room(request: Request) -> Response:
             status_code=401,
             headers={"www-authenticate": "Bearer"},
         )
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        return JSONResponse(
-            {"error": "too_large", "message": "The request is too large."}, status_code=413
-        )
+    guard: Guard = request.state.guard
     try:
+        body = await guard.room_request(
+            _peer(request),
+            request.scope["headers"],
+            request.receive,
+            limited=token is None,
+            deadline=deadline,
+        )
         wanted = parse_room_request(body)
+    except intake.BodyRefused as refused:
+        return _refused(refused)
+    except intake.ClientGone:
+        return Response(status_code=400)  # nobody reads it; the server needs an answer
     except RoomRequestError as exc:
         return JSONResponse({"error": "bad_request", "message": str(exc)}, status_code=400)
+    except LimiterUnavailable:
+        return await broker_unavailable(request, BrokerUnavailable())
     key = new_secret()
     record = RoomRecord(
         id=new_room_id(), key_hash=hash_secret(key), salt=new_salt(), created_ms=now_ms(), **wanted
@@ -196,6 +229,31 @@ async def create_room(request: Request) -> Response:
         },
         status_code=201,
     )
+
+
+_REFUSED_ERRORS = {
+    400: "bad_request",
+    408: "timeout",
+    413: "too_large",
+    415: "bad_media_type",
+    429: "rate_limited",
+}
+
+
+def _refused(refused: intake.BodyRefused) -> Response:
+    # The body was not read to its end: close the connection rather than read the rest.
+    headers = {"connection": "close"}
+    if refused.retry_after is not None:
+        headers["retry-after"] = retry_after(refused.retry_after)
+    return JSONResponse(
+        {"error": _REFUSED_ERRORS[refused.status], "message": refused.message},
+        status_code=refused.status,
+        headers=headers,
+    )
+
+
+def _peer(conn: Request | WebSocket) -> str | None:
+    return conn.client.host if conn.client else None
 
 
 def _bearer_matches(request: Request, token: str) -> bool:
@@ -261,39 +319,46 @@ def page(name: str) -> Any:
 async def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     """``/ws``: the handshake checks with Starlette's WebSocket, then the session on raw ASGI."""
     services: Services = scope["state"]["services"]
-    session = await _handshake(WebSocket(scope, receive, send), services, receive, send)
-    if session is None:
+    guard: Guard = scope["state"]["guard"]
+    websocket = WebSocket(scope, receive, send)
+    address = guard.address(_peer(websocket), scope["headers"])
+    counted = limit_key(address)
+    refusal = await guard.admit(
+        scope["headers"], counted, services.connections, services.settings.max_connections
+    )
+    if refusal is not None:
+        await _refuse(websocket, refusal)
         return
-    services.connections += 1
-    metrics.CONNECTIONS.inc()
     try:
-        await session.run()
+        session = await _handshake(websocket, services, receive, send, address)
+        if session is None:
+            return
+        services.connections += 1
+        metrics.CONNECTIONS.inc()
+        try:
+            await session.run()
+        finally:
+            services.connections -= 1
+            metrics.CONNECTIONS.dec()
     finally:
-        services.connections -= 1
-        metrics.CONNECTIONS.dec()
+        await guard.connections.release(counted)
+
+
+async def _refuse(websocket: WebSocket, refusal: Refusal) -> None:
+    metrics.REFUSED.labels(reason=refusal.reason).inc()
+    if refusal.status == 403:
+        await websocket.close()  # before accept: uvicorn answers HTTP 403
+        return
+    error = {400: "bad_request", 429: "rate_limited"}.get(refusal.status, "unavailable")
+    headers = {"retry-after": str(refusal.retry_after)} if refusal.retry_after else None
+    body = {"error": error, "message": refusal.message}
+    await websocket.send_denial_response(JSONResponse(body, refusal.status, headers))
 
 
 async def _handshake(
-    websocket: WebSocket, services: Services, receive: Receive, send: Send
+    websocket: WebSocket, services: Services, receive: Receive, send: Send, address: str
 ) -> Session | None:
-    """Accept the connection and build its session, or refuse it (HTTP 403 or 503)."""
-    settings = services.settings
-    if not origin_allowed(
-        websocket.headers.get("origin"), websocket.headers.get("host"), settings.allowed_origins
-    ):
-        metrics.REFUSED.labels(reason="origin").inc()
-        await websocket.close()  # before accept: uvicorn answers HTTP 403
-        return None
-    if services.connections >= settings.max_connections:
-        metrics.REFUSED.labels(reason="capacity").inc()
-        await websocket.send_denial_response(
-            JSONResponse(
-                {"error": "unavailable", "message": "This server is full; try again."},
-                status_code=503,
-                headers={"retry-after": "5"},
-            )
-        )
-        return None
+    """Accept the connection and build its session, or refuse an unknown subprotocol."""
     offered = websocket.scope.get("subprotocols") or []
     encoding = Encoding.negotiate(offered)
     if encoding is None and offered:
@@ -301,25 +366,9 @@ async def _handshake(
         await websocket.close()
         return None
     await websocket.accept(subprotocol=encoding.value if encoding else None)
-    client = websocket.client
-    address = client.host if client else ""
     direct = websocket.scope.get("extensions", {}).get(WRITE_EXTENSION)
     write_now = direct["write"] if direct else None
     return Session(receive, send, services, encoding or Encoding.JSON, address, write_now)
-
-
-def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
-    """Protocol §2: no Origin is a non-browser client; a present Origin must be allowed.
-
-    With no configured list, the allowed origin is the server's own, by its Host header.
-    """
-    if origin is None:
-        return True
-    origin = origin.rstrip("/")
-    if allowed:
-        return origin in allowed
-    parts = urlsplit(origin)
-    return parts.scheme in {"http", "https"} and bool(host) and parts.netloc == host
 
 
 def tune_garbage_collector() -> None:
@@ -339,11 +388,13 @@ def tune_garbage_collector() -> None:
 def app_from_env() -> ASGIApp:
     """The app as uvicorn's worker processes build it (``--workers``): settings from env."""
     from chat import logs
+    from chat.openfiles import fit_open_files
 
     settings = Settings.from_env()
     logs.configure(settings.log_level)
+    settings = fit_open_files(settings)
     tune_garbage_collector()
     return create_app(settings)
 
 
-__all__ = ["app_from_env", "create_app", "origin_allowed"]
+__all__ = ["app_from_env", "create_app"]

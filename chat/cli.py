@@ -11,6 +11,7 @@ from typing import Any
 import uvicorn
 
 from chat import logs
+from chat.openfiles import fit_open_files
 from chat.settings import OPTIONS, Settings, SettingsError
 from chat.transport import PROTOCOL_PATH
 
@@ -83,6 +84,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         ws_ping_timeout=settings.ping_timeout,
         timeout_graceful_shutdown=settings.shutdown_timeout,
         access_log=False,
+        # The client address is ours to decide (chat.address, --trusted-proxies): uvicorn's
+        # default would rewrite it from X-Forwarded-For whenever the peer is loopback.
+        proxy_headers=False,
         log_config=None,
         server_header=False,
         lifespan="on",
@@ -102,6 +106,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
         return
     from chat.app import create_app, tune_garbage_collector
 
+    settings = fit_open_files(settings)
     tune_garbage_collector()
     uvicorn.run(create_app(settings), **common)
 

@@ -1,4 +1,7 @@
-"""Every operator knob with its default, and the only reader of ``os.environ`` (stdlib only).
+"""Every operator knob with its default, and the only reader of ``os.environ``.
+
+Stdlib only, apart from the two leaves that parse an option's value (:mod:`chat.address`,
+:mod:`chat.origin`).
 
 :data:`OPTIONS` is the single table of settings: the ``hearth serve`` command builds its flags
 from it, :meth:`Settings.from_env` reads the ``HEARTH_*`` twins from it, and the README's
@@ -15,6 +18,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from chat.address import TrustedProxies
+from chat.origin import parse_origin
 
 
 class SettingsError(ValueError):
@@ -56,6 +62,12 @@ class Settings:
     bus_key_old: bytes | None = field(default=None, repr=False)
     crisis_resources: CrisisResources = CrisisResources()
     max_connections: int = 10_000
+    # Protocol §11: the edge.
+    trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)  # none at all
+    public_url: str | None = None  # normalised origin, such as https://chat.example.org
+    room_create_rate: int = 10  # rooms one address may create a minute (no operator token)
+    max_per_address: int = 30  # open WebSocket connections one address may hold
+    body_timeout: float = 10.0  # §11 fixes it at 10 s; a field so that tests can shorten it
     # Not in the contract's table, but every one is an operator's knob all the same.
     queue_frames: int = 512  # outbound frames a member may lag behind before close 4008
     flood_strikes: int = 20  # rate_limited answers in a row before close 1008
@@ -159,11 +171,12 @@ def _flag(raw: str) -> bool:
 
 
 def _origins(raw: str) -> tuple[str, ...]:
-    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
-    for origin in origins:
-        if "://" not in origin:
-            raise ValueError(f"{origin!r} is not an origin such as https://chat.example.org")
-    return origins
+    """Origins in normal form: lower-case scheme and host, default port left out."""
+    return tuple(_origin(o) for o in raw.split(",") if o.strip())
+
+
+def _origin(raw: str) -> str:
+    return str(parse_origin(raw, strict=True))
 
 
 def _redis_url(raw: str) -> str:
@@ -237,6 +250,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("bus_key_old", bus_key, "previous bus key, still accepted for reading"),
     Option("crisis_resources", crisis_resources, "JSON file answered to the help flare"),
     Option("max_connections", _positive_int, "WebSocket connections per worker"),
+    Option("trusted_proxies", TrustedProxies.parse, "proxies whose X-Forwarded-For is believed"),
+    Option("public_url", _origin, "the URL people use, such as https://chat.example.org"),
+    Option("room_create_rate", _positive_int, "rooms one address may create a minute"),
+    Option("max_per_address", _positive_int, "WebSocket connections one address may hold"),
     Option("queue_frames", _positive_int, "outbound frames a member may lag before 4008"),
     Option("ping_interval", _seconds, "seconds between keep-alive pings"),
     Option("ping_timeout", _seconds, "seconds to wait for a pong before closing"),

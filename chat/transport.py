@@ -7,7 +7,8 @@ cost per delivery after the write system call itself. This subclass offers the a
 as the ASGI scope extension :data:`WRITE_EXTENSION`, a plain function that writes a data frame
 at once when the connection can take it, and says when it cannot (the transport is paused by
 backpressure, or the connection is closing); the application then falls back to ASGI send,
-which waits for the transport. Everything else, from the handshake to the close, is uvicorn's.
+which waits for the transport. Everything else, from the handshake to the close, is uvicorn's
+(but a refused handshake counts as a complete one: see :meth:`HearthWebSocketProtocol.send`).
 
 It also keeps each connection smaller. uvicorn gives every connection an ``asyncio.Queue``
 for received events and an ``asyncio.Event`` for writability: 3.3 KiB and 0.9 KiB, mostly in
@@ -120,6 +121,15 @@ class HearthWebSocketProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         if scope is not None:
             scope["extensions"][WRITE_EXTENSION] = {"write": self.write_now}
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        # A refused handshake (403, 429, 503) is a complete answer, as uvicorn already treats
+        # the plain 403 of websocket.close; without this it logs "ASGI callable returned
+        # without completing handshake" at error level for every refusal, an error line per
+        # connection attempt under a flood.
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            self.handshake_complete = True
 
     def write_now(self, payload: bytes, binary: bool) -> bool:
         """Write one data frame now (a binary one, or a text one of UTF-8) if the connection

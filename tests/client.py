@@ -28,8 +28,14 @@ class Client:
         self.welcome: dict[str, Any] = {}
 
     @classmethod
-    async def open(cls, base: str, encoding: str | None = MSGPACK, **kwargs: Any) -> Client:
+    async def open(
+        cls, base: str, encoding: str | None = MSGPACK, *, source: str | None = None, **kwargs: Any
+    ) -> Client:
+        """Connect; ``source`` binds the client to a loopback address such as 127.0.0.2, so
+        that a test can be many clients without raising a per-address limit."""
         protocols = [encoding] if encoding else None
+        if source is not None:
+            kwargs["local_addr"] = (source, 0)
         ws = await connect(f"{base}/ws", subprotocols=protocols, **kwargs)  # type: ignore[arg-type]
         return cls(ws, ws.subprotocol)
 
@@ -114,9 +120,17 @@ class Client:
         await self.ws.close()
 
 
-async def create_room(base: str, **body: Any) -> dict[str, Any]:
-    """POST /api/rooms; returns the JSON answer."""
-    async with httpx.AsyncClient(base_url=base.replace("ws://", "http://")) as http:
+def http_client(base: str, source: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
+    """An HTTP client for ``base``, bound to the loopback address ``source`` when given."""
+    transport = httpx.AsyncHTTPTransport(local_address=source) if source else None
+    return httpx.AsyncClient(
+        base_url=base.replace("ws://", "http://"), transport=transport, **kwargs
+    )
+
+
+async def create_room(base: str, source: str | None = None, **body: Any) -> dict[str, Any]:
+    """POST /api/rooms (from the loopback address ``source``); returns the JSON answer."""
+    async with http_client(base, source) as http:
         response = await http.post("/api/rooms", json=body)
         assert response.status_code == 201, response.text
         data: dict[str, Any] = response.json()

@@ -43,6 +43,7 @@ class Server:
         return await create_room(self.http, **body)
 
     async def client(self, encoding: str | None = MSGPACK, **kwargs: Any) -> Client:
+        """A client; ``source="127.0.0.2"`` binds it to another loopback address."""
         return await Client.open(self.ws, encoding, **kwargs)
 
 

@@ -33,12 +33,14 @@ class ServerProcess:
     def ws(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
-    def start(self) -> ServerProcess:
+    def start(self, prefix: list[str] | None = None) -> ServerProcess:
+        """Start and wait until /healthz answers; ``prefix`` runs it under another command
+        (``["prlimit", "--nofile=256:1024", "--"]``)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTH_")}
         env.pop("REDIS_URL", None)
         with self.output.open("ab") as sink:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "chat", "serve", *self.args],
+                [*(prefix or []), sys.executable, "-m", "chat", "serve", *self.args],
                 cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
             )  # fmt: skip
         deadline = time.monotonic() + 15

@@ -8,6 +8,8 @@ The tests never run ``playwright install``: they use the Debian ``chromium`` pac
 from __future__ import annotations
 
 import contextlib
+import http.client
+import itertools
 import json
 import os
 import re
@@ -44,6 +46,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+ROOM_SOURCES = itertools.count()
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 LOGS = REPO / "test-artifacts" / "logs"
 
@@ -145,16 +148,25 @@ class HearthServer:
         body: dict[str, Any] = {"title": title, "rules": rules}
         if settings:
             body["settings"] = settings
-        request = urllib.request.Request(
-            f"{self.base_url}/api/rooms",
-            data=json.dumps(body).encode(),
-            method="POST",
-            headers={"Content-Type": "application/json"},
+        # Each room from the next loopback address: one address may create ten rooms a
+        # minute (protocol §11), and the suite makes more than that.
+        source = f"127.0.0.{10 + next(ROOM_SOURCES) % 200}"
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", self.port, timeout=5, source_address=(source, 0)
         )
-        with urllib.request.urlopen(request, timeout=5) as answer:
-            assert answer.status == 201
+        try:
+            conn.request(
+                "POST",
+                "/api/rooms",
+                body=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            answer = conn.getresponse()
+            assert answer.status == 201, answer.read()
             room: dict[str, Any] = json.load(answer)
             return room
+        finally:
+            conn.close()
 
 
 class CuttableProxy:
