@@ -1,7 +1,13 @@
-"""Anonymous identity: ids and secrets, display names, pseudonyms, and hashes (stdlib only).
+"""Anonymous identity: ids and secrets, display names, pseudonyms, and hashes.
 
 Nothing here links a participant across rooms: pids are random per sitting, and network
 addresses are only ever kept as an HMAC keyed with a per-room salt.
+
+Names are compared by what a reader sees (protocol §11): two names are the same name when
+their UTS #39 confusable skeletons, taken after case folding, are equal ("Sаm" with a Cyrillic
+а is "Sam"), and a participant's name may not hold a role word's skeleton as a word. The
+skeletons come from ICU's ``SpoofChecker`` (through PyICU), the Unicode Consortium's own
+implementation of UTS #39 and its confusables data, rather than from a table of our own.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ import hmac
 import re
 import secrets
 import unicodedata
+
+import icu
 
 from chat.errors import ErrorCode, RequestError
 
@@ -37,6 +45,12 @@ RESERVED_WORDS = frozenset(
 _RESERVED_INSIDE = ("facilitator", "moderator", "admin")
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 _WORDS = re.compile(r"[^\W_]+")
+# Characters that show as blank space but are not white space. No Unicode property says
+# "looks blank": the Hangul fillers (also default-ignorable, yet as wide as a letter) and the
+# blank Braille pattern are the ones seen in impersonation.
+_BLANK_LOOKING = frozenset("\u115f\u1160\u2800\u3164\uffa0")
+_SPOOF = icu.SpoofChecker()
+_IGNORABLE = icu.UProperty.DEFAULT_IGNORABLE_CODE_POINT
 
 _ADJECTIVES = (
     "Quiet",
@@ -120,9 +134,40 @@ def address_hash(salt: bytes, address: str) -> str:
     return hmac.new(salt, address.encode(), hashlib.sha256).hexdigest()
 
 
+def skeleton(text: str) -> str:
+    """The UTS #39 confusable skeleton of ``text``: equal skeletons look alike."""
+    return str(_SPOOF.getSkeleton(0, text))
+
+
+def visible(name: str) -> str:
+    """``name`` as a reader sees it: blank-looking characters and white space as one space,
+    default-ignorable characters gone, no space at either end."""
+    shown = []
+    for ch in name:
+        if ch in _BLANK_LOOKING or ch.isspace():
+            shown.append(" ")
+        elif not icu.Char.hasBinaryProperty(ch, _IGNORABLE):
+            shown.append(ch)
+    return " ".join("".join(shown).split())
+
+
 def name_key(name: str) -> str:
-    """The form in which names are compared for uniqueness (case-insensitive)."""
-    return name.casefold()
+    """The form in which names are compared for uniqueness: the confusable skeleton of the
+    case-folded visible name (UTS #39 after case folding), so "Sam", "SAM" and "Sаm"
+    (Cyrillic а) are one name."""
+    return skeleton(visible(name).casefold())
+
+
+def _look_alike_forms(name: str) -> set[str]:
+    # name_key, and the skeleton of the folded skeleton: a capital that looks like a Latin
+    # capital only as a capital (Greek Μ and Latin M) folds to a small letter that does not
+    # (μ and m), so role words are looked for in both forms.
+    shown = visible(name)
+    return {name_key(shown), skeleton(skeleton(shown).casefold())}
+
+
+_ROLE_SKELETONS = frozenset(name_key(word) for word in RESERVED_WORDS)
+_ROLE_INSIDE_SKELETONS = tuple(name_key(word) for word in _RESERVED_INSIDE)
 
 
 def normalise_name(raw: str, *, participant: bool, max_length: int = MAX_NAME) -> str:
@@ -144,17 +189,23 @@ def normalise_name(raw: str, *, participant: bool, max_length: int = MAX_NAME) -
     name = " ".join(name.split())  # runs of inner spaces become one
     if not 1 <= len(name) <= max_length:
         raise RequestError(ErrorCode.BAD_NAME, f"A name has 1 to {max_length} characters.")
+    if not visible(name):
+        raise RequestError(ErrorCode.BAD_NAME, "A name needs at least one visible character.")
     if participant and _impersonates_role(name):
         raise RequestError(ErrorCode.BAD_NAME, "That name is reserved for the room's roles.")
     return name
 
 
 def _impersonates_role(name: str) -> bool:
-    folded = name.casefold()
-    if any(word in RESERVED_WORDS for word in _WORDS.findall(folded)):
-        return True
-    squashed = "".join(_WORDS.findall(folded))
-    return any(word in squashed for word in _RESERVED_INSIDE)
+    # On skeletons, so that "Fаcilitator" (Cyrillic а) is the role word it looks like.
+    for form in _look_alike_forms(name):
+        words = _WORDS.findall(form)
+        if any(word in _ROLE_SKELETONS for word in words):
+            return True
+        squashed = "".join(words)
+        if any(word in squashed for word in _ROLE_INSIDE_SKELETONS):
+            return True
+    return False
 
 
 def pseudonym(taken: set[str]) -> str:

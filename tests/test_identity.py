@@ -70,3 +70,74 @@ def test_address_hash_depends_on_room_salt() -> None:
     """The same address hashes differently in two rooms and never shows in clear."""
     one, two = address_hash(b"a" * 16, "10.0.0.1"), address_hash(b"b" * 16, "10.0.0.1")
     assert one != two and "10.0.0.1" not in one
+
+
+def test_confusable_names_share_a_key() -> None:
+    """Uniqueness compares UTS #39 skeletons after case folding: look-alikes are one name."""
+    assert name_key("Sam") == name_key("S\u0430m") == name_key("SAM")  # Cyrillic а
+    assert name_key("Sam") == name_key("Sarn")  # rn looks like m
+    assert name_key("paypal") == name_key("\u0440\u0430ypal")  # Cyrillic р and а
+    assert name_key("Sam") == name_key("Sam\ufe0f")  # a variation selector shows nothing
+    assert name_key("Sam") == name_key("Sam\u3164")  # a trailing filler looks like nothing
+    assert name_key("Sam") != name_key("Pam")
+    assert name_key("ADMIN") == name_key("admin")  # case-insensitive first
+    assert name_key("Ada Lovelace") != name_key("AdaLovelace")
+
+
+@pytest.mark.parametrize(
+    "name", ["F\u0430cilitator", "\u039cod", "the m\u043ederator", "ADM\u0399N", "Sup\u0435rAdmin"]
+)
+def test_look_alike_role_names_are_refused(name: str) -> None:
+    """Role words are matched on skeletons: Cyrillic or Greek look-alikes are refused too."""
+    with pytest.raises(RequestError) as caught:
+        normalise_name(name, participant=True)
+    assert caught.value.code is ErrorCode.BAD_NAME
+    assert normalise_name(name, participant=False)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\u3164",  # HANGUL FILLER
+        "\u3164\u3164 \u3164",
+        "\u2800\u2800",  # BRAILLE PATTERN BLANK
+        "\u115f\u1160",  # HANGUL CHOSEONG and JUNGSEONG FILLER
+        "\uffa0",  # HALFWIDTH HANGUL FILLER
+        "\u3000\u3000",  # IDEOGRAPHIC SPACE
+        "\u034f",  # COMBINING GRAPHEME JOINER, default-ignorable
+        "\ufe0f\u2800",
+    ],
+)
+def test_blank_looking_names_are_refused(name: str) -> None:
+    """A name with nothing visible once white space, default-ignorable and blank-looking
+    characters are gone answers bad_name."""
+    with pytest.raises(RequestError) as caught:
+        normalise_name(name, participant=True)
+    assert caught.value.code is ErrorCode.BAD_NAME
+
+
+def test_names_with_some_visible_text_pass() -> None:
+    """Fillers beside visible text do not make a name blank; emoji with selectors pass."""
+    assert normalise_name("\u2800Sam", participant=True) == "\u2800Sam"
+    assert normalise_name("\u2764\ufe0f", participant=True) == "\u2764\ufe0f"
+
+
+async def test_look_alike_of_a_present_name_is_taken(server) -> None:
+    """On a real server: "Sаm" (Cyrillic а) beside the facilitator "Sam" answers name_taken;
+    look-alike role names and blank-looking names answer bad_name."""
+    room = await server.room()
+    sam = await server.client()
+    assert (await sam.join(room["room"], key=room["facilitator_key"], name="Sam"))["t"] == "welcome"
+    for name, code in (
+        ("S\u0430m", "name_taken"),
+        ("SAM", "name_taken"),
+        ("F\u0430cilitator", "bad_name"),
+        ("\u3164\u3164", "bad_name"),
+        ("\u2800", "bad_name"),
+    ):
+        impostor = await server.client()
+        answer = await impostor.join(room["room"], name=name)
+        assert (answer["t"], answer.get("code")) == ("error", code), name
+        await impostor.close()
+    real = await server.client()
+    assert (await real.join(room["room"], name="Samira"))["t"] == "welcome"
