@@ -38,7 +38,7 @@ T = TypeVar("T")
 WINDOW = 60.0  # --room-create-rate counts rooms per minute
 LEASE = 60.0  # seconds a worker's Redis count lives without a heartbeat
 COMMAND_TIMEOUT = 2.0
-HEARTBEAT_BATCH = 256  # counts rewritten per script call
+HEARTBEAT_BATCH = 256  # counts rewritten per pipeline
 SALT_INFO = b"hearth address limits v1"
 
 
@@ -186,20 +186,17 @@ return 1
 # ARGV worker, lease ms.
 _RELEASE = _NOW + _FIELDS + "put(mine - 1) return 1"
 
-# KEYS the keys' hashes; ARGV worker, lease ms, then one count per key (0: delete the field).
+# KEYS[1] an address's hash; ARGV worker, lease ms, this worker's count (0: delete its field).
 _WRITE = (
     _NOW
     + """
-for i, key in ipairs(KEYS) do
-  local count = ARGV[i + 2]
-  if count == '0' then
-    redis.call('HDEL', key, ARGV[1])
-  else
-    redis.call('HSET', key, ARGV[1], count .. ':' .. (now + tonumber(ARGV[2])))
-    redis.call('PEXPIRE', key, ARGV[2])
-  end
+if ARGV[3] == '0' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3] .. ':' .. (now + tonumber(ARGV[2])))
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-return #KEYS
+return 1
 """
 )
 
@@ -288,6 +285,7 @@ class RedisConnections:
     ) -> None:
         self.limit = limit
         self.worker = secrets.token_hex(8)
+        self._client = client
         self._prefix = f"{prefix}:limits:conn:"
         self._hasher = hasher
         self._lease_ms = int(lease * 1000)
@@ -344,11 +342,16 @@ class RedisConnections:
                 log.warning("connection counts not renewed: redis unavailable")
 
     async def _write_counts(self, counts: list[tuple[str, int]]) -> None:
+        # One key per script call, pipelined: every script touches a single key, so the
+        # limits also run where keys live on different shards.
         for start in range(0, len(counts), HEARTBEAT_BATCH):
-            batch = counts[start : start + HEARTBEAT_BATCH]
-            keys = [self._prefix + await self._hasher.key(k) for k, _ in batch]
-            args: list[str | int] = [self.worker, self._lease_ms, *(c for _, c in batch)]
-            await _ask(self._write(keys=keys, args=args))
+            pipe = self._client.pipeline(transaction=False)
+            for key, count in counts[start : start + HEARTBEAT_BATCH]:
+                name = self._prefix + await self._hasher.key(key)
+                await self._write(
+                    keys=[name], args=[self.worker, self._lease_ms, count], client=pipe
+                )
+            await _ask(pipe.execute())
 
 
 def retry_after(seconds: float) -> str:

@@ -160,3 +160,24 @@ async def test_redis_down_is_unavailable(own_redis: RedisServer) -> None:
     async with asyncio.timeout(WAIT):
         assert await conns.acquire("192.0.2.9")
     await redis.aclose()
+
+
+async def test_counts_come_back_after_redis_lost_them(own_redis: RedisServer) -> None:
+    """Redis restarted empty (salt and counts gone): within a heartbeat the workers agree on a
+    new salt and rewrite what they hold, so the limit holds again."""
+    redis = Redis.from_url(own_redis.url)
+    space = prefix()
+    holder = RedisConnections(redis, space, 3, AddressHasher(redis, space, None), lease=0.6)
+    other = RedisConnections(redis, space, 3, AddressHasher(redis, space, None), lease=0.6)
+    holder.start()
+    other.start()
+    for _ in range(3):
+        assert await holder.acquire("192.0.2.10")
+    own_redis.restart()
+    await asyncio.sleep(1.0)  # several heartbeats (every 0.2 s)
+    assert not await other.acquire("192.0.2.10")
+    await holder.release("192.0.2.10")
+    assert await other.acquire("192.0.2.10")
+    await holder.aclose()
+    await other.aclose()
+    await redis.aclose()
