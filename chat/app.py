@@ -20,20 +20,20 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from chat import intake, joining, metrics, presence
+from chat import intake, metrics, presence, recovery
 from chat.address import limit_key
-from chat.backends import build_backends
-from chat.broker.base import BrokerUnavailable
+from chat.backends import build_backend
 from chat.context import Services, now_ms
+from chat.errors import Unavailable
 from chat.guard import Guard, Refusal, build_guard, header
 from chat.hub import Hub
 from chat.identity import hash_secret, new_room_id, new_salt, new_secret
 from chat.limiter import LimiterUnavailable, retry_after
 from chat.protocol import Encoding, Limits
 from chat.rooms import RoomRequestError, parse_room_request
+from chat.roomstate import RoomState
 from chat.session import Session
 from chat.settings import Settings
-from chat.state.base import RoomRecord
 from chat.transport import WRITE_EXTENSION
 
 log = logging.getLogger("hearth.app")
@@ -106,7 +106,7 @@ def create_app(settings: Settings) -> ASGIApp:
         guard = await build_guard(settings)
         janitor = asyncio.create_task(_sweep_idle_rooms(services))
         vouching = asyncio.create_task(presence.keep_presence(services))
-        log.info("hearth started", extra={"broker": type(services.hub.broker).__name__})
+        log.info("hearth started", extra={"backend": type(services.hub.backend).__name__})
         try:
             yield {"services": services, "guard": guard}
         finally:
@@ -130,7 +130,7 @@ def create_app(settings: Settings) -> ASGIApp:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={BrokerUnavailable: broker_unavailable},
+        exception_handlers={Unavailable: unavailable},
     )
     app.add_middleware(HostCheck)
     app.add_middleware(SecurityHeaders)  # the outermost: refusals carry the headers too
@@ -157,21 +157,21 @@ class WebSocketFastPath:
 
 
 async def _build_services(settings: Settings) -> Services:
-    broker, store = await build_backends(settings)
-    hub = Hub(broker)
+    hub = Hub(await build_backend(settings))
+    recovery.install(hub)
     await hub.start()
     limits = Limits(max_frame=settings.max_frame, max_text=settings.max_text)
-    return Services(settings=settings, store=store, hub=hub, limits=limits)
+    return Services(settings=settings, hub=hub, limits=limits)
 
 
 async def _sweep_idle_rooms(services: Services) -> None:
-    idle_ms = int(services.settings.room_idle * 1000)
     period = min(30.0, max(0.2, services.settings.room_idle / 4))
     while True:
         await asyncio.sleep(period)
         try:
-            for room_id in await services.store.expired_rooms(now_ms(), idle_ms):
-                await joining.end_room(services, room_id)
+            await services.hub.backend.sweep(now_ms())
+        except Unavailable:
+            log.debug("idle sweep skipped: backend unavailable")
         except Exception:
             log.exception("idle sweep failed")
 
@@ -214,12 +214,12 @@ async def create_room(request: Request) -> Response:
     except RoomRequestError as exc:
         return JSONResponse({"error": "bad_request", "message": str(exc)}, status_code=400)
     except LimiterUnavailable:
-        return await broker_unavailable(request, BrokerUnavailable())
+        return await unavailable(request, Unavailable())
     key = new_secret()
-    record = RoomRecord(
+    record = RoomState(
         id=new_room_id(), key_hash=hash_secret(key), salt=new_salt(), created_ms=now_ms(), **wanted
     )
-    await services.store.create_room(record)
+    await services.hub.backend.create_room(record)
     return JSONResponse(
         {
             "room": record.id,
@@ -263,25 +263,26 @@ def _bearer_matches(request: Request, token: str) -> bool:
 
 
 async def room_info(request: Request) -> Response:
-    """What a page needs before joining: title, rules, admission and lock (no members)."""
-    record = await _services(request).store.get_room(request.path_params["room"])
+    """The public part of ``welcome.room`` (protocol §3, v1.1): id, title, rules and every
+    setting at the top level; no members, no messages. ``room`` repeats ``id`` (v1 pages)."""
+    record = await _services(request).hub.backend.snapshot(request.path_params["room"])
     if record is None:
         return JSONResponse(
             {"error": "not_found", "message": "There is no such room."}, status_code=404
         )
     return JSONResponse(
         {
+            "id": record.id,
             "room": record.id,
             "title": record.title,
             "rules": record.rules,
-            "admission": record.admission,
-            "locked": record.locked,
+            **record.public_settings(),
         }
     )
 
 
-async def broker_unavailable(request: Request, exc: Exception) -> Response:
-    """Room state lives behind the broker: while it is unreachable, say so and when to retry."""
+async def unavailable(request: Request, exc: Exception) -> Response:
+    """Room state lives in the backend: while it is unreachable, say so and when to retry."""
     return JSONResponse(
         {"error": "unavailable", "message": "The service is briefly unavailable; try again."},
         status_code=503,
@@ -294,9 +295,9 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    if _services(request).hub.broker.ready:
+    if _services(request).hub.backend.ready:
         return PlainTextResponse("ready")
-    return PlainTextResponse("broker unavailable", status_code=503)
+    return PlainTextResponse("backend unavailable", status_code=503)
 
 
 async def metrics_text(request: Request) -> Response:

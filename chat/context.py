@@ -1,4 +1,4 @@
-"""What every command handler works with: the worker's services, the caller, its seat."""
+"""What every request handler works with: the worker's services, and the connection it serves."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ import asyncio
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Protocol
 
 from chat.errors import CloseCode, ErrorCode, RequestError
-from chat.hub import Hub, Member
+from chat.hub import Hub, LocalRoom
 from chat.outbox import Outbox
 from chat.protocol import Limits, Message
+from chat.roomstate import MemberState
 from chat.settings import Settings
-from chat.state.base import FACILITATOR, RoomRecord, RoomStore
 
 
 @dataclass(slots=True)
@@ -21,7 +22,6 @@ class Services:
     """One worker's long-lived objects, built by the app's lifespan."""
 
     settings: Settings
-    store: RoomStore
     hub: Hub
     limits: Limits
     outbox: Outbox = field(default_factory=Outbox)
@@ -36,60 +36,26 @@ class Services:
         task.add_done_callback(self.tasks.discard)
 
 
-@dataclass(slots=True)
-class Seat:
-    """A joined (or waiting) member's state on the connection that holds it.
+class Phase(Enum):
+    """Where a connection is in its life; it only moves down this list."""
 
-    ``room`` is the hub's copy of the room record, which the hub keeps current from ``room``
-    events, so slow mode and lock are checked without a store round trip.
-    """
-
-    room: RoomRecord
-    pid: str
-    name: str
-    role: str
-    resume: str
-    joined_seq: int
-    waiting: bool = False
-    muted: bool = False
-    muted_until: int | None = None
-    last_say: float = float("-inf")
-    last_typing: float = float("-inf")
-    join_id: int | None = None  # the join's request id, answered when a knock is admitted
-
-    @property
-    def is_facilitator(self) -> bool:
-        return self.role == FACILITATOR
-
-    def public(self) -> Message:
-        return {"pid": self.pid, "name": self.name, "role": self.role}
-
-    def check_can_speak(self, now_ms: int) -> None:
-        """Refuse a ``say`` from a muted member.
-
-        Raises:
-            RequestError: ``muted`` with ``until``.
-        """
-        if self.muted and (self.muted_until is None or self.muted_until > now_ms):
-            raise RequestError(
-                ErrorCode.MUTED, "You are muted in this room.", until=self.muted_until
-            )
+    JOINING = "joining"  # accepted; no member yet (a join may be in progress)
+    WAITING = "waiting"  # a member at a knock room's door
+    PRESENT = "present"  # a member in the room
+    CLOSING = "closing"  # the close is on its way; what the client sends is moot
+    CLOSED = "closed"  # the peer is gone or the close went out
 
 
 class Caller(Protocol):
-    """The connection a command came in on (implemented by ``session.Session``)."""
+    """The connection a request came in on (implemented by ``session.Session``)."""
 
-    address: str
     conn_id: str
-    seat: Seat | None
-    departed: bool  # the member is gone for good (removed, denied, closed, taken over)
-
-    @property
-    def member(self) -> Member: ...
-
-    def control(self, event: Message) -> None:
-        """Apply an event that concerns this connection's member (see ``hub.Member``)."""
-        ...
+    address: str
+    phase: Phase
+    room: LocalRoom | None  # the room its member is in (waiting or present)
+    pid: str
+    join_id: int | None  # the join's request id, answered when a knock is admitted
+    last_typing: int  # ms of the last typing event relayed for it
 
     def reply(self, message: Message) -> None:
         """Queue a message for this connection only, in order with room events."""
@@ -99,38 +65,61 @@ class Caller(Protocol):
         """Close after what is queued has been sent."""
         ...
 
-    def hold(self) -> None:
-        """Buffer room events until :meth:`release` (so ``welcome`` goes first)."""
+    def seat(self, room: LocalRoom, member: MemberState, resume: str, join_id: int | None) -> None:
+        """Become the connection of ``member`` (attached to the hub); room events are held
+        from now until :meth:`release`, so that the answer to the join goes first."""
         ...
 
-    def release(self, after_seq: int) -> None:
-        """Send the buffered events, dropping messages with ``seq`` ≤ ``after_seq``."""
+    def unseat(self) -> None:
+        """No longer the member's connection (leave, disconnect, a join that failed midway)."""
         ...
+
+    def release(self) -> None:
+        """Send the held events."""
+        ...
+
+    def changed(self, member: MemberState) -> None:
+        """The member's state changed (hub.Connection)."""
+        ...
+
+
+class Answered:
+    """A handler's result when it has answered the request itself (the dispatcher adds
+    nothing); see ``facilitation.close``."""
+
+
+ANSWERED = Answered()
+
+Answer = Message | Answered | None
+"""What a handler returns: None (an ``ack`` if the request had an id), a message to send
+(the request's id is added), or :data:`ANSWERED`."""
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def require_seat(caller: Caller) -> Seat:
-    """The caller's seat in the room.
+def present(caller: Caller) -> tuple[LocalRoom, MemberState]:
+    """The caller's room and member, if it is in the room.
 
     Raises:
         RequestError: ``not_joined`` before a completed join, and while waiting (§4).
     """
-    seat = caller.seat
-    if seat is None or seat.waiting:
+    room = caller.room
+    state = room.state if room is not None else None
+    member = state.members.get(caller.pid) if state is not None else None
+    if room is None or member is None or caller.phase is not Phase.PRESENT:
         raise RequestError(ErrorCode.NOT_JOINED, "Join a room first.")
-    return seat
+    return room, member
 
 
-def require_facilitator(caller: Caller) -> Seat:
-    """The caller's seat, if the caller is a facilitator.
+def facilitator(caller: Caller) -> tuple[LocalRoom, MemberState]:
+    """The caller's room and member, if it is a facilitator in the room.
 
     Raises:
         RequestError: ``not_joined``, or ``forbidden`` for a participant.
     """
-    seat = require_seat(caller)
-    if not seat.is_facilitator:
+    room, member = present(caller)
+    if not member.is_facilitator:
         raise RequestError(ErrorCode.FORBIDDEN, "Only a facilitator can do that.")
-    return seat
+    return room, member

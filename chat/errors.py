@@ -11,7 +11,9 @@ Exception tree::
     HearthError                 base for everything we raise on purpose
     ├── RequestError            answered with an ``error`` message; the socket stays open
     │   └── ProtocolError       the frame itself was undecodable or malformed
-    └── SessionEnded            answered (optionally) with an ``error``, then the socket closes
+    ├── SessionEnded            answered (optionally) with an ``error``, then the socket closes
+    └── Unavailable             the shared state (Redis) cannot be reached or refused the
+                                command right now; nothing was done (``unavailable``, HTTP 503)
 """
 
 from __future__ import annotations
@@ -98,3 +100,12 @@ class SessionEnded(HearthError):
         self.close_code = close_code
         self.error = error
         self.reason = reason
+
+
+class Unavailable(HearthError):
+    """The backend (Redis) cannot be reached, or refused the command, right now.
+
+    Nothing was done: a WebSocket request is answered ``unavailable``, an HTTP one 503
+    (protocol §8, §11). Raised for every kind of Redis failure: a lost connection, a timeout,
+    OOM, BUSY, READONLY, LOADING, NOSCRIPT that could not be mended, and so on.
+    """

@@ -1,17 +1,22 @@
-"""Facilitator powers (protocol §6): each checks its caller, acts on shared state, tells the room.
+"""Facilitator powers (protocol §6): each checks its caller, then commits its decision.
 
-Every action is checked here, on the worker that received it, against the store; its effect
-on the target is applied by the worker that holds the target's connection, when the event
-arrives through the broker (see ``Session.control``).
+A decision is one commit on the room's stream: the store checks it and applies it together
+with the entry that tells every worker (protocol §12). Each worker applies the entry to its
+replica, tells its members, and makes its connections agree with the new state — a removed
+member's connection is closed wherever it is, and if a worker missed the entry it finds the
+gap and catches up (``chat.recovery``).
 """
 
 from __future__ import annotations
 
-from chat.broker.base import BrokerUnavailable
-from chat.context import Caller, Seat, Services, now_ms, require_facilitator
-from chat.errors import ErrorCode, RequestError
+import contextlib
+
+from chat.backend.base import MessageMeta
+from chat.context import ANSWERED, Answer, Caller, Services, facilitator, now_ms
+from chat.envelope import Delivery
+from chat.errors import ErrorCode, RequestError, Unavailable
+from chat.hub import LocalRoom
 from chat.identity import new_mid
-from chat.joining import end_room
 from chat.protocol import (
     Admit,
     Announce,
@@ -26,15 +31,32 @@ from chat.protocol import (
     Slow,
     Unlock,
     Unmute,
-    ack,
 )
-from chat.state.base import FACILITATOR, MemberRecord
+from chat.roomstate import (
+    FACILITATOR,
+    PARTICIPANT,
+    HistoryDrop,
+    LogAdd,
+    MemberDrop,
+    MemberSet,
+    MemberState,
+    Op,
+    Refused,
+    RoomClose,
+    RoomSet,
+    Value,
+)
+from chat.roomstate import (
+    Admit as AdmitOp,
+)
+
+# A participant acted upon must still be one (and not waiting) when the decision lands.
+_PRESENT_PARTICIPANT: dict[str, Value] = {"role": PARTICIPANT, "waiting": False}
 
 
-async def _target(
-    services: Services, seat: Seat, pid: str, *, waiting: bool = False
-) -> MemberRecord:
-    member = await services.store.get_member(seat.room.id, pid)
+def _target(room: LocalRoom, pid: str, *, waiting: bool = False) -> MemberState:
+    state = room.state
+    member = state.members.get(pid) if state is not None else None
     if member is None or member.waiting != waiting:
         raise RequestError(ErrorCode.NOT_FOUND, "No such member in this room.")
     if member.role == FACILITATOR:
@@ -42,122 +64,124 @@ async def _target(
     return member
 
 
-async def _record(
-    services: Services, seat: Seat, msg: ClientMessage, caller: Caller, **target: str
-) -> None:
-    entry: Message = {"action": msg.t, "by": seat.pid, "ts": now_ms(), **target}
-    await services.store.add_log(seat.room.id, entry)
-    if msg.id is not None:
-        caller.reply(ack(msg.id))
+def _logged(msg: ClientMessage, by: MemberState, **target: str) -> LogAdd:
+    """The facilitation log's entry for an action (never any text, §6)."""
+    return LogAdd({"action": msg.t, "by": by.pid, "ts": now_ms(), **target})
 
 
-async def mute(services: Services, caller: Caller, msg: Mute) -> None:
-    seat = require_facilitator(caller)
-    member = await _target(services, seat, msg.pid)
+async def _decide(services: Services, room: LocalRoom, ops: list[Op], out: list[Delivery]) -> None:
+    try:
+        await services.hub.commit(room, ops, out)
+    except Refused as exc:
+        if exc.reason in {"missing", "waiting", "nomsg"}:
+            raise RequestError(ErrorCode.NOT_FOUND, "No such member or message here.") from None
+        if exc.reason == "mismatch":
+            raise RequestError(ErrorCode.FORBIDDEN, "That is not possible now.") from None
+        raise Unavailable(f"decision refused: {exc.reason}") from None
+
+
+async def mute(services: Services, caller: Caller, msg: Mute) -> Answer:
+    room, me = facilitator(caller)
+    target = _target(room, msg.pid)
     until = now_ms() + msg.seconds * 1000 if msg.seconds is not None else None
-    member.muted, member.muted_until = True, until
-    await services.store.save_member(seat.room.id, member)
-    await services.hub.publish(seat.room.id, {"t": "muted", "pid": member.pid, "until": until})
-    await _record(services, seat, msg, caller, pid=member.pid)
+    change = MemberSet(target.pid, {"muted": True, "muted_until": until}, _PRESENT_PARTICIPANT)
+    event: Message = {"t": "muted", "pid": target.pid, "until": until}
+    await _decide(services, room, [change, _logged(msg, me, pid=target.pid)], [Delivery(event)])
+    return None
 
 
-async def unmute(services: Services, caller: Caller, msg: Unmute) -> None:
-    seat = require_facilitator(caller)
-    member = await _target(services, seat, msg.pid)
-    member.muted, member.muted_until = False, None
-    await services.store.save_member(seat.room.id, member)
-    await services.hub.publish(seat.room.id, {"t": "unmuted", "pid": member.pid})
-    await _record(services, seat, msg, caller, pid=member.pid)
+async def unmute(services: Services, caller: Caller, msg: Unmute) -> Answer:
+    room, me = facilitator(caller)
+    target = _target(room, msg.pid)
+    change = MemberSet(target.pid, {"muted": False, "muted_until": None}, _PRESENT_PARTICIPANT)
+    event: Message = {"t": "unmuted", "pid": target.pid}
+    await _decide(services, room, [change, _logged(msg, me, pid=target.pid)], [Delivery(event)])
+    return None
 
 
-async def remove(services: Services, caller: Caller, msg: Remove) -> None:
-    seat = require_facilitator(caller)
-    member = await _target(services, seat, msg.pid)
-    room_id = seat.room.id
-    await services.store.ban(room_id, member.address_hash)
-    await services.store.remove_member(room_id, member.pid)  # revokes the resume token
-    reason = msg.reason or ""
-    await services.hub.publish(
-        room_id, {"t": "removed", "pid": member.pid, "reason": reason}, to=[member.pid]
-    )
-    await services.hub.publish(
-        room_id, {"t": "left", "pid": member.pid, "removed": True}, exclude=member.pid
-    )
-    await _record(services, seat, msg, caller, pid=member.pid)
+async def remove(services: Services, caller: Caller, msg: Remove) -> Answer:
+    """Remove a participant: its connection closes with 4001 wherever it is, its resume token
+    is revoked with it, and the address it holds now is banned (§6, §11)."""
+    room, me = facilitator(caller)
+    target = _target(room, msg.pid)
+    drop = MemberDrop(target.pid, "removed", _PRESENT_PARTICIPANT, ban=True)
+    out = [
+        Delivery({"t": "removed", "pid": target.pid, "reason": msg.reason or ""}, to=(target.pid,)),
+        Delivery({"t": "left", "pid": target.pid, "removed": True}, exclude=target.pid),
+    ]
+    await _decide(services, room, [drop, _logged(msg, me, pid=target.pid)], out)
+    return None
 
 
-async def delete(services: Services, caller: Caller, msg: Delete) -> None:
-    seat = require_facilitator(caller)
-    if not await services.store.forget_message(seat.room.id, msg.mid):
-        raise RequestError(ErrorCode.NOT_FOUND, "No such message in this room.")
-    await services.hub.publish(seat.room.id, {"t": "deleted", "mid": msg.mid})
-    await _record(services, seat, msg, caller, mid=msg.mid)
+async def delete(services: Services, caller: Caller, msg: Delete) -> Answer:
+    room, me = facilitator(caller)
+    ops: list[Op] = [HistoryDrop(msg.mid), _logged(msg, me, mid=msg.mid)]
+    await _decide(services, room, ops, [Delivery({"t": "deleted", "mid": msg.mid})])
+    return None
 
 
-async def room_flags(services: Services, caller: Caller, msg: Lock | Unlock | Slow) -> None:
-    """``lock``, ``unlock`` and ``slow``: change the room and tell everyone."""
-    seat = require_facilitator(caller)
-    record = await services.store.get_room(seat.room.id)
-    if record is None:
-        raise RequestError(ErrorCode.NOT_FOUND, "This room has ended.")
-    if isinstance(msg, Slow):
-        record.slow = msg.seconds
-    else:
-        record.locked = isinstance(msg, Lock)
-    await services.store.save_room(record)
-    await services.hub.publish(
-        seat.room.id, {"t": "room", "locked": record.locked, "slow": record.slow}
-    )
-    await _record(services, seat, msg, caller)
+async def room_flags(services: Services, caller: Caller, msg: Lock | Unlock | Slow) -> Answer:
+    """``lock``, ``unlock`` and ``slow``: change the room and tell everyone (the ``room`` event
+    carries every setting as of its entry, see ``hub.room_event``)."""
+    room, me = facilitator(caller)
+    wanted = {"slow": msg.seconds} if isinstance(msg, Slow) else {"locked": isinstance(msg, Lock)}
+    change = RoomSet(wanted)
+    await _decide(services, room, [change, _logged(msg, me)], [Delivery({"t": "room"})])
+    return None
 
 
-async def announce(services: Services, caller: Caller, msg: Announce) -> None:
-    seat = require_facilitator(caller)
+async def announce(services: Services, caller: Caller, msg: Announce) -> Answer:
+    room, me = facilitator(caller)
+    now = now_ms()
     event: Message = {
         "t": "msg",
         "mid": new_mid(),
-        "pid": seat.pid,
-        "name": seat.name,
+        "pid": me.pid,
+        "name": me.name,
         "role": FACILITATOR,
         "text": msg.text,
-        "ts": now_ms(),
+        "ts": now,
         "kind": "announce",
     }
-    seq = await services.hub.publish(seat.room.id, dict(event), sequenced=True)
-    event["seq"] = seq
-    await services.store.remember(seat.room.id, event)
-    await _record(services, seat, msg, caller, mid=event["mid"])
+    logged = _logged(msg, me, mid=event["mid"])
+    await services.hub.commit(room, [logged], [Delivery(event)], MessageMeta(event["mid"], now))
+    return None
 
 
-async def close(services: Services, caller: Caller, msg: Close) -> None:
-    seat = require_facilitator(caller)
-    # The ack goes first: the closing facilitator's own connection closes as soon as
-    # ``closed`` reaches it, which (through Redis) can be before this handler resumes.
-    if not services.hub.broker.ready:
-        raise BrokerUnavailable("the broker is not reachable")
+async def close(services: Services, caller: Caller, msg: Close) -> Answer:
+    """Close the room for everyone, wiping it; acked first, since the closing facilitator's
+    own connection closes as soon as ``closed`` reaches it."""
+    room, _ = facilitator(caller)
+    if not services.hub.backend.ready:
+        raise Unavailable("the backend is not reachable")
     if msg.id is not None:
-        caller.reply(ack(msg.id))
-    await services.hub.publish(seat.room.id, {"t": "closed"})
-    await end_room(services, seat.room.id)
+        caller.reply({"t": "ack", "id": msg.id})
+    closed = Delivery({"t": "closed"}, waiting=True)
+    with contextlib.suppress(Refused):  # closed already
+        await services.hub.commit(room, [RoomClose()], [closed])
+    return ANSWERED
 
 
-async def admit(services: Services, caller: Caller, msg: Admit) -> None:
-    seat = require_facilitator(caller)
-    member = await _target(services, seat, msg.pid, waiting=True)
-    if not member.online:  # gone from the waiting room: nobody could take the seat
-        raise RequestError(ErrorCode.NOT_FOUND, "That person is no longer waiting.")
-    member.waiting = False
-    await services.store.save_member(seat.room.id, member)
-    await services.hub.publish(seat.room.id, {"t": "_admit", "pid": member.pid}, to=[member.pid])
-    await _record(services, seat, msg, caller, pid=member.pid)
+async def admit(services: Services, caller: Caller, msg: Admit) -> Answer:
+    room, me = facilitator(caller)
+    target = _target(room, msg.pid, waiting=True)
+    joined = Delivery({"t": "joined", "member": target.public()}, exclude=target.pid)
+    ops: list[Op] = [AdmitOp(target.pid), _logged(msg, me, pid=target.pid)]
+    try:
+        await services.hub.commit(room, ops, [joined])
+    except Refused:
+        # Gone from the waiting room (left, disconnected): nobody could take the seat.
+        raise RequestError(ErrorCode.NOT_FOUND, "That person is no longer waiting.") from None
+    return None
 
 
-async def deny(services: Services, caller: Caller, msg: Deny) -> None:
-    seat = require_facilitator(caller)
-    member = await _target(services, seat, msg.pid, waiting=True)
-    await services.store.remove_member(seat.room.id, member.pid)
-    await services.hub.publish(seat.room.id, {"t": "denied", "pid": member.pid}, to=[member.pid])
-    await services.hub.publish(
-        seat.room.id, {"t": "left", "pid": member.pid}, facilitators=True, exclude=member.pid
-    )
-    await _record(services, seat, msg, caller, pid=member.pid)
+async def deny(services: Services, caller: Caller, msg: Deny) -> Answer:
+    room, me = facilitator(caller)
+    target = _target(room, msg.pid, waiting=True)
+    drop = MemberDrop(target.pid, "denied", {"waiting": True})
+    out = [
+        Delivery({"t": "denied", "pid": target.pid}, to=(target.pid,)),
+        Delivery({"t": "left", "pid": target.pid}, facilitators=True, exclude=target.pid),
+    ]
+    await _decide(services, room, [drop, _logged(msg, me, pid=target.pid)], out)
+    return None

@@ -170,6 +170,13 @@ _ROLE_SKELETONS = frozenset(name_key(word) for word in RESERVED_WORDS)
 _ROLE_INSIDE_SKELETONS = tuple(name_key(word) for word in _RESERVED_INSIDE)
 
 
+def name_token(salt: bytes, name: str) -> str:
+    """The key under which a name is held unique in a room: a hash of :func:`name_key` keyed
+    with the room's secret salt, so that the store's name index shows no names and cannot be
+    matched against a list of likely ones."""
+    return hashlib.sha256(salt + name_key(name).encode()).hexdigest()
+
+
 def normalise_name(raw: str, *, participant: bool, max_length: int = MAX_NAME) -> str:
     """Trim, NFKC-normalise and check a wished-for display name (protocol §4).
 

@@ -1,7 +1,14 @@
 """Entering and leaving a room: join, resume, knock admission, welcome, leave and the grace.
 
-A member who disconnects without ``leave`` stays in the room, away, for the resume grace:
-the others see no ``left`` unless the grace ends without a reconnect (protocol §7).
+Each step is one commit on the room's stream (protocol §12): a join adds the member, a resume
+makes the new connection its holder (which closes any older one, wherever it is), a
+disconnect marks it away, the end of the grace or a ``leave`` drops it. The store checks
+each one atomically — a resume of a member that was removed is refused, whatever the race —
+and a connection is attached only once this worker's replica has applied its commit, and
+only if the member is still there and held by it.
+
+A member who disconnects without ``leave`` stays in the room, away, for the resume grace: the
+others see no ``left`` unless the grace ends without a reconnect (protocol §7).
 """
 
 from __future__ import annotations
@@ -10,13 +17,15 @@ import asyncio
 import contextlib
 import logging
 
-from chat.broker.base import BrokerUnavailable
-from chat.context import Caller, Seat, Services, now_ms
-from chat.errors import CloseCode, ErrorCode, RequestError, SessionEnded
+from chat.context import Answer, Caller, Phase, Services, now_ms
+from chat.envelope import Delivery
+from chat.errors import CloseCode, ErrorCode, RequestError, SessionEnded, Unavailable
+from chat.hub import LocalRoom, RoomGone, message_event
 from chat.identity import (
     address_hash,
     hash_secret,
     name_key,
+    name_token,
     new_pid,
     new_secret,
     normalise_name,
@@ -24,297 +33,316 @@ from chat.identity import (
     secret_matches,
 )
 from chat.protocol import Join, Message
-from chat.state.base import FACILITATOR, PARTICIPANT, MemberRecord, RoomRecord
+from chat.roomstate import (
+    FACILITATOR,
+    OWNER,
+    PARTICIPANT,
+    MemberAdd,
+    MemberDrop,
+    MemberSet,
+    MemberState,
+    Refused,
+    RoomState,
+    Value,
+)
 
 log = logging.getLogger("hearth.join")
+PSEUDONYM_TRIES = 5
 
 
-async def join(services: Services, caller: Caller, msg: Join) -> None:
+async def join(services: Services, caller: Caller, msg: Join) -> Answer:
     """Handle ``join``: a fresh join, or a resume with ``resume`` and ``since``.
+
+    Returns:
+        The ``welcome`` (or ``waiting``), which the session sends before the held events.
 
     Raises:
         SessionEnded: not_found (4004), forbidden or banned (4003), room_locked (4005).
         RequestError: already_joined, bad_resume, bad_name, name_taken, rules_not_accepted.
     """
-    if caller.seat is not None:
+    if caller.phase is not Phase.JOINING:
         raise RequestError(ErrorCode.ALREADY_JOINED, "This connection has already joined.")
-    store = services.store
-    record = await store.get_room(msg.room)
-    if record is None:
-        raise _ended(CloseCode.NOT_FOUND, ErrorCode.NOT_FOUND, "There is no such room.", msg.id)
-    if msg.resume is not None:
-        member = await store.member_by_resume(record.id, hash_secret(msg.resume))
-        if member is None:
-            raise RequestError(ErrorCode.BAD_RESUME, "That session cannot be resumed; join afresh.")
-        await _resume(services, caller, record, member, msg)
-        return
-    role = await _role(record, msg)
-    banned_as = address_hash(record.salt, caller.address)
+    try:
+        async with services.hub.using(msg.room) as room:
+            if msg.resume is not None:
+                return await _resume(services, caller, room, msg)
+            return await _join(services, caller, room, msg)
+    except RoomGone:
+        raise _ended(CloseCode.NOT_FOUND, ErrorCode.NOT_FOUND, "There is no such room.") from None
+
+
+async def _join(services: Services, caller: Caller, room: LocalRoom, msg: Join) -> Answer:
+    state = current(room)
+    role, label = _role(state, msg)
+    banned_as = address_hash(state.salt, caller.address)
     if role == PARTICIPANT:
-        if await store.is_banned(record.id, banned_as):
-            raise _ended(
-                CloseCode.FORBIDDEN, ErrorCode.BANNED, "You cannot join this room.", msg.id
-            )
-        local = services.hub.local(record.id)
-        if (local.record if local else record).locked:
-            raise _ended(CloseCode.LOCKED, ErrorCode.ROOM_LOCKED, "This room is locked.", msg.id)
-        if record.rules and msg.agree is not True:
+        if banned_as in state.bans:
+            raise _ended(CloseCode.FORBIDDEN, ErrorCode.BANNED, "You cannot join this room.")
+        if state.locked:
+            raise _ended(CloseCode.LOCKED, ErrorCode.ROOM_LOCKED, "This room is locked.")
+        if state.rules and msg.agree is not True:
             raise RequestError(
                 ErrorCode.RULES_NOT_ACCEPTED, "Please read and accept the room's rules."
             )
     resume = new_secret()
-    member = MemberRecord(
+    member = MemberState(
         pid=new_pid(),
         name="",
         role=role,
         resume_hash=hash_secret(resume),
         address_hash=banned_as,
-        joined_seq=await services.hub.broker.last_seq(record.id),
-        waiting=role == PARTICIPANT and record.admission == "knock",
+        name_token="",
+        label=label,
+        waiting=role == PARTICIPANT and state.admission == "knock",
         holder=caller.conn_id,
+        tokens=float(services.settings.burst),
+        stamp=now_ms(),
     )
-    await _claim_name(services, record, member, msg)
-    seat = Seat(
-        record,
-        member.pid,
-        member.name,
-        role,
-        resume,
-        member.joined_seq,
-        waiting=member.waiting,
-        join_id=msg.id,
-    )
-    caller.seat = seat
-    if seat.waiting:
-        await services.hub.attach(record, caller.member)
-        caller.reply({"t": "waiting", "id": msg.id} if msg.id is not None else {"t": "waiting"})
-        await services.hub.publish(
-            record.id, {"t": "knock", "member": member.public()}, facilitators=True
+    wished = None
+    if msg.name is not None:
+        wished = normalise_name(
+            msg.name, participant=role == PARTICIPANT, max_length=services.limits.max_name
         )
-        return
+    for _ in range(1 if wished is not None else PSEUDONYM_TRIES):
+        member.name = wished or pseudonym({name_key(m.name) for m in state.members.values()})
+        member.name_token = name_token(state.salt, member.name)
+        try:
+            await services.hub.commit(room, [MemberAdd(member)], [_arrival(member)])
+            break
+        except Refused as exc:
+            _refused_join(exc)
+    else:
+        raise RequestError(ErrorCode.NAME_TAKEN, "No free name could be found; pick one.")
     try:
-        await enter(services, caller, seat, since=None, announce=True)
-    except BrokerUnavailable:
-        with contextlib.suppress(BrokerUnavailable):  # free the name it reserved
-            await services.store.remove_member(record.id, member.pid)
+        return await _enter(services, caller, room, member.pid, resume, None, msg.id)
+    except BaseException:
+        # Not in the room after all: free the name, so that the client can simply join again.
+        if caller.room is not None:
+            caller.unseat()
+        with contextlib.suppress(Refused, Unavailable):
+            await services.hub.commit(room, [MemberDrop(member.pid, "left")], [_departure(member)])
         raise
 
 
-async def _role(record: RoomRecord, msg: Join) -> str:
-    if msg.key is None:
-        return PARTICIPANT
-    if not secret_matches(msg.key, record.key_hash):
-        raise _ended(
-            CloseCode.FORBIDDEN, ErrorCode.FORBIDDEN, "That key is not valid here.", msg.id
+def _arrival(member: MemberState) -> Delivery:
+    if member.waiting:
+        return Delivery({"t": "knock", "member": member.public()}, facilitators=True)
+    return Delivery({"t": "joined", "member": member.public()}, exclude=member.pid)
+
+
+def _departure(member: MemberState, **extra: object) -> Delivery:
+    """``left`` for the others: only the facilitators knew of a member still waiting."""
+    return Delivery(
+        {"t": "left", "pid": member.pid, **extra}, exclude=member.pid, facilitators=member.waiting
+    )
+
+
+def _refused_join(exc: Refused) -> None:
+    """Turn a refused MemberAdd into the contract's answer (``taken``: the caller retries)."""
+    if exc.reason == "banned":
+        raise _ended(CloseCode.FORBIDDEN, ErrorCode.BANNED, "You cannot join this room.")
+    if exc.reason == "locked":
+        raise _ended(CloseCode.LOCKED, ErrorCode.ROOM_LOCKED, "This room is locked.")
+    if exc.reason != "taken":
+        raise Unavailable(f"join refused: {exc.reason}")
+
+
+async def _resume(services: Services, caller: Caller, room: LocalRoom, msg: Join) -> Answer:
+    state = current(room)
+    resume_hash = hash_secret(msg.resume or "")
+    member = state.by_resume(resume_hash)
+    if member is None:
+        raise _bad_resume()
+    fields: dict[str, Value] = {
+        "online": True,
+        "holder": caller.conn_id,  # the old connection, wherever it is, gives way
+        "away_since": 0,
+        "address_hash": address_hash(state.salt, caller.address),  # bans key on it (§11)
+    }
+    try:
+        # Checked against the store with the token: a member removed meanwhile is refused.
+        await services.hub.commit(
+            room, [MemberSet(member.pid, fields, {"resume_hash": resume_hash})]
         )
-    return FACILITATOR
-
-
-async def _claim_name(
-    services: Services, record: RoomRecord, member: MemberRecord, msg: Join
-) -> None:
-    store = services.store
-    if msg.name is not None:
-        member.name = normalise_name(
-            msg.name, participant=member.role == PARTICIPANT, max_length=services.limits.max_name
-        )
-        if not await store.add_member(record.id, member):
-            raise RequestError(ErrorCode.NAME_TAKEN, "Someone in the room has that name.")
-        return
-    for _ in range(5):
-        taken = {name_key(m.name) for m in await store.members(record.id)}
-        member.name = pseudonym(taken)
-        if await store.add_member(record.id, member):
-            return
-    raise RequestError(ErrorCode.NAME_TAKEN, "No free name could be found; pick one.")
-
-
-async def _resume(
-    services: Services, caller: Caller, record: RoomRecord, member: MemberRecord, msg: Join
-) -> None:
-    store = services.store
-    pending = services.departures.pop((record.id, member.pid), None)
+    except Refused as exc:
+        if exc.reason in {"missing", "mismatch"}:
+            raise _bad_resume() from None
+        raise Unavailable(f"resume refused: {exc.reason}") from None
+    pending = services.departures.pop((room.id, member.pid), None)
     if pending is not None:
         pending.cancel()
-    member.online = True
-    member.holder = caller.conn_id  # from now on the old connection may not mark it away
-    await store.save_member(record.id, member)
-    seat = Seat(
-        record,
-        member.pid,
-        member.name,
-        member.role,
-        msg.resume or "",
-        member.joined_seq,
-        waiting=member.waiting,
-        muted=member.muted,
-        muted_until=member.muted_until,
-        join_id=msg.id,
-    )
-    caller.seat = seat
-    # A connection still open elsewhere for this member (a half-dead socket) gives way.
-    await services.hub.publish(
-        record.id, {"t": "_takeover", "pid": member.pid, "conn": caller.conn_id}, to=[member.pid]
-    )
-    if seat.waiting:
-        await services.hub.attach(record, caller.member)
-        caller.reply({"t": "waiting", "id": msg.id} if msg.id is not None else {"t": "waiting"})
-        return
-    await enter(services, caller, seat, since=msg.since, announce=False)
-    if member.muted:  # restart the timed mute's clock on this connection
-        caller.control({"t": "muted", "pid": member.pid, "until": member.muted_until})
-
-
-async def enter(
-    services: Services, caller: Caller, seat: Seat, *, since: int | None, announce: bool
-) -> None:
-    """Put a member in the room: attach locally, tell the others, send the welcome."""
-    hub = services.hub
-    caller.hold()
     try:
-        await hub.attach(seat.room, caller.member)
-        local = hub.local(seat.room.id)
-        if local is not None:
-            seat.room = local.record
-        if announce:
-            await hub.publish(
-                seat.room.id, {"t": "joined", "member": seat.public()}, exclude=seat.pid
-            )
-        welcome = await build_welcome(services, seat, since)
+        return await _enter(services, caller, room, member.pid, msg.resume or "", msg.since, msg.id)
     except BaseException:
-        # Not in the room after all (the broker failed midway): leave no half-joined seat,
-        # so that the client can simply join again.
-        caller.release(after_seq=0)
-        caller.seat = None
-        with contextlib.suppress(BrokerUnavailable):
-            await hub.detach(seat.room.id, seat.pid, caller.member)
+        if caller.room is not None:
+            await went_away(services, caller)
         raise
-    caller.reply(welcome)
-    caller.release(after_seq=welcome["seq"])
 
 
-async def build_welcome(services: Services, seat: Seat, since: int | None) -> Message:
-    """The ``welcome`` for a seat (protocol §4), with the facilitator's extras (§6)."""
-    store = services.store
+async def _enter(
+    services: Services,
+    caller: Caller,
+    room: LocalRoom,
+    pid: str,
+    resume: str,
+    since: int | None,
+    answer_id: int | None,
+) -> Message:
+    """Attach the connection to its member, now that the replica holds the commit, and build
+    the answer: ``waiting``, or the ``welcome``."""
+    state = current(room)
+    member = state.members.get(pid)
+    if member is None or member.holder != caller.conn_id:
+        raise _bad_resume()  # removed, or taken over, between our commit and now
+    caller.seat(room, member, resume, answer_id)
+    if member.waiting:
+        return {"t": "waiting"}
+    return await welcome(services, caller, room, member, resume, since)
+
+
+async def welcome(
+    services: Services,
+    caller: Caller,
+    room: LocalRoom,
+    member: MemberState,
+    resume: str,
+    since: int | None,
+) -> Message:
+    """The ``welcome`` (protocol §4), with the facilitator's extras (§6).
+
+    Everything but the history is read from the replica at once, at the moment the member's
+    connection started to hear the room (events after it are held behind the welcome); the
+    history is then read up to the same ``seq``, so nothing comes twice and nothing is lost.
+    """
+    state = current(room)
     settings = services.settings
-    room = seat.room
-    members = await store.members(room.id)
-    extras: Message = {}
-    if seat.is_facilitator:  # read before seq: no await may come between seq and the history
-        extras["reports"] = await store.reports(room.id)
-        extras["log"] = await store.log(room.id)
-        extras["waiting"] = [m.public() for m in members if m.waiting]
-    # Facilitators see the recent history whatever the room's mode: they need the context.
-    floor = 0 if room.history == "recent" or seat.is_facilitator else seat.joined_seq
-    after = max(floor, since) if since is not None else floor
-    seq = await services.hub.broker.last_seq(room.id)
-    welcome: Message = {
+    out: Message = {
         "t": "welcome",
         "room": {
-            "id": room.id,
-            "title": room.title,
-            "rules": room.rules,
-            "locked": room.locked,
-            "slow": room.slow,
-            "history": room.history,
-            "admission": room.admission,
-            "typing": room.typing,
+            "id": state.id,
+            "title": state.title,
+            "rules": state.rules,
+            **state.public_settings(),
             "retention": {
                 "messages": settings.history_messages,
                 "seconds": int(settings.history_seconds),
                 "on_disk": False,
             },
         },
-        "you": seat.public(),
-        "resume": seat.resume,
-        "members": [m.listed() for m in members if not m.waiting],
-        "history": [m for m in await store.recall(room.id, after) if m["seq"] <= seq],
-        "seq": seq,
+        "you": member.public(),
+        "resume": resume,
+        "members": [m.listed() for m in state.members.values() if not m.waiting],
+        "history": [],
+        "seq": state.seq,
     }
-    if seat.join_id is not None:
-        welcome["id"] = seat.join_id
-    welcome.update(extras)
-    return welcome
+    if member.is_facilitator:
+        out["reports"] = list(state.reports.values())
+        out["log"] = list(state.log)
+        out["waiting"] = [m.public() for m in state.members.values() if m.waiting]
+    # Facilitators see the recent history whatever the room's mode: they need the context.
+    floor = 0 if state.history == "recent" or member.is_facilitator else member.joined_seq
+    after = max(floor, since) if since is not None else floor
+    if after < state.seq:
+        entries = await services.hub.backend.history(room.id, after)
+        out["history"] = [
+            message
+            for entry in entries
+            if entry.seq <= out["seq"] and (message := message_event(entry)) is not None
+        ]
+    return out
 
 
-async def admitted(services: Services, caller: Caller) -> None:
-    """Complete the join of a waiting participant whom a facilitator admitted."""
-    seat = caller.seat
-    if seat is None or not seat.waiting:
+async def admitted(services: Services, caller: Caller, member: MemberState, resume: str) -> None:
+    """Complete the join of a waiting participant whom a facilitator admitted: the session
+    already holds room events; send the welcome (with the join's id) and let them through."""
+    room = caller.room
+    if room is None:
         return
-    caller.hold()  # from here on, room events wait behind the welcome
-    seat.waiting = False
-    # Present from admission, not from the knock: what was said while waiting stays unseen.
-    seat.joined_seq = await services.hub.broker.last_seq(seat.room.id)
-    member = await services.store.get_member(seat.room.id, seat.pid)
-    if member is not None:  # so that a later resume keeps the same floor
-        member.joined_seq = seat.joined_seq
-        await services.store.save_member(seat.room.id, member)
-    await services.hub.detach(seat.room.id, seat.pid, caller.member)
-    await enter(services, caller, seat, since=None, announce=True)
+    answer = await welcome(services, caller, room, member, resume, None)
+    if caller.join_id is not None:
+        answer["id"] = caller.join_id
+    caller.reply(answer)
+    caller.release()
 
 
-async def leave(services: Services, caller: Caller) -> None:
+async def leave(services: Services, caller: Caller, msg: object) -> Answer:
     """Handle ``leave``: the others see ``left``; the server closes with 1000."""
-    seat = caller.seat
-    if seat is not None:
-        await services.hub.detach(seat.room.id, seat.pid, caller.member)
-        caller.seat = None
-        await services.store.remove_member(seat.room.id, seat.pid)
-        await services.hub.publish(
-            seat.room.id,
-            {"t": "left", "pid": seat.pid},
-            exclude=seat.pid,
-            facilitators=seat.waiting,
-        )
+    room = caller.room
+    if room is not None and room.state is not None:
+        member = room.state.members.get(caller.pid)
+        if member is not None:
+            with contextlib.suppress(Refused):
+                await services.hub.commit(
+                    room,
+                    [MemberDrop(member.pid, "left", {"holder": caller.conn_id})],
+                    [_departure(member)],
+                )
+        caller.unseat()
     caller.end(CloseCode.NORMAL)
+    return None
 
 
 async def went_away(services: Services, caller: Caller) -> None:
     """The connection ended without ``leave``: keep the member for the resume grace."""
-    seat = caller.seat
-    if seat is None:
+    room, pid = caller.room, caller.pid
+    if room is None:
         return
-    await services.hub.detach(seat.room.id, seat.pid, caller.member)
-    caller.seat = None
-    if caller.departed:  # removed, denied, room closed, or taken over: nothing to keep
+    state = room.state
+    member = state.members.get(pid) if state is not None else None
+    stamp = now_ms()
+    try:
+        if member is None or member.holder != caller.conn_id:
+            return  # gone, or resumed on another connection, which holds it now
+        await services.hub.commit(
+            room,
+            [MemberSet(pid, {"online": False, "away_since": stamp}, {"holder": caller.conn_id})],
+        )
+    except Refused:
         return
-    member = await services.store.get_member(seat.room.id, seat.pid)
-    if member is None or member.holder != caller.conn_id:
-        return  # gone, or already resumed on another connection, which holds it now
-    member.online = False
-    member.away_since_ms = stamp = now_ms()
-    await services.store.save_member(seat.room.id, member)
-    loop = asyncio.get_running_loop()
-    key = (seat.room.id, seat.pid)
-    services.departures[key] = loop.call_later(
+    finally:
+        caller.unseat()
+    waiting = member.waiting
+    key = (room.id, pid)
+    services.departures[key] = asyncio.get_running_loop().call_later(
         services.settings.resume_grace,
-        lambda: services.background(_grace_ended(services, seat.room.id, seat.pid, stamp)),
+        lambda: services.background(_grace_ended(services, room.id, pid, stamp, waiting)),
     )
 
 
-async def _grace_ended(services: Services, room_id: str, pid: str, stamp: int) -> None:
+async def _grace_ended(
+    services: Services, room_id: str, pid: str, stamp: int, waiting: bool
+) -> None:
     services.departures.pop((room_id, pid), None)
+    drop = MemberDrop(pid, "expired", {"online": False, "away_since": stamp})
+    left = Delivery({"t": "left", "pid": pid}, exclude=pid, facilitators=waiting)
     try:
-        member = await services.store.get_member(room_id, pid)
-        if member is None or member.online or member.away_since_ms != stamp:
-            return
-        if not await services.store.remove_member(room_id, pid):
-            return  # another worker's presence sweep removed it, and announced it
-        await services.hub.publish(room_id, {"t": "left", "pid": pid}, facilitators=member.waiting)
-    except BrokerUnavailable:
+        await services.hub.commit_blind(room_id, [drop], [left])
+    except Refused:
+        return  # resumed meanwhile, or already gone (another worker's sweep announced it)
+    except Unavailable:
         # With Redis, the presence sweep of a live worker announces it once Redis is back.
-        log.warning("could not announce a departure: broker unavailable")
+        log.warning("could not announce a departure: backend unavailable")
 
 
-async def end_room(services: Services, room_id: str) -> None:
-    """Wipe a room everywhere: members, bans, history, reports, log and its sequence."""
-    await services.store.delete_room(room_id)
-    await services.hub.broker.drop(room_id)
-    for key in [k for k in services.departures if k[0] == room_id]:
-        services.departures.pop(key).cancel()
+def current(room: LocalRoom) -> RoomState:
+    """The room's replica, or RoomGone when it has ended."""
+    state = room.state
+    if state is None or room.closed:
+        raise RoomGone(room.id)
+    return state
 
 
-def _ended(close: CloseCode, code: ErrorCode, message: str, request_id: int | None) -> SessionEnded:
-    extra = {"id": request_id} if request_id is not None else {}
-    return SessionEnded(close, RequestError(code, message, **extra))
+def _role(state: RoomState, msg: Join) -> tuple[str, str]:
+    if msg.key is None:
+        return PARTICIPANT, ""
+    if not secret_matches(msg.key, state.key_hash):
+        raise _ended(CloseCode.FORBIDDEN, ErrorCode.FORBIDDEN, "That key is not valid here.")
+    return FACILITATOR, OWNER
+
+
+def _bad_resume() -> RequestError:
+    return RequestError(ErrorCode.BAD_RESUME, "That session cannot be resumed; join afresh.")
+
+
+def _ended(close: CloseCode, code: ErrorCode, message: str) -> SessionEnded:
+    return SessionEnded(close, RequestError(code, message))

@@ -13,3 +13,6 @@ BUS_DROPPED = Counter("hearth_bus_dropped", "Broker envelopes dropped, by reason
 REFUSED = Counter(
     "hearth_handshakes_refused", "WebSocket handshakes refused, by reason.", ["reason"]
 )
+REDIS_ERRORS = Counter(
+    "hearth_redis_errors", "Redis commands that failed, by kind (OOM, BUSY, ...).", ["kind"]
+)

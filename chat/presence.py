@@ -2,18 +2,17 @@
 
 ``joining.went_away`` keeps a disconnected member for the resume grace with a timer on the
 worker where the socket closed. That timer dies with its worker, and a worker that is killed
-never marks its members away at all. So, with a shared store (Redis), every worker:
+never marks its members away at all. So, with a shared backend (Redis), every worker:
 
 * every :func:`period`, *vouches* for the members connected to it (a heartbeat: the store
   records "seen now" for each), which also keeps the room's keys from expiring;
 * sweeps each room it has members in for members nobody has vouched for since more than the
-  grace (plus one period of slack, so that a live worker's own timer goes first), removes them
-  and tells the room ``left`` — the cross-worker counterpart of ``joining._grace_ended``.
-  The store checks and removes each lapsed member in one step, so only one sweeping worker
-  announces it, and a worker that dies mid-sweep leaves no half-removed member.
+  grace (plus one period of slack, so that a live worker's own timer goes first), and drops
+  each with a commit that holds only if still nobody has vouched for it — so only one
+  sweeping worker announces it, and a member that resumed meanwhile stays.
 
 A member whose worker died therefore disappears from the room within the grace plus a period
-or two, unless it resumes on another worker first (protocol §7). The embedded store has no
+or two, unless it resumes on another worker first (protocol §7). The embedded backend has no
 presence to share and is left alone.
 """
 
@@ -21,23 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol, runtime_checkable
 
-from chat.broker.base import BrokerUnavailable
 from chat.context import Services, now_ms
+from chat.envelope import Delivery
+from chat.errors import Unavailable
+from chat.hub import members_here
+from chat.roomstate import MemberDrop, Refused
 from chat.settings import Settings
-from chat.state.base import MemberRecord
 
 log = logging.getLogger("hearth.presence")
-
-
-@runtime_checkable
-class PresenceStore(Protocol):
-    """What a shared store offers for presence (``chat.state.redis.RedisRoomStore``)."""
-
-    async def heartbeat(self, room_id: str, pids: list[str]) -> None: ...
-
-    async def sweep_departed(self, room_id: str, cutoff_ms: int) -> list[MemberRecord]: ...
 
 
 def period(settings: Settings) -> float:
@@ -46,30 +37,38 @@ def period(settings: Settings) -> float:
 
 
 async def keep_presence(services: Services) -> None:
-    """Heartbeat and sweep, every :func:`period`, until cancelled. Returns at once for a store
-    without shared presence."""
-    store = services.store
-    if not isinstance(store, PresenceStore):
+    """Heartbeat and sweep, every :func:`period`, until cancelled. Returns at once for a
+    backend without shared presence."""
+    if not services.hub.backend.shared:
         return
     every = period(services.settings)
     slack_ms = int((services.settings.resume_grace + every) * 1000)
     while True:
         await asyncio.sleep(every)
         try:
-            await _beat(services, store, slack_ms)
-        except BrokerUnavailable:
-            log.debug("presence heartbeat skipped: redis unavailable")
+            await _beat(services, slack_ms)
+        except Unavailable:
+            log.debug("presence heartbeat skipped: backend unavailable")
         except Exception:
             log.exception("presence heartbeat failed")
 
 
-async def _beat(services: Services, store: PresenceStore, slack_ms: int) -> None:
-    for room_id, local in list(services.hub.rooms.items()):
-        await store.heartbeat(room_id, list(local.members))
-        for member in await store.sweep_departed(room_id, now_ms() - slack_ms):
-            pending = services.departures.pop((room_id, member.pid), None)
+async def _beat(services: Services, slack_ms: int) -> None:
+    hub = services.hub
+    for room in list(hub.rooms.values()):
+        if room.state is None or room.closed:
+            continue
+        await hub.backend.vouch(room.id, members_here(room))
+        cutoff = now_ms() - slack_ms
+        for pid in await hub.backend.lapsed(room.id, cutoff):
+            member = room.state.members.get(pid) if room.state else None
+            waiting = member.waiting if member is not None else False
+            pending = services.departures.pop((room.id, pid), None)
             if pending is not None:
                 pending.cancel()
-            await services.hub.publish(
-                room_id, {"t": "left", "pid": member.pid}, facilitators=member.waiting
-            )
+            drop = MemberDrop(pid, "expired", lapsed_before=cutoff)
+            left = Delivery({"t": "left", "pid": pid}, exclude=pid, facilitators=waiting)
+            try:
+                await hub.commit_blind(room.id, [drop], [left])
+            except Refused:
+                continue  # vouched for meanwhile, or another worker swept it first

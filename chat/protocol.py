@@ -426,3 +426,25 @@ def unpack_envelope(data: bytes) -> Message:
     if not isinstance(value, dict):
         raise ValueError("not a Hearth envelope")
     return value
+
+
+def pack_value(value: Any, *, for_lua: bool = False) -> bytes:
+    """Serialise a plain value for the store.
+
+    ``for_lua``: bytes are written as MessagePack *str*, not *bin*: Redis's Lua ``cmsgpack``
+    cannot read the bin types (a store script reads what this packs).
+    """
+    packed: bytes = msgpack.packb(value, use_bin_type=not for_lua)
+    return packed
+
+
+def unpack_value(data: bytes) -> Any:
+    """Parse what :func:`pack_value` (or Lua's ``cmsgpack.pack``) wrote.
+
+    Raises:
+        ValueError: not MessagePack.
+    """
+    try:
+        return msgpack.unpackb(data, raw=False)
+    except (ValueError, TypeError) as exc:
+        raise ValueError("not a stored value") from exc

@@ -1,13 +1,12 @@
-"""The life of one WebSocket connection: reader, outbound queue, writes, close codes.
+"""The life of one WebSocket connection: its phase, its reader, its member, its close.
 
-The reader decodes each frame and runs its command. The hub and the commands only append to
-the outbound queue; the worker's :class:`~chat.outbox.Outbox` flushes it once per loop turn,
-everything that is ready as one frame (an array when there are several, protocol §2), written
-directly to the transport when the server offers that (:mod:`chat.transport`). Only a
-connection whose transport is paused (the client reads slowly), one that is closing, or one
-on a server without the direct write gets a writer task, which goes through ASGI send and
-waits. A member that falls ``queue_frames`` behind is closed with 4008 and the room goes on
-without waiting for it (§10).
+A session moves through :class:`~chat.context.Phase` in one direction: ``JOINING`` (accepted,
+no member yet), ``WAITING`` (at a knock room's door), ``PRESENT``, ``CLOSING`` (the close is
+on its way), ``CLOSED``. The reader decodes each frame and dispatches it; the answer (an
+``ack``, an ``error`` or the handler's own message) goes out with the request's ``id``. Frames
+leave through the connection's :class:`~chat.outbound.Outbound`. The hub tells the session
+when its member's state changed (a mute, an admission) or ended (removed, denied, the room
+closed, taken over by a newer connection).
 """
 
 from __future__ import annotations
@@ -17,25 +16,22 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
 from typing import Any
 
 from starlette.types import Receive, Send
 
-from chat import commands, joining, metrics
-from chat.broker.base import BrokerUnavailable
-from chat.context import Seat, Services, now_ms
-from chat.errors import CloseCode, ErrorCode, ProtocolError, RequestError, SessionEnded
-from chat.hub import Member
-from chat.protocol import Encoding, Frame, Message, batch, decode, encode, error
+from chat import dispatch, joining, metrics
+from chat.context import ANSWERED, Answered, Phase, Services, now_ms
+from chat.envelope import Delivery
+from chat.errors import CloseCode, ErrorCode, ProtocolError, RequestError, SessionEnded, Unavailable
+from chat.hub import LocalRoom, RoomGone
+from chat.outbound import Outbound, WriteNow
+from chat.protocol import Encoding, Frame, Message, decode, encode, error
 from chat.ratelimit import TokenBucket
+from chat.roomstate import MemberSet, MemberState, Refused
 
 log = logging.getLogger("hearth.session")
 CLOSE_WAIT = 5.0  # seconds the writer may take to flush a close behind a stalled socket
-
-WriteNow = Callable[[bytes, bool], bool]
-"""``write_now(payload, binary)`` writes a frame at once and returns True, or returns False:
-use ASGI send (chat.transport)."""
 
 
 class Session:
@@ -43,8 +39,7 @@ class Session:
 
     Args:
         receive: the connection's ASGI receive, after the handshake.
-        send: the connection's ASGI send, after the handshake (one await layer fewer per
-            frame than Starlette's WebSocket, on the fan-out path).
+        send: the connection's ASGI send, after the handshake.
         services: the worker's services.
         encoding: the negotiated encoding.
         address: the client's network address, used only to derive a salted ban hash.
@@ -54,22 +49,19 @@ class Session:
     # Thousands of these live at once: slots keep each one small.
     __slots__ = (
         "_bucket",
-        "_closing",
-        "_finished",
-        "_held",
         "_mute_timer",
-        "_queue",
-        "_queue_limit",
+        "_phase",
+        "_resume",
         "_tasks",
-        "_write_now",
-        "_writer",
         "address",
         "conn_id",
-        "departed",
         "encoding",
+        "join_id",
+        "last_typing",
+        "out",
+        "pid",
         "receive",
-        "seat",
-        "send",
+        "room",
         "services",
     )  # fmt: skip
 
@@ -83,106 +75,84 @@ class Session:
         write_now: WriteNow | None = None,
     ) -> None:
         self.receive = receive
-        self.send = send
         self.services = services
         self.encoding = encoding
         self.address = address
         self.conn_id = secrets.token_hex(8)
-        self.seat: Seat | None = None
-        self.departed = False
         settings = services.settings
+        self.out = Outbound(send, encoding, settings.queue_frames, services.outbox, write_now)
+        self._phase = Phase.JOINING
+        self.room: LocalRoom | None = None
+        self.pid = ""
+        self.join_id: int | None = None
+        self.last_typing = 0
+        self._resume = ""
         self._bucket = TokenBucket(settings.rate, settings.burst, time.monotonic())
-        self._queue_limit = settings.queue_frames
-        self._queue: list[bytes] = []  # swapped out whole when flushed; cheaper idle than a deque
-        self._held: list[tuple[bytes, int]] | None = None
-        self._write_now = write_now
-        # A task only while ASGI send must wait (see the module docstring): an idle connection
-        # holds none, and fan-out wakes none.
-        self._writer: asyncio.Task[None] | None = None
-        self._finished = False  # the close went out, or the peer is gone: nothing more to send
-        self._closing: tuple[CloseCode, str] | None = None
         self._mute_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] | None = None
 
-    # --- the hub's view of this connection (hub.Member) ----------------------------------
-
     @property
-    def pid(self) -> str:
-        return self.seat.pid if self.seat else ""
+    def phase(self) -> Phase:
+        if self.out.finished:
+            return Phase.CLOSED
+        if self.out.closing is not None:
+            return Phase.CLOSING
+        return self._phase
 
-    @property
-    def role(self) -> str:
-        return self.seat.role if self.seat else ""
+    @phase.setter
+    def phase(self, value: Phase) -> None:
+        self._phase = value
 
-    @property
-    def member(self) -> Member:
-        return self
+    # --- the hub's view (hub.Connection) --------------------------------------------------
 
     def send_frame(self, frame: bytes, seq: int) -> None:
-        if self._closing is not None or (self.seat is not None and self.seat.waiting):
-            return
-        if self._held is not None:
-            self._held.append((frame, seq))
-            if len(self._held) > self._queue_limit:
-                self._too_slow()
-            return
-        queue = self._queue
-        if len(queue) >= self._queue_limit:
-            self._too_slow()
-            return
-        queue.append(frame)
-        if len(queue) == 1:
-            self._queued()
+        self.out.push(frame)
 
-    def control(self, event: Message) -> None:
-        kind = event["t"]
-        seat = self.seat
-        if kind == "_takeover":
-            if event.get("conn") != self.conn_id:
-                self.departed = True  # the new connection holds the member now
-                self.end(CloseCode.NORMAL, "resumed on another connection")
-        elif kind == "removed":
-            self.departed = True
-            self.end(CloseCode.REMOVED, "removed by a facilitator")
-        elif kind == "closed":
-            if seat is not None and seat.waiting:  # its frame was not let through: send it now
-                self.reply(event)
-            self.departed = True
-            self.end(CloseCode.ROOM_CLOSED, "the room was closed")
-        elif kind == "denied":
-            self.departed = True
-            self.reply(event)  # a waiting member gets no room frames, so not this one either
-            self.end(CloseCode.FORBIDDEN, "not admitted")
-        elif kind == "_admit":
-            self._spawn(joining.admitted(self.services, self))
-        elif seat is not None and kind in {"muted", "unmuted"}:
-            self._set_mute(seat, kind == "muted", event.get("until"))
+    def ended(self, code: CloseCode, reason: str) -> None:
+        """The hub says the member's presence on this connection is over."""
+        self._forget_member()
+        self.end(code, reason)
 
-    # --- the commands' view of this connection (context.Caller) --------------------------
+    def changed(self, member: MemberState) -> None:
+        if self._phase is Phase.WAITING and not member.waiting:
+            # Admitted: hold what follows behind the welcome, which is built off the loop turn.
+            self._phase = Phase.PRESENT
+            self.out.hold()
+            self._spawn(joining.admitted(self.services, self, member, self._resume))
+        self._watch_mute(member)
+
+    # --- the handlers' view (context.Caller) ----------------------------------------------
 
     def reply(self, message: Message) -> None:
-        self._queue.append(encode(message, self.encoding))
-        if len(self._queue) == 1:
-            self._queued()
+        self.out.reply(encode(message, self.encoding))
 
     def end(self, code: CloseCode, reason: str = "") -> None:
-        if self._closing is None:
-            self._closing = (code, reason)
-            metrics.CLOSES.labels(code=str(int(code))).inc()
-        if self._held is not None:  # ending mid-welcome: what is held (say, removed) goes first
-            held, self._held = self._held, None
-            self._queue.extend(frame for frame, _ in held)
-        self._start_writer()  # it sends what is queued, then the close
+        self.out.close(code, reason)
 
-    def hold(self) -> None:
-        if self._held is None:  # an admission holds before enter() does; keep what it held
-            self._held = []
+    def seat(self, room: LocalRoom, member: MemberState, resume: str, join_id: int | None) -> None:
+        self.room, self.pid, self.join_id, self._resume = room, member.pid, join_id, resume
+        self._phase = Phase.WAITING if member.waiting else Phase.PRESENT
+        self.out.hold()
+        self.services.hub.attach(room, self, member)
+        self._watch_mute(member)
 
-    def release(self, after_seq: int) -> None:
-        held, self._held = self._held or [], None
-        for frame, seq in held:
-            if seq == 0 or seq > after_seq:
-                self.send_frame(frame, seq)
+    def unseat(self) -> None:
+        room = self.room
+        if room is not None:
+            self.services.hub.detach(room, self.pid, self)
+        self._forget_member()
+        self.out.release()
+
+    def release(self) -> None:
+        self.out.release()
+
+    def _forget_member(self) -> None:
+        self.room = None
+        if self._phase in {Phase.WAITING, Phase.PRESENT}:
+            self._phase = Phase.JOINING
+        if self._mute_timer is not None:
+            self._mute_timer.cancel()
+            self._mute_timer = None
 
     # --- running ---------------------------------------------------------------------------
 
@@ -194,33 +164,20 @@ class Session:
             log.exception("session failed")
             self.end(CloseCode.INTERNAL)
         finally:
-            await self._depart()
-            writer = self._writer
-            if self._closing is not None and writer is not None:
-                try:
-                    async with asyncio.timeout(CLOSE_WAIT):
-                        await asyncio.shield(writer)
-                except TimeoutError:
-                    pass
-            self._finished = True
-            if self._writer is not None:
-                self._writer.cancel()
+            try:
+                await joining.went_away(self.services, self)
+            except Unavailable:
+                log.warning("could not record a departure: backend unavailable")
+            await self.out.drain(CLOSE_WAIT)
+            self.out.stop()
             for task in list(self._tasks or ()):
                 task.cancel()
-
-    async def _depart(self) -> None:
-        if self._mute_timer is not None:
-            self._mute_timer.cancel()
-        try:
-            await joining.went_away(self.services, self)
-        except BrokerUnavailable:
-            log.warning("could not record a departure: broker unavailable")
 
     async def _read(self) -> None:
         join_deadline = time.monotonic() + self.services.settings.join_timeout
         receive = self.receive
         while True:
-            if self.seat is None and self._closing is None:
+            if self._phase is Phase.JOINING and self.out.closing is None:
                 remaining = join_deadline - time.monotonic()
                 try:
                     async with asyncio.timeout(max(remaining, 0)):
@@ -228,13 +185,12 @@ class Session:
                 except TimeoutError:
                     self.reply(error(ErrorCode.NOT_JOINED, "No join arrived in time."))
                     self.end(CloseCode.POLICY, "join timeout")
-                    join_deadline = float("inf")
                     continue
             else:
                 message = await receive()
             if message["type"] == "websocket.disconnect":
                 return
-            if self._closing is not None:
+            if self.out.closing is not None:
                 continue  # the close is on its way; what the client still sends is moot
             frame = message.get("bytes")
             await self._handle(frame if frame is not None else message.get("text", ""))
@@ -252,7 +208,8 @@ class Session:
             if wait:
                 self._rate_limited(wait, request_id)
                 return
-            await commands.dispatch(self.services, self, msg)
+            answer = await dispatch.dispatch(self.services, self, msg)
+            self._answer(answer, request_id)
         except ProtocolError as exc:
             if wait:
                 self._rate_limited(wait, exc.extra.get("id"))
@@ -264,13 +221,29 @@ class Session:
             if exc.error is not None:
                 self._error(exc.error, request_id)
             self.end(exc.close_code, exc.reason)
-        except BrokerUnavailable:
+        except (Unavailable, Refused):
             self._error(
                 RequestError(
                     ErrorCode.UNAVAILABLE, "The service is briefly unavailable; nothing was sent."
                 ),
                 request_id,
             )
+        except RoomGone:
+            pass  # the room ended under the request: this connection is being closed (4010)
+
+    def _answer(self, answer: Message | Answered | None, request_id: int | None) -> None:
+        """The dispatcher's half of protocol §2: every request with an id is answered."""
+        if answer is ANSWERED:
+            return
+        if answer is None:
+            if request_id is None:
+                return
+            answer = {"t": "ack"}
+        assert isinstance(answer, dict)
+        if request_id is not None:
+            answer["id"] = request_id
+        self.reply(answer)
+        self.out.release()  # what the join held back follows its answer
 
     def _rate_limited(self, wait: float, request_id: int | None) -> None:
         if self._bucket.strikes > self.services.settings.flood_strikes:
@@ -287,92 +260,27 @@ class Session:
         metrics.ERRORS.labels(code=str(exc.code)).inc()
         self.reply(error(exc.code, exc.message, request_id, **extra))
 
-    # --- sending ---------------------------------------------------------------------------
+    # --- timed mutes ---------------------------------------------------------------------
 
-    def _queued(self) -> None:
-        """The queue just got its first frame: have it flushed this turn, unless a writer is
-        running, which takes the queue after its current send."""
-        if self._finished:
-            self._queue = []
-        elif self._writer is None:
-            self.services.outbox.add(self)
-
-    def flush(self) -> None:
-        """Send what is queued, as one frame: directly if the transport takes it, else by the
-        writer (chat.outbox.Flushable)."""
-        if self._writer is not None or not self._queue:
-            return
-        frame = self._take_queue()
-        write_now = self._write_now
-        if write_now is None or not write_now(frame, self.encoding is Encoding.MSGPACK):
-            self._start_writer(frame)
-
-    def _take_queue(self) -> bytes:
-        """Everything queued, as one frame: one write per member per burst."""
-        frames, self._queue = self._queue, []
-        return frames[0] if len(frames) == 1 else batch(frames, self.encoding)
-
-    def _start_writer(self, first: bytes | None = None) -> None:
-        if self._writer is None and not self._finished:
-            self._writer = asyncio.create_task(self._write(first))
-
-    async def _write(self, first: bytes | None) -> None:
-        """Send ``first`` and whatever is queued through ASGI send, which waits while the
-        transport is paused; then the close, if one is due."""
-        send = self.send
-        binary = self.encoding is Encoding.MSGPACK
-        frame = first
-        try:
-            while frame is not None or self._queue:
-                if frame is None:
-                    frame = self._take_queue()
-                if binary:
-                    await send({"type": "websocket.send", "bytes": frame})
-                else:
-                    await send({"type": "websocket.send", "text": frame.decode()})
-                frame = None
-            if self._closing is not None:
-                code, reason = self._closing
-                self._finished = True
-                await send({"type": "websocket.close", "code": int(code), "reason": reason})
-        except OSError:  # uvicorn's ClientDisconnected: the peer is gone; the reader sees it too
-            self._finished = True
-        except Exception:
-            # A frame that could not go out (a bug): nothing more can be sent in order, so
-            # close rather than leave the connection open and silent.
-            log.exception("writer failed")
-            self._finished = True
-            self.end(CloseCode.INTERNAL)
-            with contextlib.suppress(OSError, RuntimeError):
-                await send({"type": "websocket.close", "code": int(CloseCode.INTERNAL)})
-        finally:
-            self._writer = None
-
-    def _too_slow(self) -> None:
-        self._queue = []
-        self._held = None
-        self.end(CloseCode.TOO_SLOW, "could not keep up with the room")
-
-    def _set_mute(self, seat: Seat, muted: bool, until: int | None) -> None:
-        seat.muted, seat.muted_until = muted, until if muted else None
+    def _watch_mute(self, member: MemberState) -> None:
+        """A timed mute ends by itself: the connection holding the member tells the room."""
         if self._mute_timer is not None:
             self._mute_timer.cancel()
             self._mute_timer = None
-        if muted and until is not None:
+        until = member.muted_until
+        if member.muted and until is not None:
             delay = max(0.0, (until - now_ms()) / 1000)
+            room_id, pid = self.room.id if self.room else "", member.pid
             self._mute_timer = asyncio.get_running_loop().call_later(
-                delay, lambda: self._spawn(self._mute_expired(seat, until))
+                delay, lambda: self._spawn(self._mute_expired(room_id, pid, until))
             )
 
-    async def _mute_expired(self, seat: Seat, until: int) -> None:
-        """A timed mute ran out: the connection holding the member tells the room."""
-        store = self.services.store
-        member = await store.get_member(seat.room.id, seat.pid)
-        if member is None or not member.muted or member.muted_until != until:
-            return
-        member.muted, member.muted_until = False, None
-        await store.save_member(seat.room.id, member)
-        await self.services.hub.publish(seat.room.id, {"t": "unmuted", "pid": seat.pid})
+    async def _mute_expired(self, room_id: str, pid: str, until: int) -> None:
+        change = MemberSet(pid, {"muted": False, "muted_until": None}, {"muted_until": until})
+        with contextlib.suppress(Refused):  # unmuted or muted again meanwhile, or gone
+            await self.services.hub.commit_blind(
+                room_id, [change], [Delivery({"t": "unmuted", "pid": pid})]
+            )
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.ensure_future(self._guarded(work))
@@ -384,7 +292,7 @@ class Session:
     async def _guarded(self, work: Any) -> None:
         try:
             await work
-        except (RequestError, SessionEnded, BrokerUnavailable) as exc:
+        except (RequestError, SessionEnded, Unavailable) as exc:
             log.warning("background step failed", extra={"error": type(exc).__name__})
         except Exception:
             log.exception("background step failed")

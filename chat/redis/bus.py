@@ -1,25 +1,17 @@
-"""The Redis broker: every room's fan-out between worker processes, over Redis pub/sub.
+"""The Redis bus: one pub/sub connection per worker that carries all of its rooms' streams.
 
-This module owns the one pub/sub connection per worker that carries all of its rooms, the
-reader task, publishing, and reconnecting with capped exponential backoff. Key and channel
-naming, the command client and the publish script live in :mod:`chat.broker.redis_client`.
+This module owns that connection, the reader task, (un)subscribing rooms, a health probe, and
+reconnecting with capped exponential backoff. On the bus a frame is
+``b"<epoch>:<off>:<seq>:" + blob``, where ``blob`` is the entry's envelope sealed by
+:mod:`chat.buscrypt` (clear when there is no bus key) with the room id bound in; an ephemeral
+publish (``typing``) has offset 0.
 
-On the bus a frame is ``b"<seq>:" + blob``, where ``blob`` is the hub's envelope sealed by
-:mod:`chat.buscrypt` (clear when there is no bus key) with the room id bound in. A sequenced
-publish runs :data:`PUBLISH_SCRIPT`, which increments the room's ``seq`` key and publishes in
-one atomic step, so Redis hands every subscriber a room's messages in ``seq`` order. The script
-takes a floor, the highest ``seq`` this worker has seen in the room, so that a Redis that lost
-its memory (a restart) never hands out a ``seq`` twice: ``seq`` stays strictly increasing
-(protocol §5). When the room store keeps history in Redis, the same script also adds the
-message to the room's history (the store's :data:`History` hook says what to add), so that a
-``say`` costs one round trip to Redis.
-
-Pub/sub delivers at most once: what is published while this worker's pub/sub connection is
-down is lost for its members (a member who reconnects with ``resume`` and ``since`` gets it
-back from history). While the connection is down, or its health probe fails, :attr:`ready`
-is False, ``/readyz`` answers 503 and :meth:`RedisBroker.publish` raises ``BrokerUnavailable``
-at once, so that an ``ack`` always means the message went out to every worker, this one
-included.
+Pub/sub delivers at most once: what is published while this worker's connection is down, or
+before Redis took a new subscription, does not arrive here. That is why every entry has an
+offset and the stream keeps it for a while: after every reconnect the bus calls
+``reconnected``, and the hub reads back what each room missed (``chat.recovery``). While the
+connection is down, or its health probe fails, :attr:`Bus.ready` is False and ``/readyz``
+answers 503.
 """
 
 from __future__ import annotations
@@ -35,18 +27,12 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
 from chat import metrics
-from chat.broker.base import BrokerUnavailable, Deliver
-from chat.broker.redis_batch import ScriptBatch
-from chat.broker.redis_client import (
-    COMMAND_TIMEOUT,
-    PUBLISH_SCRIPT,
-    History,
-    RedisSpace,
-    room_channel,
-)
+from chat.backend.base import Entry
 from chat.buscrypt import SealError, context
+from chat.errors import Unavailable
+from chat.redis.client import COMMAND_TIMEOUT, RedisSpace
 
-log = logging.getLogger("hearth.broker")
+log = logging.getLogger("hearth.bus")
 
 SUBSCRIBE_TIMEOUT = 5.0
 POLL = 0.5  # seconds the reader waits for a frame before looking at its health probe
@@ -54,59 +40,52 @@ BACKOFF_FIRST = 0.1
 BACKOFF_CAP = 5.0
 SUBSCRIBE_CHUNK = 512  # channels per SUBSCRIBE when re-subscribing after a reconnect
 
+OnEntry = Callable[[str, Entry], None]
+
 
 class _Unhealthy(Exception):
     """The pub/sub connection did not echo a health probe in time."""
 
 
-class RedisBroker:
-    """Redis pub/sub behind the :class:`~chat.broker.base.Broker` interface.
+def parse_frame(frame: bytes) -> tuple[int, int, int, bytes] | None:
+    """``(epoch, off, seq, blob)`` of a bus frame, or None when it is not one."""
+    parts = frame.split(b":", 3)
+    if len(parts) != 4:
+        return None
+    try:
+        epoch, off, seq = int(parts[0]), int(parts[1]), int(parts[2])
+    except ValueError:
+        return None
+    if epoch < 0 or off < 0 or seq < 0:
+        return None
+    return epoch, off, seq, parts[3]
+
+
+class Bus:
+    """The worker's pub/sub connection.
 
     Args:
-        space: the client (closed by :meth:`aclose`), key prefix, sealer and room TTL, shared
-            with the room store.
+        space: the client, key prefix and sealer shared with the backend.
         health_interval: seconds between health probes on the pub/sub connection.
         health_timeout: seconds a probe may take before the connection counts as dead.
-        observe: also called with every delivery, before the hub gets it (the room store's
-            worker-memory history listens here when history cannot be kept in Redis).
-        unobserve: called when this worker unsubscribes a room: what ``observe`` kept of it
-            would go stale (it misses later messages and deletions), so it is dropped.
-        linger: with ``unobserve``, seconds a room stays subscribed after its last local
-            member left (the resume grace), so that its history is still whole for them.
-        history: asked, for every sequenced publish, what to keep in the room's history in
-            the same script (the room store's hook when history is kept in Redis).
     """
 
     def __init__(
-        self,
-        space: RedisSpace,
-        *,
-        health_interval: float = 2.0,
-        health_timeout: float = 3.0,
-        observe: Deliver | None = None,
-        unobserve: Callable[[str], None] | None = None,
-        linger: float = 0.0,
-        history: History | None = None,
+        self, space: RedisSpace, *, health_interval: float = 1.0, health_timeout: float = 2.0
     ) -> None:
         self._space = space
         self._client = space.client
         self._health_interval = health_interval
         self._health_timeout = health_timeout
-        # Publishes share pipelines, one in flight at a time: one write instead of one each.
-        self._script = ScriptBatch(space.client, PUBLISH_SCRIPT, timeout=COMMAND_TIMEOUT)
-        self._deliver: Deliver | None = None
-        self._observe = observe
-        self._unobserve = unobserve
-        self._linger = linger
-        self._lingering: dict[str, asyncio.TimerHandle] = {}
-        self._history = history
+        self._on_entry: OnEntry | None = None
+        self._reconnected: Callable[[], None] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._conn: AbstractConnection | None = None
         self._ready = False
+        self._was_ready = False
         self._became_ready = asyncio.Event()
         self._rooms: dict[bytes, str] = {}  # channel -> room, for every room wanted here
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
-        self._seen: dict[str, int] = {}  # room -> highest seq seen here (the floor)
         self._health_channel = f"{space.prefix}:health:{secrets.token_hex(8)}".encode()
         self._probing = False  # the health channel is subscribed on the current connection
         self._probe: bytes | None = None
@@ -117,13 +96,19 @@ class RedisBroker:
     def ready(self) -> bool:
         return self._ready
 
-    async def start(self, deliver: Deliver, *, wait: float = 2.0) -> None:
+    def subscribed(self, room: str) -> bool:
+        return self._space.channel(room).encode() in self._rooms
+
+    async def start(
+        self, on_entry: OnEntry, reconnected: Callable[[], None], *, wait: float = 2.0
+    ) -> None:
         """Start the reader; wait up to ``wait`` seconds for Redis, but never fail on it.
 
         A Redis that is down at start only means "not ready yet": the reader keeps trying and
         the worker becomes ready by itself when Redis comes up.
         """
-        self._deliver = deliver
+        self._on_entry = on_entry
+        self._reconnected = reconnected
         self._reader = asyncio.create_task(self._run(), name="hearth-redis-reader")
         try:
             async with asyncio.timeout(wait):
@@ -132,35 +117,27 @@ class RedisBroker:
             log.warning("redis not reachable yet; not ready until it is")
 
     async def aclose(self) -> None:
-        self._deliver = None
+        self._on_entry = None
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.cancel()
             # asyncio.wait, not await: the reader's CancelledError is its own; ours propagates.
             await asyncio.wait([reader])
-        for handle in self._lingering.values():
-            handle.cancel()
-        self._lingering.clear()
         for task in list(self._tasks):
             task.cancel()
-        await self._script.aclose()
-        # A client built on our own pool does not close the pool by itself.
-        await self._client.aclose(close_connection_pool=True)
 
     async def subscribe(self, room: str) -> None:
         """Subscribe this worker to the room and wait for Redis to confirm it.
 
-        Waiting matters: the hub publishes ``joined`` and reads ``seq`` right after, and this
-        worker must not miss a publish that Redis handles before the subscription.
+        Waiting matters: the hub reads the room's snapshot right after, and must not miss an
+        entry that Redis publishes between the snapshot and the subscription.
 
         Raises:
-            BrokerUnavailable: not connected, or no confirmation in time.
+            Unavailable: not connected, or no confirmation in time.
         """
-        lingering = self._lingering.pop(room, None)
-        if lingering is not None:  # still subscribed: it was only lingering
-            lingering.cancel()
+        channel = self._space.channel(room).encode()
+        if channel in self._rooms:
             return
-        channel = room_channel(self._space.prefix, room).encode()
         self._rooms[channel] = room
         try:
             await self._send_and_confirm("SUBSCRIBE", channel)
@@ -169,30 +146,9 @@ class RedisBroker:
             raise
 
     async def unsubscribe(self, room: str) -> None:
-        if self._unobserve is not None and self._linger > 0:
-            # Worker-memory history is only as good as what this worker hears: keep hearing
-            # the room for the resume grace, so that a member who comes back here finds it
-            # whole, deletions included; then stop and let the history go.
-            if room not in self._lingering:
-                self._lingering[room] = asyncio.get_running_loop().call_later(
-                    self._linger, self._stop_lingering, room
-                )
-            return
-        await self._unsubscribe_now(room)
-
-    def _stop_lingering(self, room: str) -> None:
-        self._lingering.pop(room, None)
-        task = asyncio.create_task(self._unsubscribe_now(room))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _unsubscribe_now(self, room: str) -> None:
-        channel = room_channel(self._space.prefix, room).encode()
+        channel = self._space.channel(room).encode()
         if self._rooms.pop(channel, None) is None:
             return
-        self._seen.pop(room, None)
-        if self._unobserve is not None:
-            self._unobserve(room)
         conn = self._conn
         if conn is None or not self._ready or not conn.is_connected:
             return  # a reconnect subscribes only the rooms still wanted
@@ -201,50 +157,6 @@ class RedisBroker:
         except (RedisError, OSError):
             # The reader notices the broken connection too; nothing is subscribed after it.
             log.debug("unsubscribe not sent: connection lost")
-
-    async def publish(self, room: str, data: bytes, *, sequenced: bool = False) -> int:
-        if not self._ready:
-            raise BrokerUnavailable("redis pub/sub is not connected")
-        channel = room_channel(self._space.prefix, room)
-        # Asked before sealing: the hook may have to reach Redis once (history placement).
-        kept = await self._history(room, data) if sequenced and self._history else None
-        blob = self._space.sealer.seal(data, context("bus", room))
-        try:
-            if not sequenced:
-                async with asyncio.timeout(COMMAND_TIMEOUT):
-                    await self._client.publish(channel, b"0:" + blob)
-                return 0
-            keys = [self._space.key(room, "seq")]
-            args: list[bytes | str | int] = [
-                channel,
-                blob,
-                self._seen.get(room, 0),
-                self._space.ttl_ms,
-            ]
-            if kept is not None:
-                keys.append(self._space.key(room, "history"))
-                args += [kept.entry, kept.keep, kept.oldest_ms]
-            seq = int(await self._script(keys=keys, args=args))
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable("redis publish failed") from exc
-        self._see(room, seq)
-        return seq
-
-    async def last_seq(self, room: str) -> int:
-        try:
-            async with asyncio.timeout(COMMAND_TIMEOUT):
-                raw = await self._client.get(self._space.key(room, "seq"))
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable("redis read failed") from exc
-        return max(int(raw or 0), self._seen.get(room, 0))
-
-    async def drop(self, room: str) -> None:
-        self._seen.pop(room, None)
-        try:
-            async with asyncio.timeout(COMMAND_TIMEOUT):
-                await self._client.delete(self._space.key(room, "seq"))
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable("redis delete failed") from exc
 
     # --- the reader ----------------------------------------------------------------------
 
@@ -258,7 +170,6 @@ class RedisBroker:
                 await conn.connect()  # type: ignore[no-untyped-call]
                 self._conn = conn
                 await self._subscribe_all(conn)
-                await self._catch_up_floors()
                 await self._pump(conn)
             except (RedisError, OSError, _Unhealthy) as exc:
                 if self._ready:
@@ -287,21 +198,6 @@ class RedisBroker:
         for start in range(0, len(channels), SUBSCRIBE_CHUNK):
             chunk = channels[start : start + SUBSCRIBE_CHUNK]
             await conn.send_command("SUBSCRIBE", *chunk, check_health=False)
-
-    async def _catch_up_floors(self) -> None:
-        """Read every subscribed room's seq before becoming ready.
-
-        While this worker was disconnected, other workers went on numbering; its floors are
-        stale. Were Redis to lose its memory next, a stale floor would let seq go backwards.
-        """
-        rooms = list(self._rooms.values())
-        if not rooms:
-            return
-        async with asyncio.timeout(COMMAND_TIMEOUT):
-            values = await self._client.mget([self._space.key(r, "seq") for r in rooms])
-        for room, raw in zip(rooms, values, strict=True):
-            if raw is not None:
-                self._see(room, int(raw))
 
     async def _pump(self, conn: AbstractConnection) -> None:
         loop = asyncio.get_running_loop()
@@ -345,9 +241,7 @@ class RedisBroker:
                 if payload == self._probe:
                     self._probe = None
                     if not self._ready:
-                        self._ready = True
-                        self._became_ready.set()
-                        log.info("redis pub/sub ready")
+                        self._became_up()
                 return
             room = self._rooms.get(channel)
             if room is not None:
@@ -360,41 +254,40 @@ class RedisBroker:
                 if not waiter.done():
                     waiter.set_result(None)
 
+    def _became_up(self) -> None:
+        self._ready = True
+        self._became_ready.set()
+        log.info("redis pub/sub ready")
+        if self._was_ready and self._reconnected is not None:
+            # Whatever was published while we were away did not come: the hub reads it back.
+            self._reconnected()
+        self._was_ready = True
+
     def _on_frame(self, room: str, frame: bytes) -> None:
-        head, sep, blob = frame.partition(b":")
-        try:
-            seq = int(head)
-        except ValueError:
-            seq = -1
-        if not sep or seq < 0:
+        parsed = parse_frame(frame)
+        if parsed is None:
             metrics.BUS_DROPPED.labels(reason="malformed").inc()
             return
+        epoch, off, seq, blob = parsed
         try:
             data = self._space.sealer.open(blob, context("bus", room))
         except SealError:
             metrics.BUS_DROPPED.labels(reason="auth").inc()
             return
-        if seq:
-            self._see(room, seq)
+        on_entry = self._on_entry
+        if on_entry is None:
+            return
         try:
-            if self._observe is not None:
-                self._observe(room, seq, data)
-            deliver = self._deliver
-            if deliver is not None:
-                deliver(room, seq, data)
+            on_entry(room, Entry(epoch, off, seq, data))
         except Exception:
             # One bad frame must not end the reader, which serves every room of this worker.
             log.exception("delivery failed")
             metrics.BUS_DROPPED.labels(reason="error").inc()
 
-    def _see(self, room: str, seq: int) -> None:
-        if seq > self._seen.get(room, 0):
-            self._seen[room] = seq
-
     async def _send_and_confirm(self, command: str, channel: bytes) -> None:
         conn = self._conn
         if conn is None or not self._ready or not conn.is_connected:
-            raise BrokerUnavailable("redis pub/sub is not connected")
+            raise Unavailable("redis pub/sub is not connected")
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(channel, []).append(waiter)
         try:
@@ -402,7 +295,7 @@ class RedisBroker:
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
                 await waiter
         except (RedisError, OSError, TimeoutError) as exc:
-            raise BrokerUnavailable("redis subscribe failed") from exc
+            raise Unavailable("redis subscribe failed") from exc
         finally:
             waiters = self._waiters.get(channel)
             if waiters is not None and waiter in waiters:

@@ -1,0 +1,200 @@
+"""The embedded backend: every room's state and stream in this process's memory, no setup.
+
+A commit checks and applies its ops with :mod:`chat.roomstate` (the same functions every
+replica applies), appends the entry and hands it to the subscribed worker (this one) before
+``commit`` returns: in one process the stream's order and the delivery order are one and the
+same, and nothing can be missed. The stream is still kept (briefly) and readable after an
+offset, so that the hub's recovery path is the same on both backends.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from chat.backend.base import Deliver, Entry, MessageMeta, Position, Reconnected
+from chat.backend.history import MessageHistory
+from chat.roomstate import (
+    HistoryDrop,
+    Op,
+    Refused,
+    ReportAdd,
+    Reset,
+    RoomClose,
+    RoomState,
+    apply,
+    check,
+    copy_state,
+)
+
+STREAM_KEEP = 1_000  # entries kept for read_after
+
+
+@dataclass(slots=True)
+class _Room:
+    state: RoomState
+    stream: deque[Entry] = field(default_factory=lambda: deque(maxlen=STREAM_KEEP))
+    empty_since_ms: int = 0
+    used: bool = False  # someone has joined it
+
+
+class MemoryBackend:
+    """Rooms in a dict; history bounded by count and age (protocol §7).
+
+    Args:
+        history_messages: the most messages kept per room.
+        history_seconds: the oldest message kept, in seconds.
+        room_idle: seconds an empty room lives.
+        room_unused: seconds a room nobody has joined lives.
+    """
+
+    def __init__(
+        self,
+        *,
+        history_messages: int,
+        history_seconds: float,
+        room_idle: float,
+        room_unused: float | None = None,
+    ) -> None:
+        self._rooms: dict[str, _Room] = {}
+        self._subscribed: set[str] = set()
+        self._deliver: Deliver | None = None
+        self._history = MessageHistory(history_messages, history_seconds)
+        self._idle_ms = int(room_idle * 1000)
+        self._unused_ms = int((room_unused if room_unused is not None else room_idle) * 1000)
+
+    @property
+    def ready(self) -> bool:
+        return self._deliver is not None
+
+    @property
+    def shared(self) -> bool:
+        return False
+
+    @property
+    def rooms(self) -> int:
+        """Live rooms (for ``--max-rooms``)."""
+        return len(self._rooms)
+
+    async def start(self, deliver: Deliver, reconnected: Reconnected) -> None:
+        self._deliver = deliver
+
+    async def aclose(self) -> None:
+        self._deliver = None
+        self._subscribed.clear()
+
+    async def subscribe(self, room: str) -> None:
+        self._subscribed.add(room)
+
+    async def unsubscribe(self, room: str) -> None:
+        self._subscribed.discard(room)
+
+    async def create_room(self, state: RoomState) -> None:
+        state.epoch = secrets.randbelow(2**31 - 1) + 1
+        self._rooms[state.id] = _Room(copy_state(state), empty_since_ms=state.created_ms)
+
+    async def snapshot(self, room: str) -> RoomState | None:
+        found = self._rooms.get(room)
+        return copy_state(found.state) if found is not None else None
+
+    async def commit(
+        self, room: str, ops: Sequence[Op], envelope: bytes, message: MessageMeta | None = None
+    ) -> Position:
+        found = self._rooms.get(room)
+        if found is None:
+            raise Refused("noroom")
+        state = found.state
+        if message is not None and message.guard is not None:
+            sender = state.members.get(message.guard)
+            if sender is None or sender.waiting or sender.muted_at(message.ts):
+                raise Refused("guard")
+        check(state, ops)
+        for index, op in enumerate(ops):
+            if isinstance(op, HistoryDrop | ReportAdd):
+                mid = op.mid if isinstance(op, HistoryDrop) else op.report["mid"]
+                if not self._history.has(room, mid):
+                    raise Refused("nomsg", index)
+        for op in ops:
+            if isinstance(op, HistoryDrop):
+                self._history.forget(room, op.mid)
+            elif isinstance(op, RoomClose):
+                del self._rooms[room]
+                self._history.drop(room)
+            elif not isinstance(op, Reset):
+                apply(state, op)
+        state.off += 1
+        if message is not None:
+            state.seq += 1
+        entry = Entry(state.epoch, state.off, state.seq if message else 0, envelope)
+        if room in self._rooms:
+            found.stream.append(entry)
+            if message is not None:
+                self._history.add(room, entry, message.mid, message.ts)
+            if state.members:
+                found.used, found.empty_since_ms = True, 0
+            elif not found.empty_since_ms:
+                found.empty_since_ms = _now_ms()
+        self._hand_over(room, entry)
+        return Position(entry.epoch, entry.off, entry.seq)
+
+    async def publish(self, room: str, envelope: bytes) -> None:
+        self._hand_over(room, Entry(0, 0, 0, envelope))
+
+    async def read_after(self, room: str, epoch: int, off: int) -> list[Entry] | None:
+        found = self._rooms.get(room)
+        if found is None or found.state.epoch != epoch:
+            return None
+        if found.state.off == off:
+            return []
+        kept = [e for e in found.stream if e.off > off]
+        if not kept or kept[0].off != off + 1:
+            return None
+        return kept
+
+    async def history(self, room: str, after_seq: int) -> list[Entry]:
+        return self._history.after(room, after_seq)
+
+    async def has_message(self, room: str, mid: str) -> bool:
+        return self._history.has(room, mid)
+
+    async def restore(self, state: RoomState) -> bool:
+        return False  # this process's memory is the store: nothing to lose but everything
+
+    async def ended(self, room: str) -> bool:
+        return room not in self._rooms
+
+    async def vouch(self, room: str, pids: Sequence[str]) -> None:
+        return None
+
+    async def lapsed(self, room: str, cutoff_ms: int) -> list[str]:
+        return []
+
+    async def sweep(self, now_ms: int) -> int:
+        """Wipe rooms empty for the idle timeout, or never joined for the unused one (§3, §11)."""
+        ended = [
+            room_id
+            for room_id, room in self._rooms.items()
+            if not room.state.members
+            and (
+                (room.used and now_ms - room.empty_since_ms >= self._idle_ms)
+                or (not room.used and now_ms - room.state.created_ms >= self._unused_ms)
+            )
+        ]
+        for room_id in ended:
+            del self._rooms[room_id]
+            self._history.drop(room_id)
+        return len(ended)
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _hand_over(self, room: str, entry: Entry) -> None:
+        deliver = self._deliver
+        if deliver is not None and room in self._subscribed:
+            deliver(room, entry)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

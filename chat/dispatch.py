@@ -1,0 +1,75 @@
+"""Which handler answers each client message, and the request-id rule of protocol §2.
+
+Handlers are peers, one module per kind of work: ``joining`` (join, leave), ``talking`` (say,
+typing, report, whisper, help) and ``facilitation`` (the facilitator's powers). Each returns
+its answer (:data:`~chat.context.Answer`) or raises; the session turns that into the wire's
+``ack``/``error``/answer with the request's ``id``, in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from chat import facilitation, joining, talking
+from chat.context import Answer, Caller, Phase, Services
+from chat.errors import ErrorCode, RequestError
+from chat.protocol import (
+    Admit,
+    Announce,
+    ClientMessage,
+    Close,
+    Delete,
+    Deny,
+    Help,
+    Join,
+    Leave,
+    Lock,
+    Mute,
+    Remove,
+    Report,
+    Say,
+    Slow,
+    Typing,
+    Unlock,
+    Unmute,
+    Whisper,
+)
+
+Handler = Callable[[Services, Caller, Any], Awaitable[Answer]]
+
+HANDLERS: dict[type[ClientMessage], Handler] = {
+    Join: joining.join,
+    Leave: joining.leave,
+    Say: talking.say,
+    Typing: talking.typing,
+    Report: talking.report,
+    Whisper: talking.whisper,
+    Help: talking.help_flare,
+    Mute: facilitation.mute,
+    Unmute: facilitation.unmute,
+    Remove: facilitation.remove,
+    Delete: facilitation.delete,
+    Lock: facilitation.room_flags,
+    Unlock: facilitation.room_flags,
+    Slow: facilitation.room_flags,
+    Announce: facilitation.announce,
+    Close: facilitation.close,
+    Admit: facilitation.admit,
+    Deny: facilitation.deny,
+}
+
+
+async def dispatch(services: Services, caller: Caller, msg: ClientMessage) -> Answer:
+    """Run the handler for ``msg``.
+
+    Raises:
+        RequestError: the request failed; the connection stays open.
+        SessionEnded: the connection must close.
+        Unavailable: the backend could not take it; nothing was done.
+    """
+    if caller.phase is Phase.JOINING and not isinstance(msg, Join | Leave):
+        raise RequestError(ErrorCode.NOT_JOINED, "Join a room first.")
+    if caller.phase is Phase.WAITING and not isinstance(msg, Leave):
+        raise RequestError(ErrorCode.NOT_JOINED, "Please wait to be admitted.")
+    return await HANDLERS[type(msg)](services, caller, msg)

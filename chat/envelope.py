@@ -1,0 +1,90 @@
+"""What a stream entry carries between workers: the ops it commits and the events it delivers.
+
+An entry of a room's stream holds one :class:`Envelope`: the state changes (ops, see
+:mod:`chat.roomstate`) that every replica applies, and the server messages that go to the
+room's members, each with its recipients. Workers exchange it serialised (and, with a bus key,
+sealed by the backend); nothing outside the server ever sees it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from chat.protocol import Message, pack_envelope, unpack_envelope
+from chat.roomstate import Op, op_from_wire, op_to_wire
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A server message and who on every worker gets it.
+
+    With none of ``to``, ``exclude`` and ``facilitators``: every present member. Members still
+    waiting at a knock room's door get only what names them in ``to``, or what is marked
+    ``waiting`` (the room closing).
+
+    Args:
+        event: the server message (a ``msg`` gets its ``seq`` added when delivered).
+        to: only these pids.
+        exclude: everyone but this pid.
+        facilitators: only facilitators (with ``to``: those pids as well).
+        waiting: members waiting at the door get it too.
+    """
+
+    event: Message
+    to: tuple[str, ...] | None = None
+    exclude: str | None = None
+    facilitators: bool = False
+    waiting: bool = False
+
+    def wire(self) -> list[Any]:
+        to = list(self.to) if self.to is not None else None
+        return [self.event, to, self.exclude, self.facilitators, self.waiting]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One stream entry's content: ops first, then deliveries."""
+
+    ops: Sequence[Op] = ()
+    out: Sequence[Delivery] = ()
+
+    def pack(self) -> bytes:
+        return pack_envelope(
+            {"o": [op_to_wire(op) for op in self.ops], "d": [d.wire() for d in self.out]}
+        )
+
+    @classmethod
+    def unpack(cls, data: bytes) -> Envelope:
+        """Parse a packed envelope.
+
+        Raises:
+            ValueError: not an envelope this version can read.
+        """
+        raw = unpack_envelope(data)
+        try:
+            ops = tuple(op_from_wire(op) for op in raw.get("o", ()))
+            out = tuple(
+                Delivery(
+                    event=item[0],
+                    to=tuple(item[1]) if item[1] is not None else None,
+                    exclude=item[2],
+                    facilitators=bool(item[3]),
+                    waiting=bool(item[4]),
+                )
+                for item in raw.get("d", ())
+            )
+        except (TypeError, IndexError, KeyError) as exc:
+            raise ValueError("malformed envelope") from exc
+        for delivery in out:
+            if not isinstance(delivery.event, dict) or not isinstance(delivery.event.get("t"), str):
+                raise ValueError("malformed event")
+        return cls(ops, out)
+
+
+def message_of(envelope: Envelope) -> Message | None:
+    """The room message (``msg``) an entry carries, if any: its first delivery."""
+    if envelope.out and envelope.out[0].event.get("t") == "msg":
+        return envelope.out[0].event
+    return None

@@ -1,0 +1,532 @@
+"""The Redis backend: every room's state and stream in Redis memory, shared by every worker.
+
+A room's keys (``chat.redis.client.ROOM_PARTS``) all carry the room's ``{room}`` hash tag and
+live for the room idle timeout, renewed by every commit and by each worker's presence
+heartbeat: a room with members never expires and an empty one goes by itself. A commit is
+one script (:data:`~chat.redis.scripts.COMMIT`), one round trip, shared with other commits
+of the same loop turn in one pipeline (:mod:`chat.redis.batch`).
+
+Sealed means :mod:`chat.buscrypt` (AES-GCM with the room id bound in) when a bus key is set,
+and a one-byte clear marker otherwise. What stays in clear: room ids, pids, offsets, seqs,
+timestamps, mids, resume-token hashes, salted address and name hashes, and the members'
+and rooms' settings and flags (mutes, lock, slow...). Every method raises
+:class:`~chat.errors.Unavailable` when Redis cannot be reached or refuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from chat.backend.base import Deliver, Entry, MessageMeta, Position, Reconnected
+from chat.backend.history import MessageHistory
+from chat.buscrypt import Sealer, context
+from chat.envelope import Envelope, message_of
+from chat.errors import Unavailable
+from chat.protocol import pack_envelope, pack_value, unpack_value
+from chat.redis.batch import ScriptBatch
+from chat.redis.bus import Bus, parse_frame
+from chat.redis.client import COMMAND_TIMEOUT, RedisSpace, connect
+from chat.redis.history import place_history
+from chat.redis.records import as_bytes, as_text, now_ms, open_record, unavailable
+from chat.redis.scripts import COMMIT, CREATE, READ_AFTER, RESTORE, SNAPSHOT
+from chat.roomstate import (
+    LOG_ENTRIES,
+    MEMBER_FIELDS,
+    PARTICIPANT,
+    ROOM_SETTINGS,
+    Admit,
+    BanAdd,
+    HistoryDrop,
+    LogAdd,
+    MemberAdd,
+    MemberDrop,
+    MemberSet,
+    MemberState,
+    Op,
+    Refused,
+    ReportAdd,
+    Reset,
+    RoomClose,
+    RoomSet,
+    RoomState,
+    report_key,
+)
+from chat.settings import Settings
+
+log = logging.getLogger("hearth.redis")
+
+STREAM_KEEP = 2_000  # entries a room's stream keeps for workers that missed some
+STREAM_MS = 120_000  # and for at most this long
+_RECORD_FIELDS = ("title", "rules", "key_hash", "salt", "created_ms")
+# Member fields kept one by one (the name is sealed on its own; joined_seq is set by Lua).
+_STORED_FIELDS = tuple(f for f in MEMBER_FIELDS if f not in {"pid", "name"})
+_ADDED_FIELDS = tuple(f for f in _STORED_FIELDS if f != "joined_seq")
+
+
+class RedisBackend:
+    """The :class:`~chat.backend.base.Backend` in Redis.
+
+    Args:
+        space: the client (closed by :meth:`aclose`), key prefix, sealer and room TTL.
+        history_messages: the most messages kept per room.
+        history_seconds: the oldest message kept, in seconds.
+        allow_persistent: keep history in Redis even if Redis writes to disk.
+        linger: seconds a room stays subscribed after this worker released it, when history
+            is kept in worker memory (the resume grace), so that it is still whole then.
+    """
+
+    def __init__(
+        self,
+        space: RedisSpace,
+        *,
+        history_messages: int,
+        history_seconds: float,
+        allow_persistent: bool = False,
+        linger: float = 0.0,
+    ) -> None:
+        self._space = space
+        self._client = client = space.client
+        self._sealer: Sealer = space.sealer
+        self._bus = Bus(space)
+        # Commits share pipelines, one in flight at a time: one write instead of one each.
+        self._commit = ScriptBatch(client, COMMIT, timeout=COMMAND_TIMEOUT)
+        self._create = client.register_script(CREATE)
+        self._snapshot = client.register_script(SNAPSHOT)
+        self._restore = client.register_script(RESTORE)
+        self._read_after = client.register_script(READ_AFTER)
+        self._max_messages = history_messages
+        self._max_age_ms = int(history_seconds * 1000)
+        self._allow_persistent = allow_persistent
+        self._in_redis: bool | None = None  # where history goes; decided once Redis answers
+        self._local = MessageHistory(history_messages, history_seconds)
+        self._linger = linger
+        self._lingering: dict[str, asyncio.TimerHandle] = {}
+        self._deliver: Deliver | None = None
+        # room -> (epoch, highest offset) seen here: the store must never be behind it.
+        self._seen: dict[str, tuple[int, int]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def ready(self) -> bool:
+        return self._bus.ready
+
+    @property
+    def shared(self) -> bool:
+        return True
+
+    async def start(self, deliver: Deliver, reconnected: Reconnected) -> None:
+        self._deliver = deliver
+        await self._bus.start(self._on_entry, reconnected)
+        try:
+            await self._history_in_redis()
+        except Unavailable:
+            log.warning("redis unreachable: history placement is decided when redis comes up")
+
+    async def aclose(self) -> None:
+        self._deliver = None
+        for handle in self._lingering.values():
+            handle.cancel()
+        self._lingering.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await self._bus.aclose()
+        await self._commit.aclose()
+        # A client built on our own pool does not close the pool by itself.
+        await self._client.aclose(close_connection_pool=True)
+
+    # --- subscriptions -------------------------------------------------------------------
+
+    async def subscribe(self, room: str) -> None:
+        lingering = self._lingering.pop(room, None)
+        if lingering is not None:  # still subscribed: it was only lingering
+            lingering.cancel()
+        await self._bus.subscribe(room)
+
+    async def unsubscribe(self, room: str) -> None:
+        if self._in_redis is False and self._linger > 0:
+            # Worker-memory history is only as good as what this worker hears: keep hearing
+            # the room for the resume grace, so that a member who comes back here finds it
+            # whole, deletions included; then stop and let the history go (§12 allows this
+            # only here).
+            if room not in self._lingering:
+                self._lingering[room] = asyncio.get_running_loop().call_later(
+                    self._linger, self._stop_lingering, room
+                )
+            return
+        await self._unsubscribe_now(room)
+
+    def _stop_lingering(self, room: str) -> None:
+        self._lingering.pop(room, None)
+        task = asyncio.create_task(self._unsubscribe_now(room))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _unsubscribe_now(self, room: str) -> None:
+        self._seen.pop(room, None)
+        self._local.drop(room)
+        await self._bus.unsubscribe(room)
+
+    def _see(self, room: str, epoch: int, off: int) -> None:
+        seen_epoch, seen_off = self._seen.get(room, (0, 0))
+        # A new epoch (a restore) replaces the old one: its offsets start over.
+        self._seen[room] = (epoch, max(off, seen_off) if epoch == seen_epoch else off)
+
+    def _on_entry(self, room: str, entry: Entry) -> None:
+        if entry.off:
+            self._see(room, entry.epoch, entry.off)
+        if self._in_redis is False and entry.off:
+            self._observe(room, entry)
+        deliver = self._deliver
+        if deliver is not None:
+            deliver(room, entry)
+
+    def _observe(self, room: str, entry: Entry) -> None:
+        """Keep worker-memory history in step with the stream (Redis persists)."""
+        try:
+            envelope = Envelope.unpack(entry.data)
+        except ValueError:
+            return
+        message = message_of(envelope)
+        if message is not None and entry.seq:
+            self._local.add(room, entry, str(message.get("mid")), int(message.get("ts", 0)))
+        for op in envelope.ops:
+            if isinstance(op, HistoryDrop):
+                self._local.forget(room, op.mid)
+            elif isinstance(op, RoomClose):
+                self._local.drop(room)
+
+    # --- rooms ---------------------------------------------------------------------------
+
+    async def create_room(self, state: RoomState) -> None:
+        state.epoch = secrets.randbelow(2**31 - 1) + 1
+        async with unavailable():
+            await self._create(
+                keys=self._space.keys(state.id),
+                args=[self._record(state), self._settings(state), state.epoch, self._space.ttl_ms],
+            )
+
+    async def snapshot(self, room: str) -> RoomState | None:
+        async with unavailable():
+            reply = await self._snapshot(keys=self._space.keys(room))
+        if reply is None:
+            return None
+        return self._state_from(room, reply)
+
+    async def ended(self, room: str) -> bool:
+        async with unavailable():
+            return bool(await self._client.exists(self._space.key(room, "closed")))
+
+    async def sweep(self, now_ms: int) -> int:
+        return 0  # every key carries the idle TTL: Redis expires an empty room by itself
+
+    # --- the stream ----------------------------------------------------------------------
+
+    async def commit(
+        self, room: str, ops: Sequence[Op], envelope: bytes, message: MessageMeta | None = None
+    ) -> Position:
+        if not self._bus.ready:
+            # This worker would not hear the room right now: fail fast, the client retries.
+            raise Unavailable("redis pub/sub is not connected")
+        in_redis = await self._history_in_redis()
+        if not in_redis:
+            for index, op in enumerate(ops):  # history is ours: check it here
+                mid = op.mid if isinstance(op, HistoryDrop) else None
+                if isinstance(op, ReportAdd):
+                    mid = op.report["mid"]
+                if mid is not None and not self._local.has(room, mid):
+                    raise Refused("nomsg", index)
+        seen_epoch, seen_off = self._seen.get(room, (0, 0))
+        meta = b""
+        if message is not None:
+            meta = pack_value([message.mid, message.ts, message.guard], for_lua=True)
+        now = now_ms()
+        args: list[Any] = [
+            pack_value([self._store_op(room, op) for op in ops], for_lua=True),
+            self._seal(envelope, "bus", room),
+            self._space.channel(room),
+            now,
+            self._space.ttl_ms,
+            seen_epoch,
+            seen_off,
+            meta,
+            STREAM_KEEP,
+            STREAM_MS,
+            self._max_messages,
+            now - self._max_age_ms,
+            "1" if in_redis else "0",
+        ]
+        async with unavailable():
+            reply = await self._commit(keys=self._space.keys(room), args=args)
+        if int(reply[0]) != 1:
+            raise Refused(as_text(reply[1]), int(reply[2]))
+        position = Position(int(reply[1]), int(reply[2]), int(reply[3]))
+        self._see(room, position.epoch, position.off)
+        return position
+
+    async def publish(self, room: str, envelope: bytes) -> None:
+        if not self._bus.ready:
+            raise Unavailable("redis pub/sub is not connected")
+        blob = self._seal(envelope, "bus", room)
+        async with unavailable():
+            await self._client.publish(self._space.channel(room), b"0:0:0:" + blob)
+
+    async def read_after(self, room: str, epoch: int, off: int) -> list[Entry] | None:
+        if not await self._history_in_redis():
+            return None  # the stream holds text: it is not kept in a persisting Redis
+        async with unavailable():
+            reply = await self._read_after(keys=self._space.keys(room), args=[epoch, off])
+        if reply is None:
+            return None
+        entries: list[Entry] = []
+        for stored in reply:
+            _, _, frame = as_bytes(stored).partition(b":")  # "<ts>:" then the bus frame
+            parsed = parse_frame(frame)
+            if parsed is None:
+                return None
+            ep, entry_off, seq, blob = parsed
+            entries.append(Entry(ep, entry_off, seq, self._open(blob, room)))
+        return entries
+
+    async def history(self, room: str, after_seq: int) -> list[Entry]:
+        if not await self._history_in_redis():
+            return self._local.after(room, after_seq)
+        async with unavailable():
+            stored: list[Any] = await self._client.zrangebyscore(
+                self._space.key(room, "history"), f"({after_seq}", "+inf", withscores=True
+            )
+        oldest = now_ms() - self._max_age_ms
+        out: list[Entry] = []
+        for raw, score in stored:
+            ts, _, rest = as_bytes(raw).partition(b":")
+            _, _, blob = rest.partition(b":")
+            if not ts.isdigit() or int(ts) < oldest:
+                continue
+            try:
+                out.append(Entry(0, 0, int(score), self._open(blob, room)))
+            except Unavailable:
+                continue
+        return out
+
+    async def has_message(self, room: str, mid: str) -> bool:
+        if not await self._history_in_redis():
+            return self._local.has(room, mid)
+        async with unavailable():
+            stored: list[Any] = await self._client.zrange(self._space.key(room, "history"), 0, -1)
+        wanted = mid.encode()
+        return any(as_bytes(raw).split(b":", 2)[1:2] == [wanted] for raw in stored)
+
+    async def restore(self, state: RoomState) -> bool:
+        members = [
+            [
+                m.pid,
+                self._seal(pack_value(m.name), "member", state.id),
+                {name: pack_value(getattr(m, name)) for name in _STORED_FIELDS},
+            ]
+            for m in state.members.values()
+        ]
+        reports = {
+            key: self._seal(pack_envelope(r), "report", state.id)
+            for key, r in state.reports.items()
+        }
+        log_entries = [self._seal(pack_envelope(e), "log", state.id) for e in state.log]
+        packed_state = pack_value(
+            [
+                self._record(state),
+                {name: pack_value(getattr(state, name)) for name in ROOM_SETTINGS},
+                members,
+                sorted(state.bans),
+                reports,
+                log_entries,
+            ],
+            for_lua=True,
+        )
+        reset = self._seal(Envelope([Reset()]).pack(), "bus", state.id)
+        new_epoch = secrets.randbelow(2**31 - 1) + 1
+        async with unavailable():
+            reply = await self._restore(
+                keys=self._space.keys(state.id),
+                args=[
+                    state.epoch,
+                    state.off,
+                    state.seq,
+                    new_epoch,
+                    packed_state,
+                    reset,
+                    self._space.channel(state.id),
+                    now_ms(),
+                    self._space.ttl_ms,
+                ],
+            )
+        if reply is None:
+            return False
+        log.warning("restored a room the store had lost")
+        return True
+
+    # --- presence ------------------------------------------------------------------------
+
+    async def vouch(self, room: str, pids: Sequence[str]) -> None:
+        """Vouch for the members connected here, and keep the room's keys alive.
+
+        ``XX``: a member removed meanwhile (by a facilitator) is not brought back.
+        """
+        now = now_ms()
+        async with unavailable(), self._client.pipeline(transaction=False) as pipe:
+            if pids:
+                pipe.zadd(self._space.key(room, "alive"), dict.fromkeys(pids, now), xx=True)
+            for key in self._space.keys(room)[:-1]:  # not the "closed" tombstone
+                pipe.pexpire(key, self._space.ttl_ms)
+            await pipe.execute()
+
+    async def lapsed(self, room: str, cutoff_ms: int) -> list[str]:
+        async with unavailable():
+            found = await self._client.zrangebyscore(
+                self._space.key(room, "alive"), "-inf", cutoff_ms
+            )
+        return [as_text(pid) for pid in found]
+
+    # --- helpers -------------------------------------------------------------------------
+
+    async def _history_in_redis(self) -> bool:
+        if self._in_redis is None:
+            self._in_redis = await place_history(
+                self._client, allow_persistent=self._allow_persistent
+            )
+        return self._in_redis
+
+    def _seal(self, data: bytes, kind: str, room: str) -> bytes:
+        return self._sealer.seal(data, context(kind, room))
+
+    def _open(self, blob: bytes, room: str) -> bytes:
+        from chat.buscrypt import SealError
+
+        try:
+            return self._sealer.open(blob, context("bus", room))
+        except SealError as exc:
+            raise Unavailable("an entry could not be opened") from exc
+
+    def _record(self, state: RoomState) -> bytes:
+        record = {name: getattr(state, name) for name in _RECORD_FIELDS}
+        return self._seal(pack_envelope(record), "room", state.id)
+
+    def _settings(self, state: RoomState) -> bytes:
+        return pack_value(
+            {name: pack_value(getattr(state, name)) for name in ROOM_SETTINGS}, for_lua=True
+        )
+
+    def _store_op(self, room: str, op: Op) -> list[Any]:
+        """An op as the commit script reads it (sealing what holds names or text)."""
+        if isinstance(op, RoomSet):
+            return ["rs", _packed(op.fields), _packed(op.require)]
+        if isinstance(op, MemberAdd):
+            m = op.member
+            return [
+                "ma",
+                m.pid,
+                self._seal(pack_value(m.name), "member", room),
+                {name: pack_value(getattr(m, name)) for name in _ADDED_FIELDS},
+                m.name_token,
+                m.resume_hash,
+                m.role == PARTICIPANT,
+                m.address_hash,
+            ]
+        if isinstance(op, MemberSet):
+            return ["ms", op.pid, _packed(op.fields), _packed(op.require)]
+        if isinstance(op, MemberDrop):
+            return [
+                "md",
+                op.pid,
+                op.why,
+                _packed(op.require),
+                op.ban,
+                op.lapsed_before,
+                list(_STORED_FIELDS),
+            ]
+        if isinstance(op, Admit):
+            return ["ad", op.pid]
+        if isinstance(op, BanAdd):
+            return ["ba", op.address_hash]
+        if isinstance(op, ReportAdd):
+            report = op.report
+            sealed = self._seal(pack_envelope(report), "report", room)
+            key = report_key(report["mid"], report["by"])
+            return ["ra", key, report["by"], sealed, op.cap, report["mid"]]
+        if isinstance(op, LogAdd):
+            return ["la", self._seal(pack_envelope(op.entry), "log", room), LOG_ENTRIES]
+        if isinstance(op, HistoryDrop):
+            return ["hd", op.mid]
+        if isinstance(op, RoomClose):
+            return ["rc"]
+        return ["rr"]
+
+    def _state_from(self, room: str, reply: list[Any]) -> RoomState | None:
+        epoch, off, seq = int(reply[0]), int(reply[1]), int(reply[2])
+        room_hash = _pairs(reply[3])
+        record = open_record(self._sealer, room_hash.get("rec", b""), "room", room)
+        if record is None:
+            return None
+        settings = {
+            name[2:]: unpack_value(value)
+            for name, value in room_hash.items()
+            if name.startswith("s:") and name[2:] in ROOM_SETTINGS
+        }
+        state = RoomState(id=room, **record, **settings, epoch=epoch, off=off, seq=seq)
+        fields: dict[str, dict[str, Any]] = {}
+        for key, value in _pairs(reply[5]).items():
+            pid, _, name = key.partition("|")
+            if name in _STORED_FIELDS:
+                fields.setdefault(pid, {})[name] = unpack_value(value)
+        for pid, sealed in _pairs(reply[4]).items():
+            opened = open_record_value(self._sealer, sealed, "member", room)
+            if opened is None:
+                continue
+            state.members[pid] = MemberState(pid=pid, name=opened, **fields.get(pid, {}))
+        state.bans = {as_text(b) for b in reply[6]}
+        for key, sealed in _pairs(reply[7]).items():
+            report = open_record(self._sealer, sealed, "report", room)
+            if report is not None:
+                state.reports[key] = report
+        state.reports = dict(sorted(state.reports.items(), key=lambda kv: kv[1].get("ts", 0)))
+        state.log = [e for b in reply[8] if (e := open_record(self._sealer, b, "log", room))]
+        return state
+
+
+def open_record_value(sealer: Sealer, blob: bytes, kind: str, room: str) -> Any:
+    """A sealed single value (a member's name), or None when it cannot be opened."""
+    from chat.buscrypt import SealError
+
+    try:
+        return unpack_value(sealer.open(as_bytes(blob), context(kind, room)))
+    except (SealError, ValueError):
+        return None
+
+
+def _packed(values: Any) -> dict[str, bytes]:
+    return {name: pack_value(value) for name, value in values.items()}
+
+
+def _pairs(flat: list[Any]) -> dict[str, bytes]:
+    """A flat HGETALL reply as a dict of text keys to byte values."""
+    return {as_text(flat[i]): as_bytes(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+async def build_redis_backend(settings: Settings) -> RedisBackend:
+    """The Redis backend for ``settings``; logs whether what goes to Redis is encrypted."""
+    sealer = Sealer(settings.bus_key, settings.bus_key_old)
+    space = RedisSpace(
+        connect(settings.redis_url or ""), settings.redis_prefix, sealer, settings.room_idle
+    )
+    if sealer.encrypting:
+        log.info("bus encrypted: names and text in redis are sealed with AES-GCM")
+    else:
+        log.warning("bus in clear: no --bus-key, so redis sees names and message text")
+    return RedisBackend(
+        space,
+        history_messages=settings.history_messages,
+        history_seconds=settings.history_seconds,
+        allow_persistent=settings.allow_persistent_redis,
+        linger=settings.resume_grace,
+    )

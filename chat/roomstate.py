@@ -1,0 +1,425 @@
+"""A room's shared state as a replicated state machine (pure: no I/O, no asyncio).
+
+The store (Redis, or the embedded backend) holds the authoritative :class:`RoomState` of every
+room. Every worker that has members of a room holds a *replica* of it. State changes only
+through :data:`Op` values committed on the room's stream (protocol §12): the backend checks
+each op's preconditions against its authoritative copy and applies the ops atomically with
+appending the stream entry that carries them (a Lua script in Redis, :func:`check` and
+:func:`apply` here in the embedded backend). Every replica applies the same ops in stream
+order with :func:`apply`, so a replica at offset ``off`` *is* the store at ``off``: a safety
+check made against it is as good as one made against the store at that moment, and a worker
+that missed an entry can tell (a gap in ``off``) and catch up.
+
+The ops are few and generic. Each says what it needs to hold (:func:`check`, which raises
+:class:`Refused`) and what it changes (:func:`apply`). ``chat.redis.scripts`` implements the
+same table in Lua; the store contract tests run both against the same expectations.
+
+==============  ==========================================  =======================================
+op              refused when                                changes
+==============  ==========================================  =======================================
+RoomSet         a ``require`` field differs                 room settings (the mutable ones)
+MemberAdd       name token taken; for a participant: room   adds the member, present from the
+                locked, address banned                      room's seq
+MemberSet       member absent; a ``require`` field differs  the member's fields
+MemberDrop      member absent; a ``require`` field differs  removes it (``ban``: bans its address)
+Admit           member absent, not waiting or not online    waiting -> present from the room's seq
+BanAdd          -                                           adds an address hash to the bans
+ReportAdd       same reporter and mid open (``dup``); the   adds an open report
+                reporter has ``cap`` open (``full``)
+LogAdd          -                                           appends to the facilitation log
+HistoryDrop     (checked by the backend: ``nomsg``)         (history is the backend's)
+RoomClose       -                                           the room is gone
+Reset           -                                           replicas reload from the store
+==============  ==========================================  =======================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+PARTICIPANT = "participant"
+FACILITATOR = "facilitator"
+
+LOG_ENTRIES = 100
+OWNER = "owner"  # the label of the key handed out when the room was created (§14)
+
+Message = dict[str, Any]
+Value = str | int | float | bool | None
+
+
+# --- the state ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class MemberState:
+    """One member of a room, from join until leave, removal or the end of the grace.
+
+    ``name`` is the only field that is sealed at rest in Redis; every other field is kept in
+    clear so that one can change on its own (no read-modify-write of a whole record).
+    """
+
+    pid: str
+    name: str
+    role: str
+    resume_hash: str
+    address_hash: str  # of the connection that holds the member now (§11: bans key on it)
+    name_token: str  # the key under which the name is unique in the room
+    joined_seq: int = 0
+    label: str = ""  # for a facilitator, the label of the key it joined with
+    waiting: bool = False
+    muted: bool = False
+    muted_until: int | None = None  # ms; None with ``muted`` set means until unmuted
+    online: bool = True  # a connection holds it (False: away, within the resume grace)
+    holder: str = ""  # the connection that holds it; only that one may mark it away
+    away_since: int = 0  # ms, when it last went away
+    # Say rate and slow mode follow the member, not the connection (§11): kept here.
+    tokens: float = 0.0
+    stamp: int = 0  # ms of ``tokens``
+    last_say: int = 0  # ms of the member's last room message
+
+    @property
+    def is_facilitator(self) -> bool:
+        return self.role == FACILITATOR
+
+    def public(self) -> Message:
+        """The member as others see it (protocol §4)."""
+        return {"pid": self.pid, "name": self.name, "role": self.role}
+
+    def listed(self) -> Message:
+        """The member as ``welcome.members`` lists it, with the mute state."""
+        out = self.public()
+        if self.muted:
+            out["muted_until"] = self.muted_until
+        return out
+
+    def muted_at(self, now_ms: int) -> bool:
+        return self.muted and (self.muted_until is None or self.muted_until > now_ms)
+
+
+MEMBER_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(MemberState))
+# Fields a MemberSet may change: identity (pid, name, role, name token) never changes.
+MEMBER_MUTABLE = frozenset(MEMBER_FIELDS) - {"pid", "name", "role", "name_token", "label"}
+
+
+@dataclass(slots=True)
+class RoomState:
+    """A room: its settings (their one home), members, bans, reports, log and stream position.
+
+    ``key_hash`` and ``salt`` never leave the server; ``title`` and ``rules`` are sealed at rest.
+    """
+
+    id: str
+    title: str
+    rules: str
+    key_hash: str
+    salt: bytes
+    created_ms: int
+    # Settings fixed at creation (protocol §3).
+    history: str = "since_join"  # or "recent"
+    admission: str = "open"  # or "knock"
+    typing: str = "named"  # or "anonymous", "off"
+    # Settings a facilitator changes (protocol §6): the fields RoomSet may set.
+    locked: bool = False
+    slow: int = 0
+    members: dict[str, MemberState] = field(default_factory=dict)
+    bans: set[str] = field(default_factory=set)
+    reports: dict[str, Message] = field(default_factory=dict)  # "<mid>|<by>" -> report
+    log: list[Message] = field(default_factory=list)
+    # Where this state stands on the room's stream.
+    epoch: int = 0
+    off: int = 0
+    seq: int = 0
+
+    def names(self) -> dict[str, str]:
+        """Name token -> pid, for everyone holding a name (waiting members too)."""
+        return {m.name_token: m.pid for m in self.members.values()}
+
+    def by_resume(self, resume_hash: str) -> MemberState | None:
+        return next((m for m in self.members.values() if m.resume_hash == resume_hash), None)
+
+    def public_settings(self) -> Message:
+        """Every setting, as ``welcome.room`` and ``GET /api/rooms/{room}`` show them."""
+        return {name: getattr(self, name) for name in ROOM_SETTINGS}
+
+
+ROOM_SETTINGS: tuple[str, ...] = ("locked", "slow", "history", "admission", "typing")
+ROOM_MUTABLE = frozenset({"locked", "slow"})
+
+
+def copy_state(state: RoomState) -> RoomState:
+    """A deep enough copy: members and collections are new objects, values are immutable."""
+    return replace(
+        state,
+        members={pid: replace(m) for pid, m in state.members.items()},
+        bans=set(state.bans),
+        reports=dict(state.reports),
+        log=list(state.log),
+    )
+
+
+# --- ops ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSet:
+    fields: Mapping[str, Value]
+    require: Mapping[str, Value] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberAdd:
+    member: MemberState
+
+
+@dataclass(frozen=True, slots=True)
+class MemberSet:
+    pid: str
+    fields: Mapping[str, Value]
+    require: Mapping[str, Value] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberDrop:
+    pid: str
+    why: str  # "left", "expired", "removed", "denied"
+    require: Mapping[str, Value] = field(default_factory=dict)
+    ban: bool = False  # ban the address the member holds now
+    lapsed_before: int | None = None  # only if no worker vouched for it since (ms; Redis)
+
+
+@dataclass(frozen=True, slots=True)
+class Admit:
+    pid: str
+
+
+@dataclass(frozen=True, slots=True)
+class BanAdd:
+    address_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReportAdd:
+    report: Message  # {"mid", "by", "reason", "ts"}
+    cap: int  # open reports one reporter may have
+
+
+@dataclass(frozen=True, slots=True)
+class LogAdd:
+    entry: Message
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryDrop:
+    mid: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomClose:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    pass
+
+
+Op = (
+    RoomSet
+    | MemberAdd
+    | MemberSet
+    | MemberDrop
+    | Admit
+    | BanAdd
+    | ReportAdd
+    | LogAdd
+    | HistoryDrop
+    | RoomClose
+    | Reset
+)
+
+
+class Refused(Exception):
+    """An op's precondition does not hold; nothing of the commit happened.
+
+    Args:
+        reason: ``missing`` (member), ``mismatch`` (a required field), ``taken`` (name),
+            ``locked``, ``banned``, ``waiting``, ``dup``, ``full``, ``nomsg``, ``lapsed``,
+            ``noroom`` or ``guard`` (the sender may not speak now).
+        index: which op of the commit was refused (-1 for the commit as a whole).
+    """
+
+    def __init__(self, reason: str, index: int = -1) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.index = index
+
+
+def report_key(mid: str, by: str) -> str:
+    return f"{mid}|{by}"
+
+
+def check(state: RoomState, ops: Iterable[Op]) -> None:
+    """Raise :class:`Refused` unless every op's precondition holds, in order.
+
+    Ops are checked one after the other as if the earlier ones had been applied only where
+    that matters (a commit never adds and then changes the same member).
+    """
+    for index, op in enumerate(ops):
+        reason = _refusal(state, op)
+        if reason is not None:
+            raise Refused(reason, index)
+
+
+def _refusal(state: RoomState, op: Op) -> str | None:
+    if isinstance(op, RoomSet):
+        return _mismatch(state, op.require)
+    if isinstance(op, MemberAdd):
+        member = op.member
+        if state.names().get(member.name_token, member.pid) != member.pid:
+            return "taken"
+        if member.role == PARTICIPANT:
+            if member.address_hash in state.bans:
+                return "banned"
+            if state.locked:
+                return "locked"
+        return None
+    if isinstance(op, MemberSet | MemberDrop):
+        existing = state.members.get(op.pid)
+        if existing is None:
+            return "missing"
+        return _mismatch(existing, op.require)
+    if isinstance(op, Admit):
+        existing = state.members.get(op.pid)
+        if existing is None:
+            return "missing"
+        if not existing.waiting or not existing.online:
+            return "waiting"
+        return None
+    if isinstance(op, ReportAdd):
+        by = op.report["by"]
+        if report_key(op.report["mid"], by) in state.reports:
+            return "dup"
+        if sum(1 for r in state.reports.values() if r["by"] == by) >= op.cap:
+            return "full"
+    return None
+
+
+def _mismatch(target: object, require: Mapping[str, Value]) -> str | None:
+    for name, wanted in require.items():
+        if getattr(target, name) != wanted:
+            return "mismatch"
+    return None
+
+
+def apply(state: RoomState, op: Op) -> None:
+    """Apply one committed op (its precondition held when it was committed)."""
+    if isinstance(op, RoomSet):
+        for name, value in op.fields.items():
+            if name not in ROOM_MUTABLE:
+                raise ValueError(f"not a mutable room setting: {name}")
+            setattr(state, name, value)
+    elif isinstance(op, MemberAdd):
+        # Present from the room's seq at this point: what was said before stays unseen (§3).
+        state.members[op.member.pid] = replace(op.member, joined_seq=state.seq)
+    elif isinstance(op, MemberSet):
+        member = state.members.get(op.pid)
+        if member is not None:
+            for name, value in op.fields.items():
+                if name not in MEMBER_MUTABLE:
+                    raise ValueError(f"not a mutable member field: {name}")
+                setattr(member, name, value)
+    elif isinstance(op, MemberDrop):
+        member = state.members.pop(op.pid, None)
+        if member is not None and op.ban:
+            state.bans.add(member.address_hash)
+    elif isinstance(op, Admit):
+        member = state.members.get(op.pid)
+        if member is not None:
+            member.waiting = False
+            member.joined_seq = state.seq  # present from admission, not from the knock
+    elif isinstance(op, BanAdd):
+        state.bans.add(op.address_hash)
+    elif isinstance(op, ReportAdd):
+        state.reports[report_key(op.report["mid"], op.report["by"])] = dict(op.report)
+    elif isinstance(op, LogAdd):
+        state.log.append(dict(op.entry))
+        del state.log[:-LOG_ENTRIES]
+    # HistoryDrop: history is the backend's. RoomClose and Reset: the hub acts on them.
+
+
+# --- ops on the wire (inside a stream entry's envelope) ----------------------------------
+
+_MEMBER_WIRE = MEMBER_FIELDS
+
+
+def op_to_wire(op: Op) -> list[Any]:
+    """A msgpack-friendly form of an op (for the stream entry that carries it)."""
+    if isinstance(op, RoomSet):
+        return ["rs", dict(op.fields), dict(op.require)]
+    if isinstance(op, MemberAdd):
+        return ["ma", [getattr(op.member, name) for name in _MEMBER_WIRE]]
+    if isinstance(op, MemberSet):
+        return ["ms", op.pid, dict(op.fields), dict(op.require)]
+    if isinstance(op, MemberDrop):
+        return ["md", op.pid, op.why, dict(op.require), op.ban, op.lapsed_before]
+    if isinstance(op, Admit):
+        return ["ad", op.pid]
+    if isinstance(op, BanAdd):
+        return ["ba", op.address_hash]
+    if isinstance(op, ReportAdd):
+        return ["ra", dict(op.report), op.cap]
+    if isinstance(op, LogAdd):
+        return ["la", dict(op.entry)]
+    if isinstance(op, HistoryDrop):
+        return ["hd", op.mid]
+    if isinstance(op, RoomClose):
+        return ["rc"]
+    return ["rr"]
+
+
+def op_from_wire(raw: list[Any]) -> Op:
+    """The op :func:`op_to_wire` made.
+
+    Raises:
+        ValueError: not an op this version knows.
+    """
+    try:
+        kind = raw[0]
+        if kind == "rs":
+            return RoomSet(raw[1], raw[2])
+        if kind == "ma":
+            return MemberAdd(MemberState(*raw[1]))
+        if kind == "ms":
+            return MemberSet(raw[1], raw[2], raw[3])
+        if kind == "md":
+            return MemberDrop(raw[1], raw[2], raw[3], bool(raw[4]), raw[5])
+        if kind == "ad":
+            return Admit(raw[1])
+        if kind == "ba":
+            return BanAdd(raw[1])
+        if kind == "ra":
+            return ReportAdd(raw[1], raw[2])
+        if kind == "la":
+            return LogAdd(raw[1])
+        if kind == "hd":
+            return HistoryDrop(raw[1])
+        if kind == "rc":
+            return RoomClose()
+        if kind == "rr":
+            return Reset()
+    except (IndexError, TypeError) as exc:
+        raise ValueError("malformed op") from exc
+    raise ValueError("unknown op")
+
+
+def touched_pids(ops: Iterable[Op]) -> set[str]:
+    """The members whose local connections may have to act after these ops."""
+    out: set[str] = set()
+    for op in ops:
+        if isinstance(op, MemberAdd):
+            out.add(op.member.pid)
+        elif isinstance(op, MemberSet | MemberDrop | Admit):
+            out.add(op.pid)
+    return out

@@ -1,0 +1,144 @@
+"""A member's own messages: say, typing, report, whisper and the help flare (protocol §5, §6).
+
+Every check is made against the room's replica, which is the store as of its offset (§12);
+a participant's ``say`` is checked once more by the store itself as it is committed (the
+backend's guard), so that a worker that has not yet heard of a mute or a removal cannot let
+the message through.
+"""
+
+from __future__ import annotations
+
+from chat.backend.base import MessageMeta
+from chat.context import Answer, Caller, Services, now_ms, present
+from chat.envelope import Delivery
+from chat.errors import ErrorCode, RequestError
+from chat.hub import LocalRoom
+from chat.identity import new_mid
+from chat.protocol import Help, Message, Report, Say, Typing, Whisper
+from chat.roomstate import PARTICIPANT, MemberSet, MemberState, Refused, ReportAdd
+
+TYPING_INTERVAL_MS = 3_000  # protocol §5: at most one typing event every 3 s per member
+REPORTS_PER_MEMBER = 10  # open reports one member may have in a room (§11)
+
+
+def check_can_speak(services: Services, room: LocalRoom, member: MemberState, now: int) -> float:
+    """Refuse a room message the member may not send now; else the say bucket's new level.
+
+    Rate and slow mode are the member's, kept in the room's state (§11): a reconnect, a resume
+    or a second connection changes nothing.
+
+    Raises:
+        RequestError: ``muted`` (with ``until``), ``slow_mode`` or ``rate_limited`` (with
+            ``retry_after`` in ms).
+    """
+    if member.muted_at(now):
+        raise RequestError(ErrorCode.MUTED, "You are muted in this room.", until=member.muted_until)
+    state = room.state
+    assert state is not None
+    if member.role == PARTICIPANT and state.slow:
+        wait = member.last_say + state.slow * 1000 - now
+        if wait > 0:
+            raise RequestError(
+                ErrorCode.SLOW_MODE, "Slow mode is on; please wait a moment.", retry_after=wait
+            )
+    settings = services.settings
+    tokens = min(float(settings.burst), member.tokens + (now - member.stamp) / 1000 * settings.rate)
+    if tokens < 1:
+        wait_ms = int((1 - tokens) / settings.rate * 1000) + 1
+        raise RequestError(ErrorCode.RATE_LIMITED, "You are sending too fast.", retry_after=wait_ms)
+    return tokens - 1
+
+
+async def say(services: Services, caller: Caller, msg: Say) -> Answer:
+    """Send a message to the room; the sender gets ``ack`` and the ``msg`` itself."""
+    room, member = present(caller)
+    now = now_ms()
+    tokens = check_can_speak(services, room, member, now)
+    mid = new_mid()
+    event: Message = {
+        "t": "msg",
+        "mid": mid,
+        "pid": member.pid,
+        "name": member.name,
+        "role": member.role,
+        "text": msg.text,
+        "ts": now,
+    }
+    spent = MemberSet(member.pid, {"tokens": tokens, "stamp": now, "last_say": now})
+    guard = member.pid if member.role == PARTICIPANT else None
+    try:
+        position = await services.hub.commit(
+            room, [spent], [Delivery(event)], MessageMeta(mid, now, guard)
+        )
+    except Refused as exc:
+        # The store knew better than the replica (it has caught up since): answer from it.
+        room, member = present(caller)
+        check_can_speak(services, room, member, now_ms())
+        raise RequestError(ErrorCode.UNAVAILABLE, "Please try again.") from exc
+    return {"t": "ack", "mid": mid, "seq": position.seq}
+
+
+async def typing(services: Services, caller: Caller, msg: Typing) -> Answer:
+    """Tell the others that this member is typing, at most every 3 s; extras are dropped."""
+    room, member = present(caller)
+    state = room.state
+    assert state is not None
+    now = now_ms()
+    if state.typing != "off" and now - caller.last_typing >= TYPING_INTERVAL_MS:
+        caller.last_typing = now
+        event = {"t": "typing", "pid": member.pid} if state.typing == "named" else {"t": "typing"}
+        await services.hub.publish(room, [Delivery(event, exclude=member.pid)])
+    return None
+
+
+async def report(services: Services, caller: Caller, msg: Report) -> Answer:
+    """Report a message to the room's facilitators (and to no one else).
+
+    A member's second report of the same message changes nothing, and a member has at most
+    :data:`REPORTS_PER_MEMBER` open reports in a room (§11): a flood cannot push genuine
+    reports out of the facilitators' list.
+    """
+    room, member = present(caller)
+    entry = {"mid": msg.mid, "by": member.pid, "reason": msg.reason or "", "ts": now_ms()}
+    try:
+        await services.hub.commit(
+            room,
+            [ReportAdd(entry, REPORTS_PER_MEMBER)],
+            [Delivery({"t": "report", **entry}, facilitators=True)],
+        )
+    except Refused as exc:
+        if exc.reason == "dup":
+            return None  # acked; the first report and its reason stand
+        if exc.reason == "full":
+            raise RequestError(
+                ErrorCode.RATE_LIMITED,
+                "You have many open reports; the facilitators will look at them.",
+                retry_after=60_000,
+            ) from None
+        raise RequestError(ErrorCode.NOT_FOUND, "No such message in this room.") from None
+    return None
+
+
+async def whisper(services: Services, caller: Caller, msg: Whisper) -> Answer:
+    """A private line between a participant and a facilitator, never between participants."""
+    room, member = present(caller)
+    state = room.state
+    assert state is not None
+    target = state.members.get(msg.to)
+    if target is None or target.waiting or target.pid == member.pid:
+        raise RequestError(ErrorCode.NOT_FOUND, "No such member in this room.")
+    if member.role == PARTICIPANT and target.role == PARTICIPANT:
+        raise RequestError(
+            ErrorCode.FORBIDDEN, "Whispers go between a participant and a facilitator."
+        )
+    event = {"t": "whisper", "from": member.pid, "to": target.pid, "text": msg.text, "ts": now_ms()}
+    await services.hub.commit(room, [], [Delivery(event, to=(member.pid, target.pid))])
+    return None
+
+
+async def help_flare(services: Services, caller: Caller, msg: Help) -> Answer:
+    """Alert the facilitators at once and answer with the operator's crisis resources."""
+    room, member = present(caller)
+    alert = {"t": "help", "pid": member.pid, "ts": now_ms()}
+    await services.hub.commit(room, [], [Delivery(alert, facilitators=True)])
+    return {"t": "resources", **services.settings.crisis_resources.as_message_fields()}
