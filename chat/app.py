@@ -106,12 +106,14 @@ def create_app(settings: Settings) -> ASGIApp:
         guard = await build_guard(settings)
         janitor = asyncio.create_task(_sweep_idle_rooms(services))
         vouching = asyncio.create_task(presence.keep_presence(services))
+        watching = asyncio.create_task(recovery.watch(services.hub))
         log.info("hearth started", extra={"backend": type(services.hub.backend).__name__})
         try:
             yield {"services": services, "guard": guard}
         finally:
             janitor.cancel()
             vouching.cancel()
+            watching.cancel()
             for handle in services.departures.values():
                 handle.cancel()
             await services.hub.aclose()

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 
-from chat.context import Answer, Caller, Phase, Services, now_ms
+from chat.context import ANSWERED, Answer, Caller, Phase, Services, now_ms
 from chat.envelope import Delivery
 from chat.errors import CloseCode, ErrorCode, RequestError, SessionEnded, Unavailable
 from chat.hub import LocalRoom, RoomGone, message_event
@@ -32,7 +32,7 @@ from chat.identity import (
     pseudonym,
     secret_matches,
 )
-from chat.protocol import Join, Message
+from chat.protocol import Join, Leave, Message
 from chat.roomstate import (
     FACILITATOR,
     OWNER,
@@ -265,21 +265,23 @@ async def admitted(services: Services, caller: Caller, member: MemberState, resu
     caller.release()
 
 
-async def leave(services: Services, caller: Caller, msg: object) -> Answer:
-    """Handle ``leave``: the others see ``left``; the server closes with 1000."""
+async def leave(services: Services, caller: Caller, msg: Leave) -> Answer:
+    """Handle ``leave``: the others see ``left``; the ack goes out, then the close (1000)."""
     room = caller.room
-    if room is not None and room.state is not None:
-        member = room.state.members.get(caller.pid)
-        if member is not None:
-            with contextlib.suppress(Refused):
-                await services.hub.commit(
-                    room,
-                    [MemberDrop(member.pid, "left", {"holder": caller.conn_id})],
-                    [_departure(member)],
-                )
-        caller.unseat()
+    state = room.state if room is not None else None
+    member = state.members.get(caller.pid) if state is not None else None
+    caller.unseat()  # first: the drop's own entry must not close us before the ack
+    if room is not None and member is not None:
+        with contextlib.suppress(Refused):
+            await services.hub.commit(
+                room,
+                [MemberDrop(member.pid, "left", {"holder": caller.conn_id})],
+                [_departure(member)],
+            )
+    if msg.id is not None:
+        caller.reply({"t": "ack", "id": msg.id})
     caller.end(CloseCode.NORMAL)
-    return None
+    return ANSWERED
 
 
 async def went_away(services: Services, caller: Caller) -> None:

@@ -33,11 +33,54 @@ log = logging.getLogger("hearth.recovery")
 
 BACKOFF_FIRST = 0.1
 BACKOFF_CAP = 2.0
+WATCH_EVERY = 2.0  # seconds between checks that every replica has heard its whole stream
+IN_FLIGHT = 0.5  # seconds an entry may take to arrive before it counts as missed
 
 
 def install(hub: Hub) -> None:
     """Let ``hub`` start recoveries."""
     hub.recover = lambda room: start(hub, room)
+
+
+async def watch(hub: Hub) -> None:
+    """Every :data:`WATCH_EVERY` seconds, compare every replica with its stream in the store:
+    a room whose stream is ahead of the replica for longer than an entry takes to arrive
+    missed one without noticing (a lost publish, a subscription that died quietly), and
+    recovers. This bounds how long a missed decision can go unenforced (§12: 5 s) even when
+    nothing else happens in the room. Runs until cancelled; not needed when the backend is
+    not shared (one process cannot miss its own entries)."""
+    if not hub.backend.shared:
+        return
+    while True:
+        await asyncio.sleep(WATCH_EVERY)
+        try:
+            await _check_positions(hub)
+        except Unavailable:
+            continue
+        except Exception:
+            log.exception("stream watch failed")
+
+
+async def _check_positions(hub: Hub) -> None:
+    rooms = [r for r in hub.rooms.values() if r.state is not None and not r.closed]
+    if not rooms:
+        return
+    positions = await hub.backend.positions([r.id for r in rooms])
+
+    def behind(room: LocalRoom) -> bool:
+        state = room.state
+        if state is None or room.closed or room.recovery is not None:
+            return False
+        store = positions.get(room.id)
+        # Ahead: we missed entries. Behind: the store lost writes (a failover). Either way.
+        return store is None or store != (state.epoch, state.off)
+
+    lagging = [room for room in rooms if behind(room)]
+    if lagging:
+        await asyncio.sleep(IN_FLIGHT)  # entries on their way arrive meanwhile
+        for room in lagging:
+            if behind(room):
+                start(hub, room)
 
 
 def start(hub: Hub, room: LocalRoom) -> None:

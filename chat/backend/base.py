@@ -145,6 +145,12 @@ class Backend(Protocol):
         """Whether the room was closed or expired (as opposed to lost with the store's memory)."""
         ...
 
+    async def positions(self, rooms: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """Where each room's stream stands in the store, ``(epoch, off)``; a room the store
+        does not hold is absent. A worker compares it with its replicas to find entries it
+        missed without noticing (a lost publish)."""
+        ...
+
     async def vouch(self, room: str, pids: Sequence[str]) -> None:
         """Presence: this worker holds these members now (keeps the room alive too)."""
         ...

@@ -166,6 +166,10 @@ class MemoryBackend:
     async def ended(self, room: str) -> bool:
         return room not in self._rooms
 
+    async def positions(self, rooms: Sequence[str]) -> dict[str, tuple[int, int]]:
+        found = {r: self._rooms[r].state for r in rooms if r in self._rooms}
+        return {r: (state.epoch, state.off) for r, state in found.items()}
+
     async def vouch(self, room: str, pids: Sequence[str]) -> None:
         return None
 

@@ -108,6 +108,7 @@ class RedisBackend:
         self._deliver: Deliver | None = None
         # room -> (epoch, highest offset) seen here: the store must never be behind it.
         self._seen: dict[str, tuple[int, int]] = {}
+        self._top_seq: dict[str, int] = {}  # room -> highest seq seen here, any epoch
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -167,17 +168,20 @@ class RedisBackend:
 
     async def _unsubscribe_now(self, room: str) -> None:
         self._seen.pop(room, None)
+        self._top_seq.pop(room, None)
         self._local.drop(room)
         await self._bus.unsubscribe(room)
 
-    def _see(self, room: str, epoch: int, off: int) -> None:
+    def _see(self, room: str, epoch: int, off: int, seq: int) -> None:
         seen_epoch, seen_off = self._seen.get(room, (0, 0))
         # A new epoch (a restore) replaces the old one: its offsets start over.
         self._seen[room] = (epoch, max(off, seen_off) if epoch == seen_epoch else off)
+        if seq > self._top_seq.get(room, 0):
+            self._top_seq[room] = seq
 
     def _on_entry(self, room: str, entry: Entry) -> None:
         if entry.off:
-            self._see(room, entry.epoch, entry.off)
+            self._see(room, entry.epoch, entry.off, entry.seq)
         if self._in_redis is False and entry.off:
             self._observe(room, entry)
         deliver = self._deliver
@@ -258,14 +262,27 @@ class RedisBackend:
             self._max_messages,
             now - self._max_age_ms,
             "1" if in_redis else "0",
+            self._top_seq.get(room, 0),
         ]
         async with unavailable():
             reply = await self._commit(keys=self._space.keys(room), args=args)
         if int(reply[0]) != 1:
             raise Refused(as_text(reply[1]), int(reply[2]))
         position = Position(int(reply[1]), int(reply[2]), int(reply[3]))
-        self._see(room, position.epoch, position.off)
+        self._see(room, position.epoch, position.off, position.seq)
         return position
+
+    async def positions(self, rooms: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """Where each room's stream stands in the store (absent: no such room)."""
+        async with unavailable(), self._client.pipeline(transaction=False) as pipe:
+            for room in rooms:
+                pipe.hmget(self._space.key(room, "ctr"), ["ep", "off"])
+            replies = await pipe.execute()
+        return {
+            room: (int(epoch), int(off))
+            for room, (epoch, off) in zip(rooms, replies, strict=True)
+            if epoch is not None and off is not None
+        }
 
     async def publish(self, room: str, envelope: bytes) -> None:
         if not self._bus.ready:

@@ -178,6 +178,7 @@ class Bus:
                     )
                     delay = BACKOFF_FIRST
                 else:
+                    log.debug("redis pub/sub not up yet", extra={"error": type(exc).__name__})
                     delay = min(delay * 2, BACKOFF_CAP)
             finally:
                 self._ready = False
@@ -209,7 +210,10 @@ class Bus:
                 self._on_response(response)
             now = loop.time()
             if self._probe is not None:
-                if now - self._probe_sent > self._health_timeout:
+                # Overdue only if nothing is coming in: while frames keep arriving the
+                # connection is alive, and the echo may just be queued behind them (a busy
+                # loop in a join storm must not look like a dead connection).
+                if response is None and now - self._probe_sent > self._health_timeout:
                     raise _Unhealthy()
             elif self._probing and now >= next_probe:
                 self._send_probe(now)

@@ -53,7 +53,8 @@ end
 # 5 ttl (ms), 6 and 7 the epoch and offset this worker has seen (the store must not be behind
 # them: a failover that lost writes), 8 message (msgpack [mid, ts, guard or nil]) or '',
 # 9 stream entries kept, 10 stream ms kept, 11 history entries kept, 12 oldest history ts,
-# 13 history kept here ('1') or in worker memory ('0': nothing with text goes in Redis).
+# 13 history kept here ('1') or in worker memory ('0': nothing with text goes in Redis),
+# 14 the highest seq this worker has seen in the room.
 # Returns {1, epoch, off, seq} or {0, reason, op index}.
 COMMIT = (
     _KEYS
@@ -138,7 +139,16 @@ end
 local epoch = counters[1]
 local off = redis.call('HINCRBY', KEYS[K_CTR], 'off', 1)
 local seq = 0
-if message then seq = redis.call('HINCRBY', KEYS[K_CTR], 'seq', 1) end
+if message then
+  -- The highest seq the worker has seen (any epoch): seq never goes back, even when a
+  -- restore after a memory loss came from a worker that had missed the last messages.
+  seq = redis.call('HINCRBY', KEYS[K_CTR], 'seq', 1)
+  local floor = tonumber(ARGV[14])
+  if seq <= floor then
+    seq = floor + 1
+    redis.call('HSET', KEYS[K_CTR], 'seq', seq)
+  end
+end
 local closing = false
 
 -- 3. Apply.
