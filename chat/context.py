@@ -10,6 +10,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from chat.errors import CloseCode, ErrorCode, RequestError
+from chat.events import Event
 from chat.hub import Hub, LocalRoom
 from chat.outbox import Outbox
 from chat.protocol import Limits, Message
@@ -90,7 +91,7 @@ class Answered:
 
 ANSWERED = Answered()
 
-Answer = Message | Answered | None
+Answer = Event | Answered | None
 """What a handler returns: None (an ``ack`` if the request had an id), a message to send
 (the request's id is added), or :data:`ANSWERED`."""
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from chat.events import Event
 from chat.protocol import Message, pack_envelope, unpack_envelope
 from chat.roomstate import Op, op_from_wire, op_to_wire
 
@@ -25,22 +26,29 @@ class Delivery:
     ``waiting`` (the room closing).
 
     Args:
-        event: the server message (a ``msg`` gets its ``seq`` added when delivered).
+        event: the server message (a ``msg`` gets its ``seq`` added when delivered); typed
+            when built, a plain map once it has crossed the stream.
         to: only these pids.
         exclude: everyone but this pid.
         facilitators: only facilitators (with ``to``: those pids as well).
         waiting: members waiting at the door get it too.
     """
 
-    event: Message
+    event: Event | Message
     to: tuple[str, ...] | None = None
     exclude: str | None = None
     facilitators: bool = False
     waiting: bool = False
 
+    @property
+    def message(self) -> Message:
+        """The event as a plain map."""
+        event = self.event
+        return event.wire() if isinstance(event, Event) else event
+
     def wire(self) -> list[Any]:
         to = list(self.to) if self.to is not None else None
-        return [self.event, to, self.exclude, self.facilitators, self.waiting]
+        return [self.message, to, self.exclude, self.facilitators, self.waiting]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +86,14 @@ class Envelope:
         except (TypeError, IndexError, KeyError) as exc:
             raise ValueError("malformed envelope") from exc
         for delivery in out:
-            if not isinstance(delivery.event, dict) or not isinstance(delivery.event.get("t"), str):
+            event = delivery.event
+            if not isinstance(event, dict) or not isinstance(event.get("t"), str):
                 raise ValueError("malformed event")
         return cls(ops, out)
 
 
 def message_of(envelope: Envelope) -> Message | None:
     """The room message (``msg``) an entry carries, if any: its first delivery."""
-    if envelope.out and envelope.out[0].event.get("t") == "msg":
-        return envelope.out[0].event
+    if envelope.out and envelope.out[0].message.get("t") == "msg":
+        return envelope.out[0].message
     return None

@@ -15,6 +15,19 @@ from chat.backend.base import MessageMeta
 from chat.context import ANSWERED, Answer, Caller, Services, facilitator, now_ms
 from chat.envelope import Delivery
 from chat.errors import ErrorCode, RequestError, Unavailable
+from chat.events import (
+    Ack,
+    Closed,
+    Deleted,
+    Denied,
+    Joined,
+    Left,
+    Msg,
+    Muted,
+    Removed,
+    Room,
+    Unmuted,
+)
 from chat.hub import LocalRoom
 from chat.identity import new_mid
 from chat.protocol import (
@@ -25,7 +38,6 @@ from chat.protocol import (
     Delete,
     Deny,
     Lock,
-    Message,
     Mute,
     Remove,
     Slow,
@@ -85,7 +97,7 @@ async def mute(services: Services, caller: Caller, msg: Mute) -> Answer:
     target = _target(room, msg.pid)
     until = now_ms() + msg.seconds * 1000 if msg.seconds is not None else None
     change = MemberSet(target.pid, {"muted": True, "muted_until": until}, _PRESENT_PARTICIPANT)
-    event: Message = {"t": "muted", "pid": target.pid, "until": until}
+    event = Muted(target.pid, until)
     await _decide(services, room, [change, _logged(msg, me, pid=target.pid)], [Delivery(event)])
     return None
 
@@ -94,7 +106,7 @@ async def unmute(services: Services, caller: Caller, msg: Unmute) -> Answer:
     room, me = facilitator(caller)
     target = _target(room, msg.pid)
     change = MemberSet(target.pid, {"muted": False, "muted_until": None}, _PRESENT_PARTICIPANT)
-    event: Message = {"t": "unmuted", "pid": target.pid}
+    event = Unmuted(target.pid)
     await _decide(services, room, [change, _logged(msg, me, pid=target.pid)], [Delivery(event)])
     return None
 
@@ -106,8 +118,8 @@ async def remove(services: Services, caller: Caller, msg: Remove) -> Answer:
     target = _target(room, msg.pid)
     drop = MemberDrop(target.pid, "removed", _PRESENT_PARTICIPANT, ban=True)
     out = [
-        Delivery({"t": "removed", "pid": target.pid, "reason": msg.reason or ""}, to=(target.pid,)),
-        Delivery({"t": "left", "pid": target.pid, "removed": True}, exclude=target.pid),
+        Delivery(Removed(target.pid, msg.reason or ""), to=(target.pid,)),
+        Delivery(Left(target.pid, removed=True), exclude=target.pid),
     ]
     await _decide(services, room, [drop, _logged(msg, me, pid=target.pid)], out)
     return None
@@ -116,7 +128,7 @@ async def remove(services: Services, caller: Caller, msg: Remove) -> Answer:
 async def delete(services: Services, caller: Caller, msg: Delete) -> Answer:
     room, me = facilitator(caller)
     ops: list[Op] = [HistoryDrop(msg.mid), _logged(msg, me, mid=msg.mid)]
-    await _decide(services, room, ops, [Delivery({"t": "deleted", "mid": msg.mid})])
+    await _decide(services, room, ops, [Delivery(Deleted(msg.mid))])
     return None
 
 
@@ -126,25 +138,16 @@ async def room_flags(services: Services, caller: Caller, msg: Lock | Unlock | Sl
     room, me = facilitator(caller)
     wanted = {"slow": msg.seconds} if isinstance(msg, Slow) else {"locked": isinstance(msg, Lock)}
     change = RoomSet(wanted)
-    await _decide(services, room, [change, _logged(msg, me)], [Delivery({"t": "room"})])
+    await _decide(services, room, [change, _logged(msg, me)], [Delivery(Room())])
     return None
 
 
 async def announce(services: Services, caller: Caller, msg: Announce) -> Answer:
     room, me = facilitator(caller)
     now = now_ms()
-    event: Message = {
-        "t": "msg",
-        "mid": new_mid(),
-        "pid": me.pid,
-        "name": me.name,
-        "role": FACILITATOR,
-        "text": msg.text,
-        "ts": now,
-        "kind": "announce",
-    }
-    logged = _logged(msg, me, mid=event["mid"])
-    await services.hub.commit(room, [logged], [Delivery(event)], MessageMeta(event["mid"], now))
+    event = Msg(new_mid(), me.pid, me.name, FACILITATOR, msg.text, now, kind="announce")
+    logged = _logged(msg, me, mid=event.mid)
+    await services.hub.commit(room, [logged], [Delivery(event)], MessageMeta(event.mid, now))
     return None
 
 
@@ -155,8 +158,8 @@ async def close(services: Services, caller: Caller, msg: Close) -> Answer:
     if not services.hub.backend.ready:
         raise Unavailable("the backend is not reachable")
     if msg.id is not None:
-        caller.reply({"t": "ack", "id": msg.id})
-    closed = Delivery({"t": "closed"}, waiting=True)
+        caller.reply({**Ack().wire(), "id": msg.id})
+    closed = Delivery(Closed(), waiting=True)
     with contextlib.suppress(Refused):  # closed already
         await services.hub.commit(room, [RoomClose()], [closed])
     return ANSWERED
@@ -165,7 +168,7 @@ async def close(services: Services, caller: Caller, msg: Close) -> Answer:
 async def admit(services: Services, caller: Caller, msg: Admit) -> Answer:
     room, me = facilitator(caller)
     target = _target(room, msg.pid, waiting=True)
-    joined = Delivery({"t": "joined", "member": target.public()}, exclude=target.pid)
+    joined = Delivery(Joined(target.public()), exclude=target.pid)
     ops: list[Op] = [AdmitOp(target.pid), _logged(msg, me, pid=target.pid)]
     try:
         await services.hub.commit(room, ops, [joined])
@@ -180,8 +183,8 @@ async def deny(services: Services, caller: Caller, msg: Deny) -> Answer:
     target = _target(room, msg.pid, waiting=True)
     drop = MemberDrop(target.pid, "denied", {"waiting": True})
     out = [
-        Delivery({"t": "denied", "pid": target.pid}, to=(target.pid,)),
-        Delivery({"t": "left", "pid": target.pid}, facilitators=True, exclude=target.pid),
+        Delivery(Denied(target.pid), to=(target.pid,)),
+        Delivery(Left(target.pid), facilitators=True, exclude=target.pid),
     ]
     await _decide(services, room, [drop, _logged(msg, me, pid=target.pid)], out)
     return None

@@ -28,8 +28,9 @@ from typing import Any, Protocol
 
 from chat import metrics
 from chat.backend.base import Backend, Entry, MessageMeta, Position
-from chat.envelope import Delivery, Envelope
+from chat.envelope import Delivery, Envelope, message_of
 from chat.errors import CloseCode, Unavailable
+from chat.events import Room
 from chat.protocol import Encoding, Message, encode
 from chat.roomstate import (
     MemberDrop,
@@ -392,10 +393,11 @@ class Hub:
             state.seq = entry.seq
             metrics.MESSAGES.inc()
         for delivery in envelope.out:
-            if delivery.event["t"] == "room":
+            message = delivery.message
+            if message["t"] == "room":
                 # A room event carries every setting as of its entry, the same on every worker,
                 # however the facilitators' changes interleaved.
-                delivery.event.update(room_event(state))
+                message.update(room_event(state))
         self._fan_out(room, envelope.out, entry.seq)
         if ending:
             self.close_room(room)
@@ -421,7 +423,7 @@ class Hub:
 
     def _fan_out(self, room: LocalRoom, out: Iterable[Delivery], seq: int) -> None:
         for delivery in out:
-            event = delivery.event
+            event = delivery.message
             msg_seq = 0
             if seq and event["t"] == "msg":
                 event["seq"] = msg_seq = seq
@@ -531,7 +533,7 @@ _TASKS: set[asyncio.Task[None]] = set()
 
 def room_event(state: RoomState) -> Message:
     """The ``room`` event for a state: every setting a facilitator can change (§6, §13)."""
-    return {"t": "room", "locked": state.locked, "slow": state.slow}
+    return Room(locked=state.locked, slow=state.slow).wire()
 
 
 def members_here(room: LocalRoom) -> list[str]:
@@ -545,6 +547,5 @@ def message_event(entry: Entry) -> Message | None:
         envelope = Envelope.unpack(entry.data)
     except ValueError:
         return None
-    if envelope.out and envelope.out[0].event.get("t") == "msg":
-        return {**envelope.out[0].event, "seq": entry.seq}
-    return None
+    message = message_of(envelope)
+    return {**message, "seq": entry.seq} if message is not None else None

@@ -20,6 +20,7 @@ import logging
 from chat.context import ANSWERED, Answer, Caller, Phase, Services, now_ms
 from chat.envelope import Delivery
 from chat.errors import CloseCode, ErrorCode, RequestError, SessionEnded, Unavailable
+from chat.events import Ack, Event, Joined, Knock, Left, Waiting, Welcome
 from chat.hub import LocalRoom, RoomGone, message_event
 from chat.identity import (
     address_hash,
@@ -126,15 +127,13 @@ async def _join(services: Services, caller: Caller, room: LocalRoom, msg: Join) 
 
 def _arrival(member: MemberState) -> Delivery:
     if member.waiting:
-        return Delivery({"t": "knock", "member": member.public()}, facilitators=True)
-    return Delivery({"t": "joined", "member": member.public()}, exclude=member.pid)
+        return Delivery(Knock(member.public()), facilitators=True)
+    return Delivery(Joined(member.public()), exclude=member.pid)
 
 
-def _departure(member: MemberState, **extra: object) -> Delivery:
+def _departure(member: MemberState) -> Delivery:
     """``left`` for the others: only the facilitators knew of a member still waiting."""
-    return Delivery(
-        {"t": "left", "pid": member.pid, **extra}, exclude=member.pid, facilitators=member.waiting
-    )
+    return Delivery(Left(member.pid), exclude=member.pid, facilitators=member.waiting)
 
 
 def _refused_join(exc: Refused) -> None:
@@ -187,7 +186,7 @@ async def _enter(
     resume: str,
     since: int | None,
     answer_id: int | None,
-) -> Message:
+) -> Event:
     """Attach the connection to its member, now that the replica holds the commit, and build
     the answer: ``waiting``, or the ``welcome``."""
     state = current(room)
@@ -196,7 +195,7 @@ async def _enter(
         raise _bad_resume()  # removed, or taken over, between our commit and now
     caller.seat(room, member, resume, answer_id)
     if member.waiting:
-        return {"t": "waiting"}
+        return Waiting()
     return await welcome(services, caller, room, member, resume, since)
 
 
@@ -207,7 +206,7 @@ async def welcome(
     member: MemberState,
     resume: str,
     since: int | None,
-) -> Message:
+) -> Welcome:
     """The ``welcome`` (protocol §4), with the facilitator's extras (§6).
 
     Everything but the history is read from the replica at once, at the moment the member's
@@ -216,40 +215,37 @@ async def welcome(
     """
     state = current(room)
     settings = services.settings
-    out: Message = {
-        "t": "welcome",
-        "room": {
-            "id": state.id,
-            "title": state.title,
-            "rules": state.rules,
-            **state.public_settings(),
-            "retention": {
-                "messages": settings.history_messages,
-                "seconds": int(settings.history_seconds),
-                "on_disk": False,
-            },
+    about = {
+        "id": state.id,
+        "title": state.title,
+        "rules": state.rules,
+        **state.public_settings(),
+        "retention": {
+            "messages": settings.history_messages,
+            "seconds": int(settings.history_seconds),
+            "on_disk": False,
         },
-        "you": member.public(),
-        "resume": resume,
-        "members": [m.listed() for m in state.members.values() if not m.waiting],
-        "history": [],
-        "seq": state.seq,
     }
-    if member.is_facilitator:
-        out["reports"] = list(state.reports.values())
-        out["log"] = list(state.log)
-        out["waiting"] = [m.public() for m in state.members.values() if m.waiting]
+    members = [m.listed() for m in state.members.values() if not m.waiting]
+    seq = state.seq
+    staff = member.is_facilitator
+    reports = list(state.reports.values()) if staff else None
+    log_entries = list(state.log) if staff else None
+    waiting = [m.public() for m in state.members.values() if m.waiting] if staff else None
     # Facilitators see the recent history whatever the room's mode: they need the context.
-    floor = 0 if state.history == "recent" or member.is_facilitator else member.joined_seq
+    floor = 0 if state.history == "recent" or staff else member.joined_seq
     after = max(floor, since) if since is not None else floor
-    if after < state.seq:
+    history: list[Message] = []
+    if after < seq:
         entries = await services.hub.backend.history(room.id, after)
-        out["history"] = [
+        history = [
             message
             for entry in entries
-            if entry.seq <= out["seq"] and (message := message_event(entry)) is not None
+            if entry.seq <= seq and (message := message_event(entry)) is not None
         ]
-    return out
+    return Welcome(
+        about, member.public(), resume, members, history, seq, reports, log_entries, waiting
+    )
 
 
 async def admitted(services: Services, caller: Caller, member: MemberState, resume: str) -> None:
@@ -258,7 +254,7 @@ async def admitted(services: Services, caller: Caller, member: MemberState, resu
     room = caller.room
     if room is None:
         return
-    answer = await welcome(services, caller, room, member, resume, None)
+    answer = (await welcome(services, caller, room, member, resume, None)).wire()
     if caller.join_id is not None:
         answer["id"] = caller.join_id
     caller.reply(answer)
@@ -279,7 +275,7 @@ async def leave(services: Services, caller: Caller, msg: Leave) -> Answer:
                 [_departure(member)],
             )
     if msg.id is not None:
-        caller.reply({"t": "ack", "id": msg.id})
+        caller.reply({**Ack().wire(), "id": msg.id})
     caller.end(CloseCode.NORMAL)
     return ANSWERED
 
@@ -316,7 +312,7 @@ async def _grace_ended(
 ) -> None:
     services.departures.pop((room_id, pid), None)
     drop = MemberDrop(pid, "expired", {"online": False, "away_since": stamp})
-    left = Delivery({"t": "left", "pid": pid}, exclude=pid, facilitators=waiting)
+    left = Delivery(Left(pid), exclude=pid, facilitators=waiting)
     try:
         await services.hub.commit_blind(room_id, [drop], [left])
     except Refused:

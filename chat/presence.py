@@ -24,6 +24,7 @@ import logging
 from chat.context import Services, now_ms
 from chat.envelope import Delivery
 from chat.errors import Unavailable
+from chat.events import Left
 from chat.hub import members_here
 from chat.roomstate import MemberDrop, Refused
 from chat.settings import Settings
@@ -67,7 +68,7 @@ async def _beat(services: Services, slack_ms: int) -> None:
             if pending is not None:
                 pending.cancel()
             drop = MemberDrop(pid, "expired", lapsed_before=cutoff)
-            left = Delivery({"t": "left", "pid": pid}, exclude=pid, facilitators=waiting)
+            left = Delivery(Left(pid), exclude=pid, facilitators=waiting)
             try:
                 await hub.commit_blind(room.id, [drop], [left])
             except Refused:

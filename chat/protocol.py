@@ -28,9 +28,8 @@ admit      pid                                                     ack; welcome 
 deny       pid                                                     ack; denied + close 4003
 =========  ======================================================  =====================
 
-Server → client: welcome, waiting, joined, msg, ack, typing, left, error, report, whisper,
-resources, help, muted, unmuted, removed, deleted, room, closed, knock, denied. A server frame
-holds one message or an array of messages (§2); :func:`batch` builds the array.
+Server → client: the typed messages of :mod:`chat.events`, encoded here. A server frame holds
+one message or an array of messages (§2); :func:`batch` builds the array.
 
 Limits: frame payload ≤ ``max_frame`` bytes (enforced by uvicorn, close 1009), text ≤
 ``max_text`` code points after NFKC, names 1..24 code points (checked in ``identity``).
@@ -353,22 +352,6 @@ def _field(kind: str, name: str, value: Any, limits: Limits, request_id: int | N
 # --- server messages ---------------------------------------------------------------------
 
 Message = dict[str, Any]
-
-
-def error(code: ErrorCode, message: str, request_id: int | None = None, **extra: Any) -> Message:
-    """An ``error`` message (§8)."""
-    out: Message = {"t": "error", "code": str(code), "message": message}
-    if request_id is not None:
-        out["id"] = request_id
-    out.update(extra)
-    return out
-
-
-def ack(request_id: int | None, **extra: Any) -> Message:
-    """An ``ack`` for a request that carried ``id``."""
-    out: Message = {"t": "ack", "id": request_id}
-    out.update(extra)
-    return out
 
 
 def encode(message: Message | list[Message], encoding: Encoding) -> bytes:

@@ -26,6 +26,7 @@ import logging
 
 from chat.envelope import Delivery
 from chat.errors import Unavailable
+from chat.events import Joined, Knock, Left, Muted, Unmuted
 from chat.hub import Hub, LocalRoom, message_event, room_event
 from chat.roomstate import RoomState
 
@@ -165,21 +166,19 @@ def differences(old: RoomState, new: RoomState) -> list[Delivery]:
     out: list[Delivery] = []
     for pid, member in old.members.items():
         if pid not in new.members:
-            out.append(Delivery({"t": "left", "pid": pid}, facilitators=member.waiting))
+            out.append(Delivery(Left(pid), facilitators=member.waiting))
     for pid, member in new.members.items():
         before = old.members.get(pid)
         if member.waiting:
             if before is None:
-                out.append(Delivery({"t": "knock", "member": member.public()}, facilitators=True))
+                out.append(Delivery(Knock(member.public()), facilitators=True))
             continue
         if before is None or before.waiting:
-            out.append(Delivery({"t": "joined", "member": member.public()}, exclude=pid))
+            out.append(Delivery(Joined(member.public()), exclude=pid))
             continue
         if (member.muted, member.muted_until) != (before.muted, before.muted_until):
-            if member.muted:
-                out.append(Delivery({"t": "muted", "pid": pid, "until": member.muted_until}))
-            else:
-                out.append(Delivery({"t": "unmuted", "pid": pid}))
+            change = Muted(pid, member.muted_until) if member.muted else Unmuted(pid)
+            out.append(Delivery(change))
     if room_event(old) != room_event(new):
         out.append(Delivery(room_event(new)))
     return out

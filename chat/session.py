@@ -21,12 +21,13 @@ from typing import Any
 from starlette.types import Receive, Send
 
 from chat import dispatch, joining, metrics
-from chat.context import ANSWERED, Answered, Phase, Services, now_ms
+from chat.context import Answered, Phase, Services, now_ms
 from chat.envelope import Delivery
 from chat.errors import CloseCode, ErrorCode, ProtocolError, RequestError, SessionEnded, Unavailable
+from chat.events import Ack, Error, Event, Unmuted
 from chat.hub import LocalRoom, RoomGone
 from chat.outbound import Outbound, WriteNow
-from chat.protocol import Encoding, Frame, Message, decode, encode, error
+from chat.protocol import Encoding, Frame, Message, decode, encode
 from chat.ratelimit import TokenBucket
 from chat.roomstate import MemberSet, MemberState, Refused
 
@@ -183,7 +184,9 @@ class Session:
                     async with asyncio.timeout(max(remaining, 0)):
                         message = await receive()
                 except TimeoutError:
-                    self.reply(error(ErrorCode.NOT_JOINED, "No join arrived in time."))
+                    self._error(
+                        RequestError(ErrorCode.NOT_JOINED, "No join arrived in time."), None
+                    )
                     self.end(CloseCode.POLICY, "join timeout")
                     continue
             else:
@@ -231,18 +234,18 @@ class Session:
         except RoomGone:
             pass  # the room ended under the request: this connection is being closed (4010)
 
-    def _answer(self, answer: Message | Answered | None, request_id: int | None) -> None:
+    def _answer(self, answer: Event | Answered | None, request_id: int | None) -> None:
         """The dispatcher's half of protocol §2: every request with an id is answered."""
-        if answer is ANSWERED:
+        if isinstance(answer, Answered):
             return
         if answer is None:
             if request_id is None:
                 return
-            answer = {"t": "ack"}
-        assert isinstance(answer, dict)
+            answer = Ack()
+        message = answer.wire()
         if request_id is not None:
-            answer["id"] = request_id
-        self.reply(answer)
+            message["id"] = request_id
+        self.reply(message)
         self.out.release()  # what the join held back follows its answer
 
     def _rate_limited(self, wait: float, request_id: int | None) -> None:
@@ -258,7 +261,10 @@ class Session:
         extra: dict[str, Any] = dict(exc.extra)
         extra.pop("id", None)
         metrics.ERRORS.labels(code=str(exc.code)).inc()
-        self.reply(error(exc.code, exc.message, request_id, **extra))
+        message = Error(str(exc.code), exc.message, extra).wire()
+        if request_id is not None:
+            message["id"] = request_id
+        self.reply(message)
 
     # --- timed mutes ---------------------------------------------------------------------
 
@@ -278,9 +284,7 @@ class Session:
     async def _mute_expired(self, room_id: str, pid: str, until: int) -> None:
         change = MemberSet(pid, {"muted": False, "muted_until": None}, {"muted_until": until})
         with contextlib.suppress(Refused):  # unmuted or muted again meanwhile, or gone
-            await self.services.hub.commit_blind(
-                room_id, [change], [Delivery({"t": "unmuted", "pid": pid})]
-            )
+            await self.services.hub.commit_blind(room_id, [change], [Delivery(Unmuted(pid))])
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.ensure_future(self._guarded(work))

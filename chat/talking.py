@@ -12,9 +12,11 @@ from chat.backend.base import MessageMeta
 from chat.context import Answer, Caller, Services, now_ms, present
 from chat.envelope import Delivery
 from chat.errors import ErrorCode, RequestError
+from chat.events import Ack, HelpEvent, Msg, ReportEvent, Resources, Typing, WhisperEvent
 from chat.hub import LocalRoom
 from chat.identity import new_mid
-from chat.protocol import Help, Message, Report, Say, Typing, Whisper
+from chat.protocol import Help, Report, Say, Whisper
+from chat.protocol import Typing as TypingRequest
 from chat.roomstate import PARTICIPANT, MemberSet, MemberState, Refused, ReportAdd
 
 TYPING_INTERVAL_MS = 3_000  # protocol §5: at most one typing event every 3 s per member
@@ -55,15 +57,7 @@ async def say(services: Services, caller: Caller, msg: Say) -> Answer:
     now = now_ms()
     tokens = check_can_speak(services, room, member, now)
     mid = new_mid()
-    event: Message = {
-        "t": "msg",
-        "mid": mid,
-        "pid": member.pid,
-        "name": member.name,
-        "role": member.role,
-        "text": msg.text,
-        "ts": now,
-    }
+    event = Msg(mid, member.pid, member.name, member.role, msg.text, now)
     spent = MemberSet(member.pid, {"tokens": tokens, "stamp": now, "last_say": now})
     guard = member.pid if member.role == PARTICIPANT else None
     try:
@@ -75,10 +69,10 @@ async def say(services: Services, caller: Caller, msg: Say) -> Answer:
         room, member = present(caller)
         check_can_speak(services, room, member, now_ms())
         raise RequestError(ErrorCode.UNAVAILABLE, "Please try again.") from exc
-    return {"t": "ack", "mid": mid, "seq": position.seq}
+    return Ack(mid=mid, seq=position.seq)
 
 
-async def typing(services: Services, caller: Caller, msg: Typing) -> Answer:
+async def typing(services: Services, caller: Caller, msg: TypingRequest) -> Answer:
     """Tell the others that this member is typing, at most every 3 s; extras are dropped."""
     room, member = present(caller)
     state = room.state
@@ -86,7 +80,7 @@ async def typing(services: Services, caller: Caller, msg: Typing) -> Answer:
     now = now_ms()
     if state.typing != "off" and now - caller.last_typing >= TYPING_INTERVAL_MS:
         caller.last_typing = now
-        event = {"t": "typing", "pid": member.pid} if state.typing == "named" else {"t": "typing"}
+        event = Typing(member.pid if state.typing == "named" else None)
         await services.hub.publish(room, [Delivery(event, exclude=member.pid)])
     return None
 
@@ -99,12 +93,11 @@ async def report(services: Services, caller: Caller, msg: Report) -> Answer:
     reports out of the facilitators' list.
     """
     room, member = present(caller)
-    entry = {"mid": msg.mid, "by": member.pid, "reason": msg.reason or "", "ts": now_ms()}
+    event = ReportEvent(msg.mid, member.pid, msg.reason or "", now_ms())
+    entry = {"mid": event.mid, "by": event.by, "reason": event.reason, "ts": event.ts}
     try:
         await services.hub.commit(
-            room,
-            [ReportAdd(entry, REPORTS_PER_MEMBER)],
-            [Delivery({"t": "report", **entry}, facilitators=True)],
+            room, [ReportAdd(entry, REPORTS_PER_MEMBER)], [Delivery(event, facilitators=True)]
         )
     except Refused as exc:
         if exc.reason == "dup":
@@ -131,7 +124,7 @@ async def whisper(services: Services, caller: Caller, msg: Whisper) -> Answer:
         raise RequestError(
             ErrorCode.FORBIDDEN, "Whispers go between a participant and a facilitator."
         )
-    event = {"t": "whisper", "from": member.pid, "to": target.pid, "text": msg.text, "ts": now_ms()}
+    event = WhisperEvent(member.pid, target.pid, msg.text, now_ms())
     await services.hub.commit(room, [], [Delivery(event, to=(member.pid, target.pid))])
     return None
 
@@ -139,6 +132,6 @@ async def whisper(services: Services, caller: Caller, msg: Whisper) -> Answer:
 async def help_flare(services: Services, caller: Caller, msg: Help) -> Answer:
     """Alert the facilitators at once and answer with the operator's crisis resources."""
     room, member = present(caller)
-    alert = {"t": "help", "pid": member.pid, "ts": now_ms()}
+    alert = HelpEvent(member.pid, now_ms())
     await services.hub.commit(room, [], [Delivery(alert, facilitators=True)])
-    return {"t": "resources", **services.settings.crisis_resources.as_message_fields()}
+    return Resources(**services.settings.crisis_resources.as_message_fields())

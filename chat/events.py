@@ -1,0 +1,221 @@
+"""Server messages as typed values: one frozen dataclass per ``t`` (protocol §4-§8).
+
+Handlers build these; :meth:`Event.wire` gives the map the codec encodes (once per encoding,
+:mod:`chat.protocol`) and that stream entries carry between workers. Field names are the wire's,
+except ``sender`` (``from`` on the wire, a Python keyword). Optional fields that are ``None``
+are left out of the wire map unless the contract says they are sent as ``null``.
+
+=================  ==========================================================================
+type               fields
+=================  ==========================================================================
+welcome            room, you, resume, members, history, seq (+ reports, log, waiting)
+waiting            –
+joined             member
+knock              member
+left               pid, removed?
+msg                mid, pid, name, role, text, ts, kind? (seq added when delivered)
+ack                mid?, seq? (id added by the session)
+error              code, message, ...extra (id added by the session)
+typing             pid?
+report             mid, by, reason, ts
+whisper            from, to, text, ts
+help               pid, ts
+resources          text, links
+muted              pid, until (null: until unmuted)
+unmuted            pid
+removed            pid, reason
+deleted            mid
+room               locked, slow (filled in from the room's state as of its entry)
+closed             –
+denied             pid
+=================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+Message = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base of the server messages."""
+
+    t: ClassVar[str] = ""
+    # Fields left out of the wire map when None (the contract's "absent", not "null").
+    optional: ClassVar[frozenset[str]] = frozenset()
+    renamed: ClassVar[dict[str, str]] = {}
+
+    def wire(self) -> Message:
+        """The message as a map of plain values, ready to encode."""
+        out: Message = {"t": self.t}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if value is None and item.name in self.optional:
+                continue
+            out[self.renamed.get(item.name, item.name)] = value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome(Event):
+    t: ClassVar[str] = "welcome"
+    optional: ClassVar[frozenset[str]] = frozenset({"reports", "log", "waiting"})
+    room: Message
+    you: Message
+    resume: str
+    members: list[Message]
+    history: list[Message]
+    seq: int
+    reports: list[Message] | None = None
+    log: list[Message] | None = None
+    waiting: list[Message] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting(Event):
+    t: ClassVar[str] = "waiting"
+
+
+@dataclass(frozen=True, slots=True)
+class Joined(Event):
+    t: ClassVar[str] = "joined"
+    member: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Knock(Event):
+    t: ClassVar[str] = "knock"
+    member: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Left(Event):
+    t: ClassVar[str] = "left"
+    optional: ClassVar[frozenset[str]] = frozenset({"removed"})
+    pid: str
+    removed: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Msg(Event):
+    t: ClassVar[str] = "msg"
+    optional: ClassVar[frozenset[str]] = frozenset({"kind"})
+    mid: str
+    pid: str
+    name: str
+    role: str
+    text: str
+    ts: int
+    kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ack(Event):
+    t: ClassVar[str] = "ack"
+    optional: ClassVar[frozenset[str]] = frozenset({"mid", "seq"})
+    mid: str | None = None
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Error(Event):
+    """``error``; ``extra`` holds the code's own fields (``retry_after``, ``until``...)."""
+
+    t: ClassVar[str] = "error"
+    code: str
+    message: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def wire(self) -> Message:
+        return {"t": self.t, "code": self.code, "message": self.message, **self.extra}
+
+
+@dataclass(frozen=True, slots=True)
+class Typing(Event):
+    t: ClassVar[str] = "typing"
+    optional: ClassVar[frozenset[str]] = frozenset({"pid"})
+    pid: str | None = None  # absent in "anonymous" rooms
+
+
+@dataclass(frozen=True, slots=True)
+class ReportEvent(Event):
+    t: ClassVar[str] = "report"
+    mid: str
+    by: str
+    reason: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class WhisperEvent(Event):
+    t: ClassVar[str] = "whisper"
+    renamed: ClassVar[dict[str, str]] = {"sender": "from"}
+    sender: str
+    to: str
+    text: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class HelpEvent(Event):
+    t: ClassVar[str] = "help"
+    pid: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Resources(Event):
+    t: ClassVar[str] = "resources"
+    text: str
+    links: list[Message]
+
+
+@dataclass(frozen=True, slots=True)
+class Muted(Event):
+    t: ClassVar[str] = "muted"
+    pid: str
+    until: int | None  # sent as null for an open-ended mute
+
+
+@dataclass(frozen=True, slots=True)
+class Unmuted(Event):
+    t: ClassVar[str] = "unmuted"
+    pid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Removed(Event):
+    t: ClassVar[str] = "removed"
+    pid: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted(Event):
+    t: ClassVar[str] = "deleted"
+    mid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Room(Event):
+    """``room``: built empty by a decision, filled in by each worker from the room's state as
+    of the entry (``hub.room_event``), so that it is the same everywhere."""
+
+    t: ClassVar[str] = "room"
+    optional: ClassVar[frozenset[str]] = frozenset({"locked", "slow"})
+    locked: bool | None = None
+    slow: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Closed(Event):
+    t: ClassVar[str] = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Denied(Event):
+    t: ClassVar[str] = "denied"
+    pid: str
