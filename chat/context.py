@@ -11,7 +11,8 @@ from typing import Any, Protocol
 
 from chat.errors import CloseCode, ErrorCode, RequestError
 from chat.events import Event
-from chat.hub import Hub, LocalRoom
+from chat.hub import Hub
+from chat.localroom import LocalRoom
 from chat.outbox import Outbox
 from chat.protocol import Limits, Message
 from chat.roomstate import MemberState

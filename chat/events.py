@@ -202,7 +202,7 @@ class Deleted(Event):
 @dataclass(frozen=True, slots=True)
 class Room(Event):
     """``room``: built empty by a decision, filled in by each worker from the room's state as
-    of the entry (``hub.room_event``), so that it is the same everywhere."""
+    of the entry (``localroom.room_event``), so that it is the same everywhere."""
 
     t: ClassVar[str] = "room"
     optional: ClassVar[frozenset[str]] = frozenset({"locked", "slow"})

@@ -28,8 +28,8 @@ from chat.events import (
     Room,
     Unmuted,
 )
-from chat.hub import LocalRoom
 from chat.identity import new_mid
+from chat.localroom import LocalRoom
 from chat.protocol import (
     Admit,
     Announce,
@@ -134,7 +134,7 @@ async def delete(services: Services, caller: Caller, msg: Delete) -> Answer:
 
 async def room_flags(services: Services, caller: Caller, msg: Lock | Unlock | Slow) -> Answer:
     """``lock``, ``unlock`` and ``slow``: change the room and tell everyone (the ``room`` event
-    carries every setting as of its entry, see ``hub.room_event``)."""
+    carries every setting as of its entry, see ``localroom.room_event``)."""
     room, me = facilitator(caller)
     wanted = {"slow": msg.seconds} if isinstance(msg, Slow) else {"locked": isinstance(msg, Lock)}
     change = RoomSet(wanted)

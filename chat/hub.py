@@ -1,13 +1,11 @@
-"""This worker's rooms: a replica of each room's state, its local connections, and fan-out.
+"""This worker's rooms: loading them, committing to their streams, and following them.
 
-For every room with members connected here the hub holds a :class:`LocalRoom`: a replica of
-the room's :class:`~chat.roomstate.RoomState` and the local connections of its members. The
-backend hands over the room's stream entries in order (:meth:`Hub.deliver`); the hub applies
-each entry's ops to the replica, then gives each of the entry's events, encoded once per
-encoding, to every local recipient (protocol §10), then makes every local connection agree
-with the new state (:meth:`Hub._reconcile`): a member that is gone is closed with the code
-that says why, a member now held by another connection is closed, a waiting member that was
-admitted enters. Delivery never awaits a connection.
+For every room with members connected here the hub holds a :class:`~chat.localroom.LocalRoom`:
+a replica of the room's :class:`~chat.roomstate.RoomState` and the local connections of its
+members. The backend hands over the room's stream entries (:meth:`Hub.deliver`); the hub
+applies them in offset order to the replica, then has the room give each of the entry's
+events to its local recipients, encoded once per encoding (protocol §10), and make its
+connections agree with the new state. Delivery never awaits a connection.
 
 Because the replica moves only by applying entries in offset order, it is exactly the store as
 of its offset, and every check made against it (muted? removed? locked?) is as good as one
@@ -22,27 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Any
 
 from chat import metrics
 from chat.backend.base import Backend, Entry, MessageMeta, Position
-from chat.envelope import Delivery, Envelope, message_of
-from chat.errors import CloseCode, Unavailable
-from chat.events import Room
-from chat.protocol import Encoding, Message, encode
-from chat.roomstate import (
-    MemberDrop,
-    MemberState,
-    Op,
-    Refused,
-    Reset,
-    RoomClose,
-    RoomState,
-    apply,
-    touched_pids,
-)
+from chat.envelope import Delivery, Envelope
+from chat.errors import Unavailable
+from chat.localroom import Connection, LocalRoom, RoomGone, room_event
+from chat.roomstate import MemberState, Op, Refused, Reset, RoomClose, apply, touched_pids
 
 log = logging.getLogger("hearth.hub")
 
@@ -50,75 +36,6 @@ RELEASE_AFTER = 1.0  # seconds a room stays subscribed after its last local memb
 NUDGE_AFTER = 0.5  # seconds a commit waits for its own entry before recovery looks for it
 CATCH_UP_LIMIT = 5.0  # seconds a commit waits for its entry at most (then: unavailable)
 PENDING_LIMIT = 10_000  # entries buffered behind a gap; beyond, recovery reloads instead
-
-# Why a member left, as the close code its own connection gets (protocol §6, §8).
-CLOSE_FOR = {
-    "removed": (CloseCode.REMOVED, "removed by a facilitator"),
-    "denied": (CloseCode.FORBIDDEN, "not admitted"),
-    "left": (CloseCode.NORMAL, "left"),
-    "expired": (CloseCode.NORMAL, "left"),
-}
-
-
-class Connection(Protocol):
-    """What the hub needs of a member's connection (implemented by ``session.Session``)."""
-
-    @property
-    def conn_id(self) -> str: ...
-
-    @property
-    def encoding(self) -> Encoding: ...
-
-    def send_frame(self, frame: bytes, seq: int) -> None:
-        """Queue an encoded frame; never awaits. ``seq`` is the msg's seq, else 0."""
-        ...
-
-    def ended(self, code: CloseCode, reason: str) -> None:
-        """The member's presence here is over (removed, denied, room closed, taken over)."""
-        ...
-
-    def changed(self, member: MemberState) -> None:
-        """The member's state changed (admitted, muted...); react without awaiting."""
-        ...
-
-
-@dataclass(eq=False, slots=True)
-class Attached:
-    """A local connection as the hub files it: who it is for, and how it hears the room."""
-
-    conn: Connection
-    pid: str
-    facilitator: bool
-    waiting: bool
-
-
-@dataclass(eq=False, slots=True)
-class LocalRoom:
-    """A room as this worker holds it."""
-
-    id: str
-    state: RoomState | None = None  # None until loaded
-    present: dict[str, Attached] = field(default_factory=dict)  # pid -> its connection here
-    waiting: dict[str, Attached] = field(default_factory=dict)  # at a knock room's door
-    pending: dict[tuple[int, int], Entry] = field(default_factory=dict)  # behind a gap
-    loading: asyncio.Task[None] | None = None
-    recovery: asyncio.Task[None] | None = None
-    waiters: list[tuple[Position, asyncio.Future[None]]] = field(default_factory=list)
-    users: int = 0  # handlers between open() and attach(): the room must not be released
-    release: asyncio.TimerHandle | None = None
-    closed: bool = False
-
-    @property
-    def empty(self) -> bool:
-        return not self.present and not self.waiting and self.users == 0
-
-    def holds(self, position: Position) -> bool:
-        state = self.state
-        return state is not None and (state.epoch != position.epoch or state.off >= position.off)
-
-
-class RoomGone(Exception):
-    """There is no such room (it never existed, was closed, or expired)."""
 
 
 class Hub:
@@ -198,18 +115,15 @@ class Hub:
     def attach(self, room: LocalRoom, conn: Connection, member: MemberState) -> None:
         """File a connection under its member (after the commit that made it the holder has
         been applied here). A previous local connection of the same member gives way."""
-        attached = Attached(conn, member.pid, member.is_facilitator, member.waiting)
-        previous = room.present.pop(member.pid, None) or room.waiting.pop(member.pid, None)
-        (room.waiting if member.waiting else room.present)[member.pid] = attached
-        if previous is not None and previous.conn is not conn:
-            previous.conn.ended(CloseCode.NORMAL, "resumed on another connection")
+        room.attach(conn, member)
 
     def detach(self, room: LocalRoom, pid: str, conn: Connection) -> None:
         """Unfile a connection; the room is released shortly after its last one goes."""
-        for filed in (room.present, room.waiting):
-            attached = filed.get(pid)
-            if attached is not None and attached.conn is conn:
-                del filed[pid]
+        room.detach(pid, conn)
+        self._maybe_release(room)
+
+    def release_if_empty(self, room: LocalRoom) -> None:
+        """Release the room shortly if no connection is left in it (after a reconcile)."""
         self._maybe_release(room)
 
     def _maybe_release(self, room: LocalRoom) -> None:
@@ -330,7 +244,7 @@ class Hub:
         try:
             if entry.off == 0:  # ephemeral: only if the replica is current, else moot
                 if room.state is not None and room.recovery is None:
-                    self._fan_out(room, Envelope.unpack(entry.data).out, 0)
+                    room.fan_out(Envelope.unpack(entry.data).out)
                 return
             if room.state is None or room.recovery is not None:
                 self._park(room, entry)
@@ -398,120 +312,18 @@ class Hub:
                 # A room event carries every setting as of its entry, the same on every worker,
                 # however the facilitators' changes interleaved.
                 message.update(room_event(state))
-        self._fan_out(room, envelope.out, entry.seq)
+        room.fan_out(envelope.out, entry.seq)
         if ending:
             self.close_room(room)
-        else:
-            self.reconcile(room, touched_pids(envelope.ops), envelope.ops)
-        self._wake(room)
+        elif room.reconcile(touched_pids(envelope.ops), envelope.ops):
+            self._maybe_release(room)
+        room.wake()
         if reset:
             self.recover(room)  # a restore: everyone reloads what the restorer wrote
 
-    def _wake(self, room: LocalRoom) -> None:
-        if not room.waiters:
-            return
-        still: list[tuple[Position, asyncio.Future[None]]] = []
-        for position, waiter in room.waiters:
-            if room.holds(position) or room.closed:
-                if not waiter.done():
-                    waiter.set_result(None)
-            else:
-                still.append((position, waiter))
-        room.waiters = still
-
-    # --- fan-out --------------------------------------------------------------------------
-
-    def _fan_out(self, room: LocalRoom, out: Iterable[Delivery], seq: int) -> None:
-        for delivery in out:
-            event = delivery.message
-            msg_seq = 0
-            if seq and event["t"] == "msg":
-                event["seq"] = msg_seq = seq
-            # One encode per encoding per event, whatever the number of recipients (§10).
-            frames: dict[Encoding, bytes] = {}
-            for conn in self._recipients(room, delivery):
-                encoding = conn.encoding
-                frame = frames.get(encoding)
-                if frame is None:
-                    frame = frames[encoding] = encode(event, encoding)
-                conn.send_frame(frame, msg_seq)
-
-    def fan_out(self, room: LocalRoom, out: Iterable[Delivery], seq: int = 0) -> None:
-        """Deliver events to this worker's members only (recovery's catch-up)."""
-        self._fan_out(room, out, seq)
-
-    def _recipients(self, room: LocalRoom, delivery: Delivery) -> list[Connection]:
-        present = room.present
-        to, exclude = delivery.to, delivery.exclude
-        if to is not None and not delivery.facilitators:
-            out = [a.conn for pid in to if (a := present.get(pid) or room.waiting.get(pid))]
-        elif delivery.facilitators:
-            wanted = set(to or ())
-            out = [
-                a.conn
-                for pid, a in present.items()
-                if pid != exclude and (a.facilitator or pid in wanted)
-            ]
-            out += [a.conn for pid, a in room.waiting.items() if pid in wanted]
-        elif exclude is None:
-            out = [a.conn for a in present.values()]
-        else:
-            out = [a.conn for pid, a in present.items() if pid != exclude]
-        if delivery.waiting and to is None:
-            out += [a.conn for pid, a in room.waiting.items() if pid != exclude]
-        return out
-
-    # --- agreeing with the state ----------------------------------------------------------
-
-    def reconcile(self, room: LocalRoom, pids: Iterable[str], ops: Sequence[Op] = ()) -> None:
-        """Make these members' local connections agree with the replica."""
-        state = room.state
-        if state is None:
-            return
-        why = {op.pid: op.why for op in ops if isinstance(op, MemberDrop)}
-        for pid in pids:
-            attached = room.present.get(pid) or room.waiting.get(pid)
-            if attached is None:
-                continue
-            member = state.members.get(pid)
-            if member is None:
-                default = "denied" if attached.waiting else "removed"
-                code, reason = CLOSE_FOR.get(why.get(pid, default), CLOSE_FOR["removed"])
-                self._end(room, attached, code, reason)
-            elif member.holder != attached.conn.conn_id:
-                self._end(room, attached, CloseCode.NORMAL, "resumed on another connection")
-            else:
-                if attached.waiting and not member.waiting:
-                    # Admitted: it moves to the present; its connection sends the welcome.
-                    del room.waiting[pid]
-                    attached.waiting = False
-                    room.present[pid] = attached
-                self._notify(attached, member)
-
-    def reconcile_all(self, room: LocalRoom) -> None:
-        self.reconcile(room, [*room.present, *room.waiting])
-
-    def _notify(self, attached: Attached, member: MemberState) -> None:
-        try:
-            attached.conn.changed(member)
-        except Exception:
-            log.exception("member change failed")
-
-    def _end(self, room: LocalRoom, attached: Attached, code: CloseCode, reason: str) -> None:
-        for filed in (room.present, room.waiting):
-            if filed.get(attached.pid) is attached:
-                del filed[attached.pid]
-        attached.conn.ended(code, reason)
-        self._maybe_release(room)
-
     def close_room(self, room: LocalRoom) -> None:
         """The room ended: everyone here is closed with 4010 and the replica goes."""
-        room.closed = True
-        for attached in [*room.present.values(), *room.waiting.values()]:
-            attached.conn.ended(CloseCode.ROOM_CLOSED, "the room was closed")
-        room.present.clear()
-        room.waiting.clear()
-        self._wake(room)
+        room.end_everyone()
         self._maybe_release(room)
 
     # --- the backend's reconnects ---------------------------------------------------------
@@ -529,23 +341,3 @@ class Hub:
 
 
 _TASKS: set[asyncio.Task[None]] = set()
-
-
-def room_event(state: RoomState) -> Message:
-    """The ``room`` event for a state: every setting a facilitator can change (§6, §13)."""
-    return Room(locked=state.locked, slow=state.slow).wire()
-
-
-def members_here(room: LocalRoom) -> list[str]:
-    """The pids connected to this worker (present and waiting)."""
-    return [*room.present, *room.waiting]
-
-
-def message_event(entry: Entry) -> Message | None:
-    """The room message a history entry carries, with its ``seq``; None if it holds none."""
-    try:
-        envelope = Envelope.unpack(entry.data)
-    except ValueError:
-        return None
-    message = message_of(envelope)
-    return {**message, "seq": entry.seq} if message is not None else None

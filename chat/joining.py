@@ -21,7 +21,6 @@ from chat.context import ANSWERED, Answer, Caller, Phase, Services, now_ms
 from chat.envelope import Delivery
 from chat.errors import CloseCode, ErrorCode, RequestError, SessionEnded, Unavailable
 from chat.events import Ack, Event, Joined, Knock, Left, Waiting, Welcome
-from chat.hub import LocalRoom, RoomGone, message_event
 from chat.identity import (
     address_hash,
     hash_secret,
@@ -33,6 +32,7 @@ from chat.identity import (
     pseudonym,
     secret_matches,
 )
+from chat.localroom import LocalRoom, RoomGone, message_event
 from chat.protocol import Join, Leave, Message
 from chat.roomstate import (
     FACILITATOR,

@@ -25,7 +25,6 @@ from chat.context import Services, now_ms
 from chat.envelope import Delivery
 from chat.errors import Unavailable
 from chat.events import Left
-from chat.hub import members_here
 from chat.roomstate import MemberDrop, Refused
 from chat.settings import Settings
 
@@ -59,7 +58,7 @@ async def _beat(services: Services, slack_ms: int) -> None:
     for room in list(hub.rooms.values()):
         if room.state is None or room.closed:
             continue
-        await hub.backend.vouch(room.id, members_here(room))
+        await hub.backend.vouch(room.id, room.here())
         cutoff = now_ms() - slack_ms
         for pid in await hub.backend.lapsed(room.id, cutoff):
             member = room.state.members.get(pid) if room.state else None

@@ -27,7 +27,8 @@ import logging
 from chat.envelope import Delivery
 from chat.errors import Unavailable
 from chat.events import Joined, Knock, Left, Muted, Unmuted
-from chat.hub import Hub, LocalRoom, message_event, room_event
+from chat.hub import Hub
+from chat.localroom import LocalRoom, message_event, room_event
 from chat.roomstate import RoomState
 
 log = logging.getLogger("hearth.recovery")
@@ -154,9 +155,10 @@ async def _reload(hub: Hub, room: LocalRoom) -> None:
     for entry in missed:
         message = message_event(entry)
         if message is not None and entry.seq <= fresh.seq:
-            hub.fan_out(room, [Delivery(message)], entry.seq)
-    hub.fan_out(room, differences(old, fresh))
-    hub.reconcile_all(room)
+            room.fan_out([Delivery(message)], entry.seq)
+    room.fan_out(differences(old, fresh))
+    if room.reconcile_all():
+        hub.release_if_empty(room)
     for key in [k for k in room.pending if k[0] != fresh.epoch or k[1] <= fresh.off]:
         del room.pending[key]
 

@@ -25,7 +25,7 @@ from chat.context import Answered, Phase, Services, now_ms
 from chat.envelope import Delivery
 from chat.errors import CloseCode, ErrorCode, ProtocolError, RequestError, SessionEnded, Unavailable
 from chat.events import Ack, Error, Event, Unmuted
-from chat.hub import LocalRoom, RoomGone
+from chat.localroom import LocalRoom, RoomGone
 from chat.outbound import Outbound, WriteNow
 from chat.protocol import Encoding, Frame, Message, decode, encode
 from chat.ratelimit import TokenBucket

@@ -13,8 +13,8 @@ from chat.context import Answer, Caller, Services, now_ms, present
 from chat.envelope import Delivery
 from chat.errors import ErrorCode, RequestError
 from chat.events import Ack, HelpEvent, Msg, ReportEvent, Resources, Typing, WhisperEvent
-from chat.hub import LocalRoom
 from chat.identity import new_mid
+from chat.localroom import LocalRoom
 from chat.protocol import Help, Report, Say, Whisper
 from chat.protocol import Typing as TypingRequest
 from chat.roomstate import PARTICIPANT, MemberSet, MemberState, Refused, ReportAdd

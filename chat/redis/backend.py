@@ -23,37 +23,25 @@ from typing import Any
 
 from chat.backend.base import Deliver, Entry, MessageMeta, Position, Reconnected
 from chat.backend.history import MessageHistory
-from chat.buscrypt import Sealer, context
+from chat.buscrypt import Sealer, SealError, context
 from chat.envelope import Envelope, message_of
 from chat.errors import Unavailable
-from chat.protocol import pack_envelope, pack_value, unpack_value
+from chat.protocol import pack_value
 from chat.redis.batch import ScriptBatch
 from chat.redis.bus import Bus, parse_frame
 from chat.redis.client import COMMAND_TIMEOUT, RedisSpace, connect
 from chat.redis.history import place_history
-from chat.redis.records import as_bytes, as_text, now_ms, open_record, unavailable
+from chat.redis.layout import Layout
+from chat.redis.records import as_bytes, as_text, now_ms, unavailable
 from chat.redis.scripts import COMMIT, CREATE, READ_AFTER, RESTORE, SNAPSHOT
 from chat.roomstate import (
-    LOG_ENTRIES,
-    MEMBER_FIELDS,
-    PARTICIPANT,
-    ROOM_SETTINGS,
-    Admit,
-    BanAdd,
     HistoryDrop,
-    LogAdd,
-    MemberAdd,
-    MemberDrop,
-    MemberSet,
-    MemberState,
     Op,
     Refused,
     ReportAdd,
     Reset,
     RoomClose,
-    RoomSet,
     RoomState,
-    report_key,
 )
 from chat.settings import Settings
 
@@ -61,10 +49,6 @@ log = logging.getLogger("hearth.redis")
 
 STREAM_KEEP = 2_000  # entries a room's stream keeps for workers that missed some
 STREAM_MS = 120_000  # and for at most this long
-_RECORD_FIELDS = ("title", "rules", "key_hash", "salt", "created_ms")
-# Member fields kept one by one (the name is sealed on its own; joined_seq is set by Lua).
-_STORED_FIELDS = tuple(f for f in MEMBER_FIELDS if f not in {"pid", "name"})
-_ADDED_FIELDS = tuple(f for f in _STORED_FIELDS if f != "joined_seq")
 
 
 class RedisBackend:
@@ -91,6 +75,7 @@ class RedisBackend:
         self._space = space
         self._client = client = space.client
         self._sealer: Sealer = space.sealer
+        self._layout = Layout(space.sealer)
         self._bus = Bus(space)
         # Commits share pipelines, one in flight at a time: one write instead of one each.
         self._commit = ScriptBatch(client, COMMIT, timeout=COMMAND_TIMEOUT)
@@ -210,7 +195,12 @@ class RedisBackend:
         async with unavailable():
             await self._create(
                 keys=self._space.keys(state.id),
-                args=[self._record(state), self._settings(state), state.epoch, self._space.ttl_ms],
+                args=[
+                    self._layout.record(state),
+                    self._layout.settings(state),
+                    state.epoch,
+                    self._space.ttl_ms,
+                ],
             )
 
     async def snapshot(self, room: str) -> RoomState | None:
@@ -218,7 +208,7 @@ class RedisBackend:
             reply = await self._snapshot(keys=self._space.keys(room))
         if reply is None:
             return None
-        return self._state_from(room, reply)
+        return self._layout.state_from(room, reply)
 
     async def ended(self, room: str) -> bool:
         async with unavailable():
@@ -249,7 +239,7 @@ class RedisBackend:
             meta = pack_value([message.mid, message.ts, message.guard], for_lua=True)
         now = now_ms()
         args: list[Any] = [
-            pack_value([self._store_op(room, op) for op in ops], for_lua=True),
+            pack_value([self._layout.op(room, op) for op in ops], for_lua=True),
             self._seal(envelope, "bus", room),
             self._space.channel(room),
             now,
@@ -337,30 +327,7 @@ class RedisBackend:
         return any(as_bytes(raw).split(b":", 2)[1:2] == [wanted] for raw in stored)
 
     async def restore(self, state: RoomState) -> bool:
-        members = [
-            [
-                m.pid,
-                self._seal(pack_value(m.name), "member", state.id),
-                {name: pack_value(getattr(m, name)) for name in _STORED_FIELDS},
-            ]
-            for m in state.members.values()
-        ]
-        reports = {
-            key: self._seal(pack_envelope(r), "report", state.id)
-            for key, r in state.reports.items()
-        }
-        log_entries = [self._seal(pack_envelope(e), "log", state.id) for e in state.log]
-        packed_state = pack_value(
-            [
-                self._record(state),
-                {name: pack_value(getattr(state, name)) for name in ROOM_SETTINGS},
-                members,
-                sorted(state.bans),
-                reports,
-                log_entries,
-            ],
-            for_lua=True,
-        )
+        packed_state = self._layout.whole_state(state)
         reset = self._seal(Envelope([Reset()]).pack(), "bus", state.id)
         new_epoch = secrets.randbelow(2**31 - 1) + 1
         async with unavailable():
@@ -418,116 +385,10 @@ class RedisBackend:
         return self._sealer.seal(data, context(kind, room))
 
     def _open(self, blob: bytes, room: str) -> bytes:
-        from chat.buscrypt import SealError
-
         try:
             return self._sealer.open(blob, context("bus", room))
         except SealError as exc:
             raise Unavailable("an entry could not be opened") from exc
-
-    def _record(self, state: RoomState) -> bytes:
-        record = {name: getattr(state, name) for name in _RECORD_FIELDS}
-        return self._seal(pack_envelope(record), "room", state.id)
-
-    def _settings(self, state: RoomState) -> bytes:
-        return pack_value(
-            {name: pack_value(getattr(state, name)) for name in ROOM_SETTINGS}, for_lua=True
-        )
-
-    def _store_op(self, room: str, op: Op) -> list[Any]:
-        """An op as the commit script reads it (sealing what holds names or text)."""
-        if isinstance(op, RoomSet):
-            return ["rs", _packed(op.fields), _packed(op.require)]
-        if isinstance(op, MemberAdd):
-            m = op.member
-            return [
-                "ma",
-                m.pid,
-                self._seal(pack_value(m.name), "member", room),
-                {name: pack_value(getattr(m, name)) for name in _ADDED_FIELDS},
-                m.name_token,
-                m.resume_hash,
-                m.role == PARTICIPANT,
-                m.address_hash,
-            ]
-        if isinstance(op, MemberSet):
-            return ["ms", op.pid, _packed(op.fields), _packed(op.require)]
-        if isinstance(op, MemberDrop):
-            return [
-                "md",
-                op.pid,
-                op.why,
-                _packed(op.require),
-                op.ban,
-                op.lapsed_before,
-                list(_STORED_FIELDS),
-            ]
-        if isinstance(op, Admit):
-            return ["ad", op.pid]
-        if isinstance(op, BanAdd):
-            return ["ba", op.address_hash]
-        if isinstance(op, ReportAdd):
-            report = op.report
-            sealed = self._seal(pack_envelope(report), "report", room)
-            key = report_key(report["mid"], report["by"])
-            return ["ra", key, report["by"], sealed, op.cap, report["mid"]]
-        if isinstance(op, LogAdd):
-            return ["la", self._seal(pack_envelope(op.entry), "log", room), LOG_ENTRIES]
-        if isinstance(op, HistoryDrop):
-            return ["hd", op.mid]
-        if isinstance(op, RoomClose):
-            return ["rc"]
-        return ["rr"]
-
-    def _state_from(self, room: str, reply: list[Any]) -> RoomState | None:
-        epoch, off, seq = int(reply[0]), int(reply[1]), int(reply[2])
-        room_hash = _pairs(reply[3])
-        record = open_record(self._sealer, room_hash.get("rec", b""), "room", room)
-        if record is None:
-            return None
-        settings = {
-            name[2:]: unpack_value(value)
-            for name, value in room_hash.items()
-            if name.startswith("s:") and name[2:] in ROOM_SETTINGS
-        }
-        state = RoomState(id=room, **record, **settings, epoch=epoch, off=off, seq=seq)
-        fields: dict[str, dict[str, Any]] = {}
-        for key, value in _pairs(reply[5]).items():
-            pid, _, name = key.partition("|")
-            if name in _STORED_FIELDS:
-                fields.setdefault(pid, {})[name] = unpack_value(value)
-        for pid, sealed in _pairs(reply[4]).items():
-            opened = open_record_value(self._sealer, sealed, "member", room)
-            if opened is None:
-                continue
-            state.members[pid] = MemberState(pid=pid, name=opened, **fields.get(pid, {}))
-        state.bans = {as_text(b) for b in reply[6]}
-        for key, sealed in _pairs(reply[7]).items():
-            report = open_record(self._sealer, sealed, "report", room)
-            if report is not None:
-                state.reports[key] = report
-        state.reports = dict(sorted(state.reports.items(), key=lambda kv: kv[1].get("ts", 0)))
-        state.log = [e for b in reply[8] if (e := open_record(self._sealer, b, "log", room))]
-        return state
-
-
-def open_record_value(sealer: Sealer, blob: bytes, kind: str, room: str) -> Any:
-    """A sealed single value (a member's name), or None when it cannot be opened."""
-    from chat.buscrypt import SealError
-
-    try:
-        return unpack_value(sealer.open(as_bytes(blob), context(kind, room)))
-    except (SealError, ValueError):
-        return None
-
-
-def _packed(values: Any) -> dict[str, bytes]:
-    return {name: pack_value(value) for name, value in values.items()}
-
-
-def _pairs(flat: list[Any]) -> dict[str, bytes]:
-    """A flat HGETALL reply as a dict of text keys to byte values."""
-    return {as_text(flat[i]): as_bytes(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
 async def build_redis_backend(settings: Settings) -> RedisBackend:

@@ -1,0 +1,238 @@
+"""A room as one worker holds it: a replica of its state, and its members' connections here.
+
+Everything here is synchronous: picking the recipients of an event and giving each of them
+the frame encoded once per encoding (protocol §10), and making the local connections agree
+with the replica after it changed (:meth:`LocalRoom.reconcile`): a member that is gone is
+closed with the code that says why, a member now held by another connection is closed, a
+waiting member that was admitted moves into the room. The hub (:mod:`chat.hub`) keeps these
+rooms, loads them and moves their replicas along the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from chat.backend.base import Entry, Position
+from chat.envelope import Delivery, Envelope, message_of
+from chat.errors import CloseCode
+from chat.events import Room
+from chat.protocol import Encoding, Message, encode
+from chat.roomstate import MemberDrop, MemberState, Op, RoomState
+
+log = logging.getLogger("hearth.room")
+
+# Why a member left, as the close code its own connection gets (protocol §6, §8).
+CLOSE_FOR = {
+    "removed": (CloseCode.REMOVED, "removed by a facilitator"),
+    "denied": (CloseCode.FORBIDDEN, "not admitted"),
+    "left": (CloseCode.NORMAL, "left"),
+    "expired": (CloseCode.NORMAL, "left"),
+}
+
+
+class Connection(Protocol):
+    """What a room needs of a member's connection (implemented by ``session.Session``)."""
+
+    @property
+    def conn_id(self) -> str: ...
+
+    @property
+    def encoding(self) -> Encoding: ...
+
+    def send_frame(self, frame: bytes, seq: int) -> None:
+        """Queue an encoded frame; never awaits. ``seq`` is the msg's seq, else 0."""
+        ...
+
+    def ended(self, code: CloseCode, reason: str) -> None:
+        """The member's presence here is over (removed, denied, room closed, taken over)."""
+        ...
+
+    def changed(self, member: MemberState) -> None:
+        """The member's state changed (admitted, muted...); react without awaiting."""
+        ...
+
+
+@dataclass(eq=False, slots=True)
+class Attached:
+    """A local connection as the room files it: who it is for, and how it hears the room."""
+
+    conn: Connection
+    pid: str
+    facilitator: bool
+    waiting: bool
+
+
+class RoomGone(Exception):
+    """There is no such room (it never existed, was closed, or expired)."""
+
+
+@dataclass(eq=False, slots=True)
+class LocalRoom:
+    """A room as this worker holds it."""
+
+    id: str
+    state: RoomState | None = None  # the replica; None until loaded
+    present: dict[str, Attached] = field(default_factory=dict)  # pid -> its connection here
+    waiting: dict[str, Attached] = field(default_factory=dict)  # at a knock room's door
+    pending: dict[tuple[int, int], Entry] = field(default_factory=dict)  # behind a gap
+    loading: asyncio.Task[None] | None = None
+    recovery: asyncio.Task[None] | None = None
+    waiters: list[tuple[Position, asyncio.Future[None]]] = field(default_factory=list)
+    users: int = 0  # handlers between opening the room and attaching: it must stay loaded
+    release: asyncio.TimerHandle | None = None
+    closed: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not self.present and not self.waiting and self.users == 0
+
+    def holds(self, position: Position) -> bool:
+        """Whether the replica has applied ``position`` (or moved on to another epoch)."""
+        state = self.state
+        return state is not None and (state.epoch != position.epoch or state.off >= position.off)
+
+    def wake(self) -> None:
+        """Resolve the commits waiting for the replica to catch up with them."""
+        if not self.waiters:
+            return
+        still: list[tuple[Position, asyncio.Future[None]]] = []
+        for position, waiter in self.waiters:
+            if self.holds(position) or self.closed:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                still.append((position, waiter))
+        self.waiters = still
+
+    # --- connections ---------------------------------------------------------------------
+
+    def attach(self, conn: Connection, member: MemberState) -> None:
+        """File a connection under its member; a previous local one of the member gives way."""
+        attached = Attached(conn, member.pid, member.is_facilitator, member.waiting)
+        previous = self.present.pop(member.pid, None) or self.waiting.pop(member.pid, None)
+        (self.waiting if member.waiting else self.present)[member.pid] = attached
+        if previous is not None and previous.conn is not conn:
+            previous.conn.ended(CloseCode.NORMAL, "resumed on another connection")
+
+    def detach(self, pid: str, conn: Connection) -> None:
+        for filed in (self.present, self.waiting):
+            attached = filed.get(pid)
+            if attached is not None and attached.conn is conn:
+                del filed[pid]
+
+    def here(self) -> list[str]:
+        """The pids connected to this worker (present and waiting)."""
+        return [*self.present, *self.waiting]
+
+    # --- fan-out -------------------------------------------------------------------------
+
+    def fan_out(self, out: Iterable[Delivery], seq: int = 0) -> None:
+        """Give each event, encoded once per encoding, to its local recipients (§10)."""
+        for delivery in out:
+            event = delivery.message
+            msg_seq = 0
+            if seq and event["t"] == "msg":
+                event["seq"] = msg_seq = seq
+            frames: dict[Encoding, bytes] = {}
+            for conn in self._recipients(delivery):
+                encoding = conn.encoding
+                frame = frames.get(encoding)
+                if frame is None:
+                    frame = frames[encoding] = encode(event, encoding)
+                conn.send_frame(frame, msg_seq)
+
+    def _recipients(self, delivery: Delivery) -> list[Connection]:
+        present = self.present
+        to, exclude = delivery.to, delivery.exclude
+        if to is not None and not delivery.facilitators:
+            out = [a.conn for pid in to if (a := present.get(pid) or self.waiting.get(pid))]
+        elif delivery.facilitators:
+            wanted = set(to or ())
+            out = [
+                a.conn
+                for pid, a in present.items()
+                if pid != exclude and (a.facilitator or pid in wanted)
+            ]
+            out += [a.conn for pid, a in self.waiting.items() if pid in wanted]
+        elif exclude is None:
+            out = [a.conn for a in present.values()]
+        else:
+            out = [a.conn for pid, a in present.items() if pid != exclude]
+        if delivery.waiting and to is None:
+            out += [a.conn for pid, a in self.waiting.items() if pid != exclude]
+        return out
+
+    # --- agreeing with the state ---------------------------------------------------------
+
+    def reconcile(self, pids: Iterable[str], ops: Sequence[Op] = ()) -> bool:
+        """Make these members' local connections agree with the replica.
+
+        Returns:
+            Whether a connection was ended (the room may have become empty).
+        """
+        state = self.state
+        if state is None:
+            return False
+        why = {op.pid: op.why for op in ops if isinstance(op, MemberDrop)}
+        ended = False
+        for pid in pids:
+            attached = self.present.get(pid) or self.waiting.get(pid)
+            if attached is None:
+                continue
+            member = state.members.get(pid)
+            if member is None:
+                default = "denied" if attached.waiting else "removed"
+                code, reason = CLOSE_FOR.get(why.get(pid, default), CLOSE_FOR["removed"])
+                self._end(attached, code, reason)
+                ended = True
+            elif member.holder != attached.conn.conn_id:
+                self._end(attached, CloseCode.NORMAL, "resumed on another connection")
+                ended = True
+            else:
+                if attached.waiting and not member.waiting:
+                    # Admitted: it moves to the present; its connection sends the welcome.
+                    del self.waiting[pid]
+                    attached.waiting = False
+                    self.present[pid] = attached
+                try:
+                    attached.conn.changed(member)
+                except Exception:
+                    log.exception("member change failed")
+        return ended
+
+    def reconcile_all(self) -> bool:
+        return self.reconcile(self.here())
+
+    def _end(self, attached: Attached, code: CloseCode, reason: str) -> None:
+        for filed in (self.present, self.waiting):
+            if filed.get(attached.pid) is attached:
+                del filed[attached.pid]
+        attached.conn.ended(code, reason)
+
+    def end_everyone(self) -> None:
+        """The room ended: everyone here is closed with 4010."""
+        self.closed = True
+        for attached in [*self.present.values(), *self.waiting.values()]:
+            attached.conn.ended(CloseCode.ROOM_CLOSED, "the room was closed")
+        self.present.clear()
+        self.waiting.clear()
+        self.wake()
+
+
+def room_event(state: RoomState) -> Message:
+    """The ``room`` event for a state: every setting a facilitator can change (§6, §13)."""
+    return Room(locked=state.locked, slow=state.slow).wire()
+
+
+def message_event(entry: Entry) -> Message | None:
+    """The room message a history entry carries, with its ``seq``; None if it holds none."""
+    try:
+        envelope = Envelope.unpack(entry.data)
+    except ValueError:
+        return None
+    message = message_of(envelope)
+    return {**message, "seq": entry.seq} if message is not None else None

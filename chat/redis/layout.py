@@ -1,0 +1,184 @@
+"""How a room lies in Redis: its state as keys and fields, its ops as the commit script reads them.
+
+A room's record (title, rules, key hash, salt, creation time) is one sealed blob; each setting
+is its own field of the ``room`` hash (MessagePack, clear); each member is a sealed name in
+``members`` and one field per other member field in ``fields`` (MessagePack, clear); reports
+and log entries are sealed blobs. :class:`Layout` turns a :class:`~chat.roomstate.RoomState`
+and its ops into that form (sealing what holds names or text) and a snapshot back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chat.buscrypt import Sealer, SealError, context
+from chat.protocol import pack_envelope, pack_value, unpack_value
+from chat.redis.records import as_bytes, as_text, open_record
+from chat.roomstate import (
+    LOG_ENTRIES,
+    MEMBER_FIELDS,
+    PARTICIPANT,
+    ROOM_SETTINGS,
+    Admit,
+    BanAdd,
+    HistoryDrop,
+    LogAdd,
+    MemberAdd,
+    MemberDrop,
+    MemberSet,
+    MemberState,
+    Op,
+    ReportAdd,
+    RoomClose,
+    RoomSet,
+    RoomState,
+    report_key,
+)
+
+RECORD_FIELDS = ("title", "rules", "key_hash", "salt", "created_ms")
+# Member fields kept one by one (the name is sealed on its own; joined_seq is set by Lua).
+STORED_FIELDS = tuple(f for f in MEMBER_FIELDS if f not in {"pid", "name"})
+ADDED_FIELDS = tuple(f for f in STORED_FIELDS if f != "joined_seq")
+
+
+class Layout:
+    """Packs and unpacks one worker's view of rooms in Redis.
+
+    Args:
+        sealer: seals names and text (a clear one without a bus key).
+    """
+
+    def __init__(self, sealer: Sealer) -> None:
+        self._sealer = sealer
+
+    def _seal(self, data: bytes, kind: str, room: str) -> bytes:
+        return self._sealer.seal(data, context(kind, room))
+
+    def whole_state(self, state: RoomState) -> bytes:
+        """The whole room, as the restore script reads it."""
+        members = [
+            [
+                m.pid,
+                self._seal(pack_value(m.name), "member", state.id),
+                {name: pack_value(getattr(m, name)) for name in STORED_FIELDS},
+            ]
+            for m in state.members.values()
+        ]
+        reports = {
+            key: self._seal(pack_envelope(r), "report", state.id)
+            for key, r in state.reports.items()
+        }
+        log_entries = [self._seal(pack_envelope(e), "log", state.id) for e in state.log]
+        return pack_value(
+            [
+                self.record(state),
+                {name: pack_value(getattr(state, name)) for name in ROOM_SETTINGS},
+                members,
+                sorted(state.bans),
+                reports,
+                log_entries,
+            ],
+            for_lua=True,
+        )
+
+    def record(self, state: RoomState) -> bytes:
+        record = {name: getattr(state, name) for name in RECORD_FIELDS}
+        return self._seal(pack_envelope(record), "room", state.id)
+
+    def settings(self, state: RoomState) -> bytes:
+        return pack_value(
+            {name: pack_value(getattr(state, name)) for name in ROOM_SETTINGS}, for_lua=True
+        )
+
+    def op(self, room: str, op: Op) -> list[Any]:
+        """An op as the commit script reads it (sealing what holds names or text)."""
+        if isinstance(op, RoomSet):
+            return ["rs", _packed(op.fields), _packed(op.require)]
+        if isinstance(op, MemberAdd):
+            m = op.member
+            return [
+                "ma",
+                m.pid,
+                self._seal(pack_value(m.name), "member", room),
+                {name: pack_value(getattr(m, name)) for name in ADDED_FIELDS},
+                m.name_token,
+                m.resume_hash,
+                m.role == PARTICIPANT,
+                m.address_hash,
+            ]
+        if isinstance(op, MemberSet):
+            return ["ms", op.pid, _packed(op.fields), _packed(op.require)]
+        if isinstance(op, MemberDrop):
+            return [
+                "md",
+                op.pid,
+                op.why,
+                _packed(op.require),
+                op.ban,
+                op.lapsed_before,
+                list(STORED_FIELDS),
+            ]
+        if isinstance(op, Admit):
+            return ["ad", op.pid]
+        if isinstance(op, BanAdd):
+            return ["ba", op.address_hash]
+        if isinstance(op, ReportAdd):
+            report = op.report
+            sealed = self._seal(pack_envelope(report), "report", room)
+            key = report_key(report["mid"], report["by"])
+            return ["ra", key, report["by"], sealed, op.cap, report["mid"]]
+        if isinstance(op, LogAdd):
+            return ["la", self._seal(pack_envelope(op.entry), "log", room), LOG_ENTRIES]
+        if isinstance(op, HistoryDrop):
+            return ["hd", op.mid]
+        if isinstance(op, RoomClose):
+            return ["rc"]
+        return ["rr"]
+
+    def state_from(self, room: str, reply: list[Any]) -> RoomState | None:
+        epoch, off, seq = int(reply[0]), int(reply[1]), int(reply[2])
+        room_hash = _pairs(reply[3])
+        record = open_record(self._sealer, room_hash.get("rec", b""), "room", room)
+        if record is None:
+            return None
+        settings = {
+            name[2:]: unpack_value(value)
+            for name, value in room_hash.items()
+            if name.startswith("s:") and name[2:] in ROOM_SETTINGS
+        }
+        state = RoomState(id=room, **record, **settings, epoch=epoch, off=off, seq=seq)
+        fields: dict[str, dict[str, Any]] = {}
+        for key, value in _pairs(reply[5]).items():
+            pid, _, name = key.partition("|")
+            if name in STORED_FIELDS:
+                fields.setdefault(pid, {})[name] = unpack_value(value)
+        for pid, sealed in _pairs(reply[4]).items():
+            opened = open_value(self._sealer, sealed, "member", room)
+            if opened is None:
+                continue
+            state.members[pid] = MemberState(pid=pid, name=opened, **fields.get(pid, {}))
+        state.bans = {as_text(b) for b in reply[6]}
+        for key, sealed in _pairs(reply[7]).items():
+            report = open_record(self._sealer, sealed, "report", room)
+            if report is not None:
+                state.reports[key] = report
+        state.reports = dict(sorted(state.reports.items(), key=lambda kv: kv[1].get("ts", 0)))
+        state.log = [e for b in reply[8] if (e := open_record(self._sealer, b, "log", room))]
+        return state
+
+
+def open_value(sealer: Sealer, blob: bytes, kind: str, room: str) -> Any:
+    """A sealed single value (a member's name), or None when it cannot be opened."""
+    try:
+        return unpack_value(sealer.open(as_bytes(blob), context(kind, room)))
+    except (SealError, ValueError):
+        return None
+
+
+def _packed(values: Any) -> dict[str, bytes]:
+    return {name: pack_value(value) for name, value in values.items()}
+
+
+def _pairs(flat: list[Any]) -> dict[str, bytes]:
+    """A flat HGETALL reply as a dict of text keys to byte values."""
+    return {as_text(flat[i]): as_bytes(flat[i + 1]) for i in range(0, len(flat), 2)}
