@@ -31,7 +31,7 @@ from chat.identity import hash_secret, new_room_id, new_salt, new_secret
 from chat.limiter import LimiterUnavailable, retry_after
 from chat.protocol import Encoding, Limits
 from chat.rooms import RoomRequestError, parse_room_request
-from chat.roomstate import RoomState
+from chat.roomstate import Refused, RoomState
 from chat.session import Session
 from chat.settings import Settings
 from chat.transport import WRITE_EXTENSION
@@ -167,7 +167,8 @@ async def _build_services(settings: Settings) -> Services:
 
 
 async def _sweep_idle_rooms(services: Services) -> None:
-    period = min(30.0, max(0.2, services.settings.room_idle / 4))
+    settings = services.settings
+    period = min(30.0, max(0.2, min(settings.room_idle, settings.room_unused) / 4))
     while True:
         await asyncio.sleep(period)
         try:
@@ -221,7 +222,14 @@ async def create_room(request: Request) -> Response:
     record = RoomState(
         id=new_room_id(), key_hash=hash_secret(key), salt=new_salt(), created_ms=now_ms(), **wanted
     )
-    await services.hub.backend.create_room(record)
+    try:
+        await services.hub.backend.create_room(record)
+    except Refused:
+        return JSONResponse(
+            {"error": "unavailable", "message": "No more rooms can be opened here just now."},
+            status_code=503,
+            headers={"retry-after": "60"},
+        )
     return JSONResponse(
         {
             "room": record.id,

@@ -21,6 +21,8 @@ async def build_backend(settings: Settings) -> Backend:
             history_messages=settings.history_messages,
             history_seconds=settings.history_seconds,
             room_idle=settings.room_idle,
+            room_unused=settings.room_unused,
+            max_rooms=settings.max_rooms,
         )
     from chat.redis.backend import build_redis_backend
 

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 
+from chat.address import limit_key
 from chat.context import ANSWERED, Answer, Caller, Phase, Services, now_ms
 from chat.envelope import Delivery
 from chat.errors import CloseCode, ErrorCode, RequestError, SessionEnded, Unavailable
@@ -75,7 +76,7 @@ async def join(services: Services, caller: Caller, msg: Join) -> Answer:
 async def _join(services: Services, caller: Caller, room: LocalRoom, msg: Join) -> Answer:
     state = current(room)
     role, label = _role(state, msg)
-    banned_as = address_hash(state.salt, caller.address)
+    banned_as = ban_key(state, caller.address)
     if role == PARTICIPANT:
         if banned_as in state.bans:
             raise _ended(CloseCode.FORBIDDEN, ErrorCode.BANNED, "You cannot join this room.")
@@ -156,7 +157,7 @@ async def _resume(services: Services, caller: Caller, room: LocalRoom, msg: Join
         "online": True,
         "holder": caller.conn_id,  # the old connection, wherever it is, gives way
         "away_since": 0,
-        "address_hash": address_hash(state.salt, caller.address),  # bans key on it (§11)
+        "address_hash": ban_key(state, caller.address),  # a removal bans it (§11)
     }
     try:
         # Checked against the store with the token: a member removed meanwhile is refused.
@@ -328,6 +329,12 @@ def current(room: LocalRoom) -> RoomState:
     if state is None or room.closed:
         raise RoomGone(room.id)
     return state
+
+
+def ban_key(state: RoomState, address: str) -> str:
+    """What a removal bans: the room-salted hash of the address (of its /64 for IPv6, which
+    one person holds whole), never the address in clear (§6, §11)."""
+    return address_hash(state.salt, limit_key(address))
 
 
 def _role(state: RoomState, msg: Join) -> tuple[str, str]:

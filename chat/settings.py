@@ -68,6 +68,8 @@ class Settings:
     room_create_rate: int = 10  # rooms one address may create a minute (no operator token)
     max_per_address: int = 30  # open WebSocket connections one address may hold
     body_timeout: float = 10.0  # §11 fixes it at 10 s; a field so that tests can shorten it
+    max_rooms: int = 10_000  # live rooms per deployment (then 503)
+    room_unused: float = 600.0  # seconds a room nobody has joined lives
     # Not in the contract's table, but every one is an operator's knob all the same.
     queue_frames: int = 512  # outbound frames a member may lag behind before close 4008
     flood_strikes: int = 20  # rate_limited answers in a row before close 1008
@@ -254,6 +256,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("public_url", _origin, "the URL people use, such as https://chat.example.org"),
     Option("room_create_rate", _positive_int, "rooms one address may create a minute"),
     Option("max_per_address", _positive_int, "WebSocket connections one address may hold"),
+    Option("max_rooms", _positive_int, "live rooms a deployment holds at most (then 503)"),
+    Option("room_unused", _seconds, "seconds a room nobody has joined lives"),
     Option("queue_frames", _positive_int, "outbound frames a member may lag before 4008"),
     Option("ping_interval", _seconds, "seconds between keep-alive pings"),
     Option("ping_timeout", _seconds, "seconds to wait for a pong before closing"),

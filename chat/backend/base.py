@@ -100,7 +100,13 @@ class Backend(Protocol):
 
     async def unsubscribe(self, room: str) -> None: ...
 
-    async def create_room(self, state: RoomState) -> None: ...
+    async def create_room(self, state: RoomState) -> None:
+        """Create a room (it lives for the unused timeout until someone joins it).
+
+        Raises:
+            Refused: ``full`` when the deployment holds its most live rooms already (§11).
+        """
+        ...
 
     async def snapshot(self, room: str) -> RoomState | None:
         """The room's state with its stream position (epoch, off, seq), read atomically; None

@@ -73,6 +73,11 @@ class MessageHistory:
         """Forget a room's history: the room has ended, or this worker no longer hears it."""
         self._rooms.pop(room, None)
 
+    def trim_all(self) -> None:
+        """Drop what is past its age in every room."""
+        self._swept_ms = 0
+        self._trim("")
+
     def _trim(self, room: str) -> None:
         now = int(time.time() * 1000)
         oldest = now - self._max_age_ms

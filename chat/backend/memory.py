@@ -49,6 +49,7 @@ class MemoryBackend:
         history_seconds: the oldest message kept, in seconds.
         room_idle: seconds an empty room lives.
         room_unused: seconds a room nobody has joined lives.
+        max_rooms: live rooms held at most (§11).
     """
 
     def __init__(
@@ -58,13 +59,17 @@ class MemoryBackend:
         history_seconds: float,
         room_idle: float,
         room_unused: float | None = None,
+        max_rooms: int = 10_000,
     ) -> None:
         self._rooms: dict[str, _Room] = {}
         self._subscribed: set[str] = set()
         self._deliver: Deliver | None = None
         self._history = MessageHistory(history_messages, history_seconds)
         self._idle_ms = int(room_idle * 1000)
-        self._unused_ms = int((room_unused if room_unused is not None else room_idle) * 1000)
+        # A room nobody joined is empty too: the shorter of the two timeouts ends it.
+        unused = min(room_idle, room_unused if room_unused is not None else room_idle)
+        self._unused_ms = int(unused * 1000)
+        self._max_rooms = max_rooms
 
     @property
     def ready(self) -> bool:
@@ -93,6 +98,8 @@ class MemoryBackend:
         self._subscribed.discard(room)
 
     async def create_room(self, state: RoomState) -> None:
+        if len(self._rooms) >= self._max_rooms:
+            raise Refused("full")
         state.epoch = secrets.randbelow(2**31 - 1) + 1
         self._rooms[state.id] = _Room(copy_state(state), empty_since_ms=state.created_ms)
 
@@ -190,6 +197,7 @@ class MemoryBackend:
         for room_id in ended:
             del self._rooms[room_id]
             self._history.drop(room_id)
+        self._history.trim_all()  # by age now, not only when someone reads it (§11)
         return len(ended)
 
     # --- helpers -------------------------------------------------------------------------

@@ -33,7 +33,15 @@ from chat.redis.client import COMMAND_TIMEOUT, RedisSpace, connect
 from chat.redis.history import place_history
 from chat.redis.layout import Layout
 from chat.redis.records import as_bytes, as_text, now_ms, unavailable
-from chat.redis.scripts import COMMIT, CREATE, READ_AFTER, RESTORE, SNAPSHOT
+from chat.redis.scripts import (
+    COMMIT,
+    CREATE,
+    READ_AFTER,
+    RESTORE,
+    ROOM_SLOT,
+    SNAPSHOT,
+    VOUCH,
+)
 from chat.roomstate import (
     HistoryDrop,
     Op,
@@ -61,6 +69,8 @@ class RedisBackend:
         allow_persistent: keep history in Redis even if Redis writes to disk.
         linger: seconds a room stays subscribed after this worker released it, when history
             is kept in worker memory (the resume grace), so that it is still whole then.
+        room_unused: seconds a room nobody has joined lives (its keys' first TTL).
+        max_rooms: live rooms the deployment holds at most (§11).
     """
 
     def __init__(
@@ -71,6 +81,8 @@ class RedisBackend:
         history_seconds: float,
         allow_persistent: bool = False,
         linger: float = 0.0,
+        room_unused: float = 600.0,
+        max_rooms: int = 10_000,
     ) -> None:
         self._space = space
         self._client = client = space.client
@@ -80,6 +92,12 @@ class RedisBackend:
         # Commits share pipelines, one in flight at a time: one write instead of one each.
         self._commit = ScriptBatch(client, COMMIT, timeout=COMMAND_TIMEOUT)
         self._create = client.register_script(CREATE)
+        self._room_slot = client.register_script(ROOM_SLOT)
+        self._vouch = client.register_script(VOUCH)
+        self._rooms_key = f"{space.prefix}:rooms"
+        # A room nobody joined is empty too: the shorter of the two timeouts ends it.
+        self._unused_ms = min(space.ttl_ms, max(1000, int(room_unused * 1000)))
+        self._max_rooms = max_rooms
         self._snapshot = client.register_script(SNAPSHOT)
         self._restore = client.register_script(RESTORE)
         self._read_after = client.register_script(READ_AFTER)
@@ -192,14 +210,22 @@ class RedisBackend:
 
     async def create_room(self, state: RoomState) -> None:
         state.epoch = secrets.randbelow(2**31 - 1) + 1
+        now = now_ms()
         async with unavailable():
+            # The index of live rooms is one key for the deployment (§11 --max-rooms): a slot
+            # first, then the room's own keys, which live for the unused timeout until joined.
+            slot = await self._room_slot(
+                keys=[self._rooms_key], args=[state.id, now, now + self._unused_ms, self._max_rooms]
+            )
+            if not slot:
+                raise Refused("full")
             await self._create(
                 keys=self._space.keys(state.id),
                 args=[
                     self._layout.record(state),
                     self._layout.settings(state),
                     state.epoch,
-                    self._space.ttl_ms,
+                    self._unused_ms,
                 ],
             )
 
@@ -260,6 +286,9 @@ class RedisBackend:
             raise Refused(as_text(reply[1]), int(reply[2]))
         position = Position(int(reply[1]), int(reply[2]), int(reply[3]))
         self._see(room, position.epoch, position.off, position.seq)
+        if any(isinstance(op, RoomClose) for op in ops):
+            async with unavailable():
+                await self._client.zrem(self._rooms_key, room)
         return position
 
     async def positions(self, rooms: Sequence[str]) -> dict[str, tuple[int, int]]:
@@ -347,6 +376,8 @@ class RedisBackend:
             )
         if reply is None:
             return False
+        async with unavailable():
+            await self._client.zadd(self._rooms_key, {state.id: now_ms() + self._space.ttl_ms})
         log.warning("restored a room the store had lost")
         return True
 
@@ -358,12 +389,12 @@ class RedisBackend:
         ``XX``: a member removed meanwhile (by a facilitator) is not brought back.
         """
         now = now_ms()
-        async with unavailable(), self._client.pipeline(transaction=False) as pipe:
-            if pids:
-                pipe.zadd(self._space.key(room, "alive"), dict.fromkeys(pids, now), xx=True)
-            for key in self._space.keys(room)[:-1]:  # not the "closed" tombstone
-                pipe.pexpire(key, self._space.ttl_ms)
-            await pipe.execute()
+        in_redis = "1" if await self._history_in_redis() else "0"
+        oldest = now - self._max_age_ms
+        args: list[str | int] = [now, self._space.ttl_ms, oldest, STREAM_MS, in_redis, *pids]
+        async with unavailable():
+            await self._vouch(keys=self._space.keys(room), args=args)
+            await self._client.zadd(self._rooms_key, {room: now + self._space.ttl_ms}, xx=True)
 
     async def lapsed(self, room: str, cutoff_ms: int) -> list[str]:
         async with unavailable():
@@ -407,4 +438,6 @@ async def build_redis_backend(settings: Settings) -> RedisBackend:
         history_seconds=settings.history_seconds,
         allow_persistent=settings.allow_persistent_redis,
         linger=settings.resume_grace,
+        room_unused=settings.room_unused,
+        max_rooms=settings.max_rooms,
     )

@@ -245,6 +245,33 @@ return 1
 """
 )
 
+# KEYS: the room's keys. ARGV: 1 now, 2 ttl, 3 oldest history ts, 4 stream ms kept, 5 history
+# and stream in Redis ('1'), then the pids this worker vouches for. The presence heartbeat:
+# vouch (XX: a member removed meanwhile is not brought back), keep every key alive, and trim
+# history and stream by age now, not only when someone reads them (§11).
+VOUCH = (
+    _KEYS
+    + """
+local now, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 6, #ARGV do redis.call('ZADD', KEYS[K_ALIVE], 'XX', now, ARGV[i]) end
+if ARGV[5] == '1' then
+  trim(KEYS[K_HISTORY], 1000000, tonumber(ARGV[3]))
+  trim(KEYS[K_STREAM], 1000000, now - tonumber(ARGV[4]))
+end
+for i = 1, K_ALIVE do redis.call('PEXPIRE', KEYS[i], ttl) end
+return 1
+"""
+)
+
+# KEYS[1]: the deployment's room index (a zset: room -> ms when its keys expire). ARGV: room,
+# now, when it expires, the most live rooms. Returns 1 when the room may be created (§11).
+ROOM_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"""
+
 # KEYS: the room's keys. No ARGV. Returns nil for no room, else
 # {epoch, off, seq, room hash, members hash, fields hash, bans, reports hash, log}.
 SNAPSHOT = (

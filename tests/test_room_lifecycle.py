@@ -1,0 +1,105 @@
+"""How rooms end by time and how many there may be (protocol §3, §11): --max-rooms,
+--room-unused, the idle timeout, and history dropped by age even when nobody reads it."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from chat.backend.memory import MemoryBackend
+from tests.conftest import Server
+from tests.redis_server import RedisServer, redis_server
+from tests.test_backend import Inbox, new_room, redis_backend, say
+from tests.test_redis_workers import two_workers
+from tests.timing import WAIT
+
+__all__ = ["redis_server"]  # fixture, imported for pytest
+
+
+async def status(server: Server, path: str) -> int:
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        return (await http.get(path)).status_code
+
+
+async def test_max_rooms_answers_503(start_server) -> None:
+    """A deployment holds at most --max-rooms live rooms; then creation answers 503."""
+    server = await start_server(max_rooms=2, room_create_rate=100)
+    await server.room()
+    await server.room()
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        refused = await http.post("/api/rooms", json={})
+    assert refused.status_code == 503
+    assert refused.json()["error"] == "unavailable" and "retry-after" in refused.headers
+
+
+@pytest.mark.redis
+async def test_max_rooms_counts_every_worker(redis_server: RedisServer) -> None:
+    """With Redis the bound is the deployment's, whichever worker a request reaches."""
+    async with two_workers(redis_server.url, max_rooms=3, room_create_rate=100) as (a, b):
+        await a.room()
+        await b.room()
+        await a.room()
+        async with httpx.AsyncClient() as http:
+            for base in (a.http, b.http):
+                assert (await http.post(f"{base}/api/rooms", json={})).status_code == 503
+
+
+async def test_a_room_nobody_joined_ends_after_room_unused(start_server) -> None:
+    """--room-unused: a room never joined ends; one that was joined lives on."""
+    server = await start_server(room_unused=0.5, room_idle=60)
+    unused, used = await server.room(), await server.room()
+    member = await server.client()
+    await member.join(used["room"])
+    async with asyncio.timeout(WAIT):
+        while await status(server, f"/api/rooms/{unused['room']}") != 404:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    assert await status(server, f"/api/rooms/{used['room']}") == 200
+
+
+@pytest.mark.redis
+async def test_a_room_nobody_joined_expires_in_redis(redis_server: RedisServer) -> None:
+    """With Redis, an unused room's keys live for --room-unused, not the idle timeout."""
+    async with two_workers(redis_server.url, room_unused=1.0, room_idle=60) as (a, _):
+        room = await a.room()
+        assert await status(a, f"/api/rooms/{room['room']}") == 200
+        async with asyncio.timeout(WAIT):
+            while await status(a, f"/api/rooms/{room['room']}") != 404:  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+
+
+async def test_memory_history_is_dropped_by_age_unread() -> None:
+    """The embedded backend drops history past its age on its sweep, read or not."""
+    backend = MemoryBackend(history_messages=10, history_seconds=0.3, room_idle=60)
+    await backend.start(Inbox(), lambda: None)
+    room = new_room()
+    await backend.create_room(room)
+    await say(backend, room.id, "f", "soon gone", guarded=False)
+    await asyncio.sleep(0.4)
+    await backend.sweep(int(time.time() * 1000))
+    assert not backend._history._rooms  # dropped from memory, not just hidden on read
+
+
+@pytest.mark.redis
+async def test_redis_history_is_dropped_by_age_unread(redis_server: RedisServer) -> None:
+    """In Redis the heartbeat drops history and stream entries past their age, read or not."""
+    prefix = "t" + secrets.token_hex(4)
+    backend = redis_backend(redis_server, prefix, history_seconds=0.3)
+    await backend.start(Inbox(), lambda: None)
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        room = new_room()
+        await backend.create_room(room)
+        await say(backend, room.id, "f", "soon gone", guarded=False)
+        key = f"{prefix}:{{{room.id}}}:history"
+        assert await client.zcard(key) == 1
+        await asyncio.sleep(0.4)
+        await backend.vouch(room.id, [])
+        assert await client.zcard(key) == 0
+    finally:
+        await client.aclose()
+        await backend.aclose()
