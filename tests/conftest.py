@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,28 +15,20 @@ from chat.app import create_app
 from chat.cli import uvicorn_options
 from chat.settings import Settings
 from tests.client import JSON, MSGPACK, Client, create_room
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.ports import Listening, free_port
+from tests.timing import WAIT, wait_until
 
 
 @dataclass
-class Server:
-    """A running server: its HTTP and WebSocket bases, and ways to talk to it."""
+class Server(Listening):
+    """A running server in the test's event loop, and ways to talk to it."""
 
     settings: Settings
     uvicorn: uvicorn.Server
 
     @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.settings.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.settings.port}"
+    def port(self) -> int:  # type: ignore[override]
+        return self.settings.port
 
     async def room(self, **body: Any) -> dict[str, Any]:
         return await create_room(self.http, **body)
@@ -59,11 +50,13 @@ async def start_uvicorn(server: uvicorn.Server) -> asyncio.Task[None]:
     """Run ``server`` in this loop; return once it listens (stop: ``should_exit = True``)."""
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
+
+    def listening() -> bool:
+        if task.done():
+            task.result()  # it failed to start: raise why
+        return bool(server.started)
+
+    await wait_until(listening, 2 * WAIT, "uvicorn listening")
     return task
 
 
@@ -76,7 +69,7 @@ async def running(settings: Settings, ws: str | None = None) -> AsyncIterator[Se
         yield Server(settings, server)
     finally:
         server.should_exit = True
-        async with asyncio.timeout(15):
+        async with asyncio.timeout(3 * WAIT):
             await task
 
 

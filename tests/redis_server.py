@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import shutil
 import socket
 import subprocess
@@ -20,13 +21,10 @@ from pathlib import Path
 
 import pytest
 
-START_TIMEOUT = 10.0
+from tests.ports import free_port
+from tests.timing import WAIT, wait_until
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+START_TIMEOUT = 2 * WAIT
 
 
 def redis_binary() -> str:
@@ -129,10 +127,15 @@ class RedisServer:
         for arg in args:
             data = arg.encode()
             parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+        reply = b""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=WAIT) as sock:
             sock.sendall(b"".join(parts))
-            time.sleep(0.05)
-            return sock.recv(1 << 20).decode(errors="replace")
+            while not reply.endswith(b"\r\n"):  # the commands used answer one line
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    break
+                reply += chunk
+        return reply.decode(errors="replace")
 
     def close(self) -> None:
         self.stop()
@@ -170,7 +173,9 @@ def own_redis() -> Iterator[RedisServer]:
 
 @contextlib.asynccontextmanager
 async def monitor(server: RedisServer) -> AsyncIterator[bytearray]:
-    """Everything MONITOR shows while the block runs."""
+    """Everything MONITOR shows while the block runs: from the moment MONITOR is on, to a
+    marker command sent at the end (Redis runs commands in order, so whatever ran in the block
+    was shown before the marker)."""
     seen = bytearray()
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(b"MONITOR\r\n")
@@ -182,9 +187,16 @@ async def monitor(server: RedisServer) -> AsyncIterator[bytearray]:
 
     task = asyncio.create_task(pump())
     try:
+        await wait_until(lambda: seen.startswith(b"+OK\r\n"), what="MONITOR on")
         yield seen
+        marker = secrets.token_hex(8).encode()
+        ping, pinged = await asyncio.open_connection("127.0.0.1", server.port)
+        pinged.write(b"ECHO " + marker + b"\r\n")
+        await pinged.drain()
+        await ping.readline()
+        pinged.close()
+        await wait_until(lambda: marker in seen, what="MONITOR caught up")
     finally:
-        await asyncio.sleep(0.2)
         task.cancel()
         await asyncio.wait([task])
         writer.close()

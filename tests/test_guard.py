@@ -14,7 +14,8 @@ from websockets.exceptions import InvalidStatus
 from chat.openfiles import connections_within, files_needed
 from chat.settings import Settings, SettingsError
 from tests.client import Client
-from tests.conftest import free_port, running
+from tests.conftest import running
+from tests.ports import free_port
 from tests.process import ServerProcess
 from tests.redis_server import RedisServer, redis_server
 from tests.timing import WAIT

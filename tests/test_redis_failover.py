@@ -4,20 +4,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import secrets
-import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.client import Client, create_room
-from tests.conftest import free_port, running
+from tests.conftest import running
+from tests.process import ServerProcess
 from tests.redis_server import RedisServer, redis_server
 from tests.test_redis_workers import worker_settings
 from tests.timing import WAIT
@@ -25,65 +19,15 @@ from tests.timing import WAIT
 __all__ = ["redis_server"]  # fixture, imported for pytest
 
 pytestmark = pytest.mark.redis
-REPO = Path(__file__).resolve().parents[1]
 GRACE = 3.0
 
 
-def _spawn(command: list[str], log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HEARTH_", "REDIS_URL"))}
-    with log.open("wb") as sink:
-        return subprocess.Popen(command, cwd=REPO, env=env, stdout=sink, stderr=sink)
-
-
-def _tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-2000:]
-
-
-@contextlib.asynccontextmanager
-async def server_process(
-    url: str, prefix: str, log: Path, *extra: str
-) -> AsyncIterator[tuple[subprocess.Popen[bytes], str]]:
-    """``python -m chat serve`` as a real process on a free port; yields it and its base URL."""
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "chat",
-        "serve",
-        "--port",
-        str(port),
-        "--redis-url",
-        url,
-        "--redis-prefix",
-        prefix,
-        "--resume-grace",
-        str(GRACE),
-        "--rate",
-        "100",
-        "--burst",
-        "100",
-        *extra,
-    ]
-    process = _spawn(command, log)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with asyncio.timeout(20), httpx.AsyncClient(base_url=base) as http:
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"server exited: {_tail(log)}")
-                with contextlib.suppress(httpx.TransportError):
-                    if (await http.get("/readyz")).status_code == 200:
-                        break
-                await asyncio.sleep(0.1)
-        yield process, base
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+def worker_process(url: str, prefix: str, log: Path, *extra: str) -> ServerProcess:
+    """``python -m chat serve`` on a private Redis, as a real process on a free port."""
+    return ServerProcess(
+        "--redis-url", url, "--redis-prefix", prefix, "--resume-grace", str(GRACE),
+        "--rate", "100", "--burst", "100", *extra, output=log,
+    )  # fmt: skip
 
 
 async def test_worker_killed_members_resume_elsewhere(
@@ -95,10 +39,10 @@ async def test_worker_killed_members_resume_elsewhere(
     settings = worker_settings(redis_server.url, prefix, resume_grace=GRACE)
     async with (
         running(settings) as b,
-        server_process(redis_server.url, prefix, tmp_path / "a.log") as (process, a_base),
+        worker_process(redis_server.url, prefix, tmp_path / "a.log") as a,
     ):
-        a_ws = a_base.replace("http://", "ws://")
-        room = await create_room(a_base)
+        a_ws = a.ws
+        room = await create_room(a.http)
         carol = await b.client()
         await carol.join(room["room"], name="Carol")
         alice = await Client.open(a_ws)
@@ -108,8 +52,7 @@ async def test_worker_killed_members_resume_elsewhere(
         assert (await carol.request({"t": "say", "text": "before"}))["t"] == "ack"
         seen = (await alice.next("msg", text="before"))["seq"]
 
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=WAIT)
+        a.kill()  # SIGKILL: no graceful shutdown, nothing said to anyone
         missed = []
         for text in ("missed-1", "missed-2"):
             ack = await carol.request({"t": "say", "text": text})
@@ -136,13 +79,10 @@ async def test_worker_killed_members_resume_elsewhere(
 async def test_serve_with_several_workers(redis_server: RedisServer, tmp_path: Path) -> None:
     """``hearth serve --workers 2 --redis-url ...`` starts, is ready, and chats."""
     prefix = "t" + secrets.token_hex(4)
-    async with server_process(redis_server.url, prefix, tmp_path / "w.log", "--workers", "2") as (
-        _,
-        base,
-    ):
-        room = await create_room(base)
-        ws = base.replace("http://", "ws://")
-        clients = [await Client.open(ws) for _ in range(4)]
+    log = tmp_path / "w.log"
+    async with worker_process(redis_server.url, prefix, log, "--workers", "2") as server:
+        room = await create_room(server.http)
+        clients = [await Client.open(server.ws) for _ in range(4)]
         for i, client in enumerate(clients):
             assert (await client.join(room["room"], name=f"P{i}"))["t"] == "welcome"
         ack = await clients[0].request({"t": "say", "text": "to all"})
@@ -156,8 +96,6 @@ async def test_sigterm_then_restart_lets_members_resume(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     """SIGTERM closes members with 1012; the restarted server on the same Redis resumes them."""
-    from tests.process import ServerProcess
-
     args = ("--redis-url", redis_server.url, "--redis-prefix", "t" + secrets.token_hex(4),
             "--resume-grace", "30")  # fmt: skip
     first = ServerProcess(*args, output=tmp_path / "first.log").start()

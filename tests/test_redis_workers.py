@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from chat.settings import Settings
-from tests.conftest import Server, free_port, running
+from tests.conftest import Server, running
+from tests.ports import free_port
 from tests.redis_server import RedisServer, monitor, own_redis, redis_server
 from tests.timing import WAIT
 

@@ -15,7 +15,8 @@ from websockets.streams import StreamReader
 
 from chat.transport import PROTOCOL_PATH, WRITE_EXTENSION, Flag, Inbox, data_frame
 from tests import test_talking as talking
-from tests.conftest import free_port, start_uvicorn
+from tests.conftest import start_uvicorn
+from tests.ports import free_port
 
 PLAIN = "websockets-sansio"  # uvicorn's own protocol: no direct write offered
 

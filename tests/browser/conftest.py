@@ -8,19 +8,11 @@ The tests never run ``playwright install``: they use the Debian ``chromium`` pac
 from __future__ import annotations
 
 import contextlib
-import http.client
-import itertools
-import json
 import os
 import re
 import selectors
-import signal
 import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +27,10 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from tests.ports import Listening, free_port
+from tests.process import ServerProcess
+from tests.timing import WAIT
+
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("HEARTH_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -46,130 +42,17 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ROOM_SOURCES = itertools.count()
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 LOGS = REPO / "test-artifacts" / "logs"
 
-# One scale for every wait (style.md §5): a hang fails in seconds.
-SECOND_MS = 1000
-TIMEOUT_MS = 10 * SECOND_MS
-START_TIMEOUT_S = 20.0
+# Playwright counts in milliseconds; every wait comes from tests/timing.py's one scale.
+TIMEOUT_MS = int(2 * WAIT * 1000)
+SERVER_ARGS = ("--resume-grace", "30", "--join-timeout", "30", "--rate", "100", "--burst", "200")
 
 expect.set_options(timeout=TIMEOUT_MS)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class HearthServer:
-    """``python -m chat serve`` as a subprocess on a fixed port, restartable on that port."""
-
-    def __init__(self, port: int, *extra: str, name: str = "server") -> None:
-        self.port = port
-        self.extra = list(extra)
-        self.name = name
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "chat",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--resume-grace",
-            "30",
-            "--join-timeout",
-            "30",
-            "--rate",
-            "100",
-            "--burst",
-            "200",
-            *self.extra,
-        ]
-
-    def start(self) -> None:
-        LOGS.mkdir(parents=True, exist_ok=True)
-        self.starts += 1
-        log = (LOGS / f"{self.name}-{self.port}-{self.starts}.log").open("wb")
-        self.process = subprocess.Popen(
-            self.command(),
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(
-                    f"the server exited with {self.process.returncode}; see {log.name} in {LOGS}"
-                )
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{self.base_url}/healthz", timeout=1) as answer,
-            ):
-                if answer.status == 200:
-                    return
-            time.sleep(0.1)
-        self.stop()
-        pytest.fail(f"the server did not answer /healthz within {START_TIMEOUT_S} s")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def create_room(
-        self, title: str = "Evening circle", rules: str = "", **settings: Any
-    ) -> dict[str, Any]:
-        """Create a room over HTTP (protocol §3) and return the 201 answer."""
-        body: dict[str, Any] = {"title": title, "rules": rules}
-        if settings:
-            body["settings"] = settings
-        # Each room from the next loopback address: one address may create ten rooms a
-        # minute (protocol §11), and the suite makes more than that.
-        source = f"127.0.0.{10 + next(ROOM_SOURCES) % 200}"
-        conn = http.client.HTTPConnection(
-            "127.0.0.1", self.port, timeout=5, source_address=(source, 0)
-        )
-        try:
-            conn.request(
-                "POST",
-                "/api/rooms",
-                body=json.dumps(body).encode(),
-                headers={"Content-Type": "application/json"},
-            )
-            answer = conn.getresponse()
-            assert answer.status == 201, answer.read()
-            room: dict[str, Any] = json.load(answer)
-            return room
-        finally:
-            conn.close()
-
-
-class CuttableProxy:
+class CuttableProxy(Listening):
     """A TCP proxy in a thread; ``cut()`` drops every connection like a network loss and
     refuses new ones until ``mend()``. The browser then sees close code 1006."""
 
@@ -184,10 +67,6 @@ class CuttableProxy:
         self.thread = threading.Thread(target=self.accept_loop, daemon=True)
         self.thread.start()
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     def accept_loop(self) -> None:
         while self.running:
             try:
@@ -198,7 +77,7 @@ class CuttableProxy:
                 client.close()
                 continue
             try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=WAIT)
             except OSError:
                 client.close()
                 continue
@@ -244,6 +123,12 @@ class CuttableProxy:
         self.listener.close()
 
 
+def server_process(name: str, *extra: str, port: int | None = None) -> ServerProcess:
+    """A server process for the browser tests, its output in test-artifacts/logs/."""
+    port = port or free_port()
+    return ServerProcess(*SERVER_ARGS, *extra, port=port, output=LOGS / f"{name}-{port}.log")
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """System Chromium. Module-scoped on purpose: while Playwright's sync API is alive it leaves
@@ -260,22 +145,19 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="session")
-def server() -> Iterator[HearthServer]:
+def server() -> Iterator[ServerProcess]:
     """One server for the tests that only need rooms (each test makes its own rooms)."""
-    hearth = HearthServer(free_port(), name="shared")
-    hearth.start()
-    yield hearth
-    hearth.stop()
+    with server_process("shared") as hearth:
+        yield hearth
 
 
 @pytest.fixture
-def own_server() -> Iterator[Callable[..., HearthServer]]:
+def own_server() -> Iterator[Callable[..., ServerProcess]]:
     """A private server for tests that stop or restart it."""
-    started: list[HearthServer] = []
+    started: list[ServerProcess] = []
 
-    def make(*extra: str) -> HearthServer:
-        hearth = HearthServer(free_port(), *extra, name="own")
-        hearth.start()
+    def make(*extra: str) -> ServerProcess:
+        hearth = server_process("own", *extra).start()
         started.append(hearth)
         return hearth
 
@@ -285,16 +167,14 @@ def own_server() -> Iterator[Callable[..., HearthServer]]:
 
 
 @pytest.fixture
-def proxied_server() -> Iterator[tuple[HearthServer, CuttableProxy]]:
+def proxied_server() -> Iterator[tuple[ServerProcess, CuttableProxy]]:
     """A private server plus a proxy in front of it whose connections the test can cut."""
     port, proxy_port = free_port(), free_port()
     origins = f"http://127.0.0.1:{port},http://127.0.0.1:{proxy_port}"
-    hearth = HearthServer(port, "--allowed-origins", origins, name="proxied")
-    hearth.start()
-    proxy = CuttableProxy(port, proxy_port)
-    yield hearth, proxy
-    proxy.close()
-    hearth.stop()
+    with server_process("proxied", "--allowed-origins", origins, port=port) as hearth:
+        proxy = CuttableProxy(port, proxy_port)
+        yield hearth, proxy
+        proxy.close()
 
 
 @pytest.fixture

@@ -33,19 +33,19 @@ def test_pages_pass_an_axe_audit(server, new_page, ui, scheme) -> None:
     room = server.create_room("Audit", RULES)
     options = {"bypass_csp": True, "color_scheme": scheme}  # CSP would block the injected axe
     home = new_page(**options)
-    home.goto(server.base_url + "/")
+    home.goto(server.http + "/")
     assert audit(home) == []
 
     joining = new_page(**options)
-    joining.goto(server.base_url + room["join_url"])
+    joining.goto(server.http + room["join_url"])
     joining.locator("#join-view").wait_for()
     assert audit(joining) == []
 
     participant = new_page(**options)
-    ui.join(participant, server.base_url + room["join_url"], "Wren")
+    ui.join(participant, server.http + room["join_url"], "Wren")
     ui.say(participant, "hello, everyone")
     facilitator = new_page(**options)
-    ui.join(facilitator, server.base_url + room["facilitator_url"], "Guide")
+    ui.join(facilitator, server.http + room["facilitator_url"], "Guide")
     ui.say(facilitator, "welcome")
     assert audit(facilitator) == []
     assert audit(participant) == []

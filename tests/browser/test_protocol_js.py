@@ -13,7 +13,7 @@ TERMINAL = [1000, 1008, 1009, 4001, 4003, 4004, 4005, 4010]
 @pytest.fixture
 def protocol(server, new_page):
     page = new_page()
-    page.goto(server.base_url + "/")
+    page.goto(server.http + "/")
     page.evaluate("async () => { window.protocol = await import('/static/js/protocol.js'); }")
     return page
 

@@ -7,9 +7,11 @@ import json
 import pytest
 from playwright.sync_api import WebSocket, expect
 
+from tests.browser.conftest import TIMEOUT_MS
+
 pytestmark = pytest.mark.browser
 
-RECONNECT_TIMEOUT_MS = 20_000
+RECONNECT_TIMEOUT_MS = 2 * TIMEOUT_MS  # a backoff or two, then the resume
 
 
 def test_messages_sent_during_an_outage_arrive_once(proxied_server, new_page, ui):
@@ -28,9 +30,9 @@ def test_messages_sent_during_an_outage_arrive_once(proxied_server, new_page, ui
         )
 
     alice.on("websocket", watch)
-    ui.join(alice, proxy.base_url + room["join_url"], "Alice")
+    ui.join(alice, proxy.http + room["join_url"], "Alice")
     bob = new_page()
-    ui.join(bob, hearth.base_url + room["join_url"], "Bob")  # directly: never cut
+    ui.join(bob, hearth.http + room["join_url"], "Bob")  # directly: never cut
     ui.say(bob, "one")
     expect(ui.messages(alice, "one")).to_have_count(1)
 
@@ -63,7 +65,7 @@ def test_server_restart_shows_reconnecting_then_explains(own_server, new_page, u
     hearth = own_server()
     room = hearth.create_room("Restart")
     alice = new_page()
-    ui.join(alice, hearth.base_url + room["join_url"], "Alice")
+    ui.join(alice, hearth.http + room["join_url"], "Alice")
     ui.say(alice, "before the restart")
     expect(ui.messages(alice, "before the restart")).to_have_count(1)
 
@@ -90,8 +92,8 @@ def test_restart_on_redis_reconnects_and_catches_up(own_server, new_page, ui):
         hearth = own_server("--redis-url", redis.url)
         room = hearth.create_room("Restart on Redis")
         alice, bob = new_page(), new_page()
-        ui.join(alice, hearth.base_url + room["join_url"], "Alice")
-        ui.join(bob, hearth.base_url + room["join_url"], "Bob")
+        ui.join(alice, hearth.http + room["join_url"], "Alice")
+        ui.join(bob, hearth.http + room["join_url"], "Bob")
         ui.say(bob, "before the restart")
         expect(ui.messages(alice, "before the restart")).to_have_count(1)
 

@@ -11,6 +11,8 @@ from playwright.sync_api import expect
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
+from tests.timing import SCALE, WAIT
+
 pytestmark = pytest.mark.browser
 
 RULES = "Be kind.\nWhat is said here stays here."
@@ -21,12 +23,10 @@ def test_two_participants_and_a_facilitator_chat(server, new_page, ui):
     room = server.create_room("Tuesday circle", RULES)
     facilitator, alice, bob = new_page(), new_page(), new_page()
 
-    ui.join(facilitator, server.base_url + room["facilitator_url"], "Sam")
-    expect(facilitator).to_have_url(
-        server.base_url + room["join_url"]
-    )  # the key left the address bar
-    ui.join(alice, server.base_url + room["join_url"], "Alice")
-    ui.join(bob, server.base_url + room["join_url"])  # keeps the server's suggested name
+    ui.join(facilitator, server.http + room["facilitator_url"], "Sam")
+    expect(facilitator).to_have_url(server.http + room["join_url"])  # the key left the address bar
+    ui.join(alice, server.http + room["join_url"], "Alice")
+    ui.join(bob, server.http + room["join_url"])  # keeps the server's suggested name
 
     expect(alice.locator("#people-count")).to_have_text("3")
     expect(ui.member(alice, "Sam").locator(".badge")).to_have_text("Facilitator")
@@ -65,9 +65,9 @@ def test_facilitator_mutes_deletes_and_removes(server, new_page, ui, screenshots
     room = server.create_room("Facilitated", RULES)
     facilitator, alice = new_page(), new_page()
     bob = new_page(viewport={"width": 375, "height": 740})
-    ui.join(facilitator, server.base_url + room["facilitator_url"], "Sam")
-    ui.join(alice, server.base_url + room["join_url"], "Alice")
-    ui.join(bob, server.base_url + room["join_url"], "Bob")
+    ui.join(facilitator, server.http + room["facilitator_url"], "Sam")
+    ui.join(alice, server.http + room["join_url"], "Alice")
+    ui.join(bob, server.http + room["join_url"], "Bob")
 
     # Mute Bob for 5 minutes.
     ui.member(facilitator, "Bob").get_by_role("button", name="Actions for Bob").click()
@@ -110,7 +110,7 @@ def test_facilitator_mutes_deletes_and_removes(server, new_page, ui, screenshots
     expect(bob.locator("#status")).to_have_attribute("data-state", "closed")
     expect(alice.locator("#messages")).to_contain_text("Bob was asked to leave by a facilitator.")
     expect(alice.locator("#people-count")).to_have_text("2")
-    bob.wait_for_timeout(1500)  # a removed person must not be reconnecting
+    bob.wait_for_timeout(1500 * SCALE)  # a window to show: a removed person does not reconnect
     expect(bob.locator("#status")).to_have_attribute("data-state", "closed")
 
 
@@ -121,15 +121,15 @@ def test_markup_in_a_message_is_shown_as_text(server, new_page, ui):
     dialogs: list[str] = []
     for page in (alice, bob):
         page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    ui.join(alice, server.base_url + room["join_url"], "Alice")
-    ui.join(bob, server.base_url + room["join_url"], "Bob")
+    ui.join(alice, server.http + room["join_url"], "Alice")
+    ui.join(bob, server.http + room["join_url"], "Bob")
 
     payload = "<img src=x onerror=alert(1)>"
     ui.say(alice, payload)
     ui.say(alice, '<script>alert("x")</script><b>bold</b>')
     expect(ui.messages(bob, payload)).to_have_count(1)
     expect(bob.locator("#messages")).to_contain_text('<script>alert("x")</script><b>bold</b>')
-    bob.wait_for_timeout(500)
+    bob.wait_for_timeout(500 * SCALE)  # a window to show: no handler runs, no dialog opens
     for page in (alice, bob):
         assert page.locator("#messages img").count() == 0
         assert page.locator("#messages script, #messages b").count() == 0
@@ -146,7 +146,7 @@ def test_quick_exit_leaves_no_way_back(server, new_page, ui):
             status=200, content_type="text/html", body="<title>Weather</title><p>Weather</p>"
         ),
     )
-    ui.join(page, server.base_url + room["join_url"], "Alice")
+    ui.join(page, server.http + room["join_url"], "Alice")
     length_before = page.evaluate("history.length")
 
     page.get_by_role("button", name=re.compile("Quick exit")).click()
@@ -168,7 +168,7 @@ def test_quick_exit_keyboard_shortcuts(server, new_page, ui):
                 status=200, content_type="text/html", body="<p>Weather</p>"
             ),
         )
-        ui.join(page, server.base_url + room["join_url"])
+        ui.join(page, server.http + room["join_url"])
         page.locator("#composer-text").focus()
         for key in keys:
             page.keyboard.press(key)
@@ -179,8 +179,8 @@ def test_nothing_is_left_in_browser_storage(server, new_page, ui):
     """After chatting: no localStorage, cookies or IndexedDB, and no message text stored."""
     room = server.create_room("No trace", RULES)
     facilitator, alice = new_page(), new_page()
-    ui.join(facilitator, server.base_url + room["facilitator_url"], "Sam")
-    ui.join(alice, server.base_url + room["join_url"], "Alice")
+    ui.join(facilitator, server.http + room["facilitator_url"], "Sam")
+    ui.join(alice, server.http + room["join_url"], "Alice")
     ui.say(alice, "a very private sentence")
     expect(ui.messages(facilitator, "a very private sentence")).to_have_count(1)
 
@@ -207,8 +207,8 @@ def test_help_flare_and_report_reach_the_facilitator(server, new_page, ui):
     """The help button shows resources and alerts the facilitator; reports reach the inbox."""
     room = server.create_room("Help")
     facilitator, alice = new_page(), new_page()
-    ui.join(facilitator, server.base_url + room["facilitator_url"], "Sam")
-    ui.join(alice, server.base_url + room["join_url"], "Alice")
+    ui.join(facilitator, server.http + room["facilitator_url"], "Sam")
+    ui.join(alice, server.http + room["join_url"], "Alice")
 
     alice.get_by_role("button", name="I need help").click()
     expect(alice.locator("#resources-dialog")).to_be_visible()
@@ -229,15 +229,15 @@ def test_room_screenshots(server, new_page, ui, screenshots, label, size):
     room = server.create_room("Tuesday evening circle", RULES)
     width, height = size
     facilitator = new_page(viewport={"width": 1280, "height": 800})
-    ui.join(facilitator, server.base_url + room["facilitator_url"], "Sam")
+    ui.join(facilitator, server.http + room["facilitator_url"], "Sam")
     others = []
     for name in ("Gentle Otter", "مریم"):
         other = new_page()
-        ui.join(other, server.base_url + room["join_url"], name)
+        ui.join(other, server.http + room["join_url"], name)
         others.append(other)
     for scheme in ("light", "dark"):
         page = new_page(viewport={"width": width, "height": height}, color_scheme=scheme)
-        ui.join(page, server.base_url + room["join_url"])
+        ui.join(page, server.http + room["join_url"])
         ui.say(facilitator, f"Welcome, everyone ({scheme}). Take your time; listening is fine too.")
         ui.say(others[0], "Hi all, first time here. " + "Supercalifragilistic" * 3)
         ui.say(others[1], "سلام به همه")
@@ -255,8 +255,8 @@ def test_facilitator_room_controls(server, new_page, ui):
     """Announce, slow mode, lock and close reach the participants in plain words."""
     room = server.create_room("Controls")
     facilitator, alice = new_page(), new_page()
-    ui.join(facilitator, server.base_url + room["facilitator_url"], "Sam")
-    ui.join(alice, server.base_url + room["join_url"], "Alice")
+    ui.join(facilitator, server.http + room["facilitator_url"], "Sam")
+    ui.join(alice, server.http + room["join_url"], "Alice")
 
     facilitator.select_option("#to", label="Everyone, as an announcement")
     ui.say(facilitator, "We start in two minutes")
@@ -275,7 +275,7 @@ def test_facilitator_room_controls(server, new_page, ui):
     facilitator.get_by_role("button", name="Lock the room").click()
     expect(alice.locator("#messages")).to_contain_text("The room is now locked")
     latecomer = new_page()
-    latecomer.goto(server.base_url + room["join_url"])
+    latecomer.goto(server.http + room["join_url"])
     latecomer.click("#join-btn")
     expect(latecomer.locator("#ended-text")).to_contain_text("This room is locked right now")
     facilitator.get_by_role("button", name="Unlock the room").click()
@@ -294,10 +294,10 @@ def test_knock_room_admits_and_declines(server, new_page, ui):
     """In a knock room a participant waits until a facilitator lets them in or declines."""
     room = server.create_room("Knock", admission="knock")
     facilitator = new_page()
-    ui.join(facilitator, server.base_url + room["facilitator_url"], "Sam")
+    ui.join(facilitator, server.http + room["facilitator_url"], "Sam")
 
     alice = new_page()
-    alice.goto(server.base_url + room["join_url"])
+    alice.goto(server.http + room["join_url"])
     alice.fill("#name", "Alice")
     alice.click("#join-btn")
     expect(alice.locator("#waiting-view")).to_be_visible()
@@ -308,7 +308,7 @@ def test_knock_room_admits_and_declines(server, new_page, ui):
     expect(facilitator.locator("#waiting-list")).to_contain_text("No one is waiting.")
 
     bob = new_page()
-    bob.goto(server.base_url + room["join_url"])
+    bob.goto(server.http + room["join_url"])
     bob.fill("#name", "Bob")
     bob.click("#join-btn")
     expect(facilitator.locator("#waiting-list")).to_contain_text("Bob")
@@ -320,9 +320,9 @@ def test_keyboard_path_and_live_region(server, new_page, ui):
     """The room works from the keyboard and new messages are spoken by the live region."""
     room = server.create_room("Keyboard", RULES)
     alice, bob = new_page(), new_page()
-    ui.join(bob, server.base_url + room["join_url"], "Bob")
+    ui.join(bob, server.http + room["join_url"], "Bob")
 
-    alice.goto(server.base_url + room["join_url"])
+    alice.goto(server.http + room["join_url"])
     expect(alice.locator("#name")).to_be_focused()
     alice.keyboard.type("Alice")
     alice.keyboard.press("Tab")
@@ -352,11 +352,11 @@ def test_at_most_300_messages_stay_on_the_page(server, new_page, ui):
     """A long, busy conversation keeps only the latest 300 entries in the DOM, newest last."""
     room = server.create_room("Busy")
     alice = new_page()
-    ui.join(alice, server.base_url + room["join_url"], "Alice")
-    ws_url = server.base_url.replace("http://", "ws://") + "/ws"
+    ui.join(alice, server.http + room["join_url"], "Alice")
+    ws_url = server.http.replace("http://", "ws://") + "/ws"
     with connect(ws_url, subprotocols=[Subprotocol("hearth.v1.json")]) as talker:
         talker.send(json.dumps({"t": "join", "room": room["room"], "name": "Chatty"}))
-        while "welcome" not in talker.recv(timeout=5):
+        while "welcome" not in talker.recv(timeout=WAIT):
             pass
         for n in range(330):
             talker.send(json.dumps({"t": "say", "text": f"line {n}"}))
@@ -372,7 +372,7 @@ def test_wrong_facilitator_key_is_explained(server, new_page):
     """A facilitator link with a wrong key ends with a plain explanation, not a retry loop."""
     room = server.create_room("Keys")
     page = new_page()
-    page.goto(server.base_url + room["join_url"] + "#key=not-the-key")
+    page.goto(server.http + room["join_url"] + "#key=not-the-key")
     page.click("#join-btn")
     expect(page.locator("#ended-text")).to_contain_text("facilitator link isn't valid")
     expect(page.locator("#status")).to_have_attribute("data-state", "closed")
