@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import hmac
+import html
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,8 +14,9 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -38,6 +40,9 @@ from chat.transport import WRITE_EXTENSION
 
 log = logging.getLogger("hearth.app")
 STATIC = Path(__file__).resolve().parent.parent / "static"
+# The pages carry the operator's --quick-exit-url in this tag, so that quick exit works before
+# any script has fetched anything.
+QUICK_EXIT_META = '<meta name="hearth-quick-exit" content="">'
 
 SECURITY_HEADERS = [
     (
@@ -104,6 +109,7 @@ def create_app(settings: Settings) -> ASGIApp:
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         services = await _build_services(settings)
         guard = await build_guard(settings)
+        _say_what_languages_lack(settings)
         janitor = asyncio.create_task(_sweep_idle_rooms(services))
         vouching = asyncio.create_task(presence.keep_presence(services))
         watching = asyncio.create_task(recovery.watch(services.hub))
@@ -122,11 +128,13 @@ def create_app(settings: Settings) -> ASGIApp:
     routes = [
         Route("/api/rooms", create_room, methods=["POST"]),
         Route("/api/rooms/{room}", room_info, methods=["GET"]),
+        Route("/api/languages", language_list, methods=["GET"]),
+        Route("/api/languages/{tag}", language_catalogue, methods=["GET"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics_text),
-        Route("/", page("index.html")),
-        Route("/r/{room}", page("room.html")),
+        Route("/", page("index.html", settings)),
+        Route("/r/{room}", page("room.html", settings)),
         Mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static"),
     ]
     app = Starlette(
@@ -164,6 +172,19 @@ async def _build_services(settings: Settings) -> Services:
     await hub.start()
     limits = Limits(max_frame=settings.max_frame, max_text=settings.max_text)
     return Services(settings=settings, hub=hub, limits=limits)
+
+
+def _say_what_languages_lack(settings: Settings) -> None:
+    for lang in settings.languages.by_tag.values():
+        if lang.missing:
+            log.warning(
+                "language incomplete: english fills the missing sentences",
+                extra={"lang": lang.tag, "missing": lang.missing},
+            )
+        if lang.names is None:
+            log.info(
+                "language has no names.json: pseudonyms in the default's", extra={"lang": lang.tag}
+            )
 
 
 async def _sweep_idle_rooms(services: Services) -> None:
@@ -209,7 +230,8 @@ async def create_room(request: Request) -> Response:
             limited=token is None,
             deadline=deadline,
         )
-        wanted = parse_room_request(body)
+        settings = services.settings
+        wanted = parse_room_request(body, settings.languages, settings.default_lang)
     except intake.BodyRefused as refused:
         return _refused(refused)
     except intake.ClientGone:
@@ -274,12 +296,15 @@ def _bearer_matches(request: Request, token: str) -> bool:
 
 async def room_info(request: Request) -> Response:
     """The public part of ``welcome.room`` (protocol §3, v1.1): id, title, rules and every
-    setting at the top level; no members, no messages. ``room`` repeats ``id`` (v1 pages)."""
-    record = await _services(request).hub.backend.snapshot(request.path_params["room"])
+    setting at the top level, and the retention it states; no members, no messages. ``room``
+    repeats ``id`` (v1 pages)."""
+    services = _services(request)
+    record = await services.hub.backend.snapshot(request.path_params["room"])
     if record is None:
         return JSONResponse(
             {"error": "not_found", "message": "There is no such room."}, status_code=404
         )
+    settings = services.settings
     return JSONResponse(
         {
             "id": record.id,
@@ -287,8 +312,33 @@ async def room_info(request: Request) -> Response:
             "title": record.title,
             "rules": record.rules,
             **record.public_settings(),
+            "retention": {
+                "messages": settings.history_messages,
+                "seconds": int(settings.history_seconds),
+                "on_disk": False,
+            },
         }
     )
+
+
+async def language_list(request: Request) -> Response:
+    """The languages rooms and pages may use (protocol §15): tag, own name, direction."""
+    settings = _services(request).settings
+    return JSONResponse(
+        {"default": settings.default_lang, "languages": settings.languages.listing()}
+    )
+
+
+async def language_catalogue(request: Request) -> Response:
+    """One language's page sentences, complete (docs/languages.md)."""
+    languages = _services(request).settings.languages
+    tag = languages.known(request.path_params["tag"])
+    lang = languages.get(tag) if tag is not None else None
+    if lang is None:
+        return JSONResponse(
+            {"error": "not_found", "message": "There is no such language."}, status_code=404
+        )
+    return JSONResponse(lang.catalogue())
 
 
 async def unavailable(request: Request, exc: Exception) -> Response:
@@ -314,12 +364,15 @@ async def metrics_text(request: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-def page(name: str) -> Any:
+def page(name: str, settings: Settings) -> Any:
+    meta = f'<meta name="hearth-quick-exit" content="{html.escape(settings.quick_exit_url)}">'
+
     async def serve(request: Request) -> Response:
         path = STATIC / name
-        if path.is_file():
-            return FileResponse(path, media_type="text/html")
-        return PlainTextResponse("Hearth is running. The browser client is not installed.")
+        if not path.is_file():
+            return PlainTextResponse("Hearth is running. The browser client is not installed.")
+        text = await run_in_threadpool(path.read_text, encoding="utf-8")
+        return HTMLResponse(text.replace(QUICK_EXIT_META, meta))
 
     return serve
 

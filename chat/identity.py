@@ -21,6 +21,7 @@ import unicodedata
 import icu
 
 from chat.errors import ErrorCode, RequestError
+from chat.languages import NameWords
 
 ROOM_ID_BYTES = 16  # 128 bits (the contract asks for at least 80)
 KEY_BYTES = 24  # 192 bits (the contract asks for at least 128)
@@ -51,51 +52,6 @@ _WORDS = re.compile(r"[^\W_]+")
 _BLANK_LOOKING = frozenset("\u115f\u1160\u2800\u3164\uffa0")
 _SPOOF = icu.SpoofChecker()
 _IGNORABLE = icu.UProperty.DEFAULT_IGNORABLE_CODE_POINT
-
-_ADJECTIVES = (
-    "Quiet",
-    "Gentle",
-    "Calm",
-    "Bright",
-    "Kind",
-    "Steady",
-    "Warm",
-    "Patient",
-    "Brave",
-    "Soft",
-    "Hopeful",
-    "Clear",
-    "Easy",
-    "Silver",
-    "Golden",
-    "Mellow",
-    "Tender",
-    "Sunny",
-    "Still",
-    "Open",
-)
-_CREATURES = (
-    "Heron",
-    "Otter",
-    "Willow",
-    "Sparrow",
-    "Fern",
-    "Badger",
-    "Robin",
-    "Maple",
-    "Finch",
-    "Cedar",
-    "Lark",
-    "Hare",
-    "Pebble",
-    "Wren",
-    "Birch",
-    "Dove",
-    "River",
-    "Moss",
-    "Fox",
-    "Meadow",
-)
 
 
 def new_room_id() -> str:
@@ -215,15 +171,18 @@ def _impersonates_role(name: str) -> bool:
     return False
 
 
-def pseudonym(taken: set[str]) -> str:
-    """A friendly random pseudonym ("Quiet Heron") not in ``taken`` (a set of name keys)."""
+def pseudonym(taken: set[str], words: NameWords) -> str:
+    """A friendly random pseudonym not in ``taken`` (a set of name keys).
+
+    Args:
+        taken: the name keys (:func:`name_key`) of the names present in the room.
+        words: the room language's words (``Languages.words``): "Quiet Heron", "Garza Serena".
+    """
     for _ in range(50):
-        name = f"{secrets.choice(_ADJECTIVES)} {secrets.choice(_CREATURES)}"
+        name = words.name(secrets.randbelow(words.size))
         if name_key(name) not in taken:
             return name
     while True:
-        name = (
-            f"{secrets.choice(_ADJECTIVES)} {secrets.choice(_CREATURES)} {secrets.randbelow(1000)}"
-        )
+        name = f"{words.name(secrets.randbelow(words.size))} {secrets.randbelow(1000)}"
         if name_key(name) not in taken:
             return name

@@ -100,13 +100,15 @@ async def _join(services: Services, caller: Caller, room: LocalRoom, msg: Join) 
         tokens=float(services.settings.burst),
         stamp=now_ms(),
     )
+    settings = services.settings  # §15: generated names come from the room language's words
+    words = settings.languages.words(state.lang, settings.default_lang)
     wished = None
     if msg.name is not None:
         wished = normalise_name(
             msg.name, participant=role == PARTICIPANT, max_length=services.limits.max_name
         )
     for _ in range(1 if wished is not None else PSEUDONYM_TRIES):
-        member.name = wished or pseudonym({name_key(m.name) for m in state.members.values()})
+        member.name = wished or pseudonym({name_key(m.name) for m in state.members.values()}, words)
         member.name_token = name_token(state.salt, member.name)
         try:
             await services.hub.commit(room, [MemberAdd(member)], [_arrival(member)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from chat.languages import Languages
 from chat.protocol import is_unicode_text
 
 MAX_TITLE = 100
@@ -21,8 +22,13 @@ class RoomRequestError(ValueError):
     """The request body is not a valid room request; the message says why."""
 
 
-def parse_room_request(body: bytes) -> dict[str, Any]:
+def parse_room_request(body: bytes, languages: Languages, default_lang: str) -> dict[str, Any]:
     """Parse ``{"title"?, "rules"?, "settings"?: {...}}`` into RoomRecord fields.
+
+    Args:
+        body: the request body.
+        languages: the languages the server knows; ``settings.lang`` must be one (§15).
+        default_lang: the language of a room whose request names none.
 
     Raises:
         RoomRequestError: malformed JSON, a wrong type, or a value out of range.
@@ -51,6 +57,10 @@ def parse_room_request(body: bytes) -> dict[str, Any]:
     if type(slow) is not int or not 0 <= slow <= MAX_SLOW:
         raise RoomRequestError(f"settings.slow must be an integer from 0 to {MAX_SLOW}.")
     out["slow"] = slow
+    lang = settings.get("lang", default_lang)
+    out["lang"] = languages.known(lang) if isinstance(lang, str) else None
+    if out["lang"] is None:
+        raise RoomRequestError(f"settings.lang must be one of {', '.join(languages.tags)}.")
     return out
 
 

@@ -120,6 +120,7 @@ class RoomState:
     history: str = "since_join"  # or "recent"
     admission: str = "open"  # or "knock"
     typing: str = "named"  # or "anonymous", "off"
+    lang: str = "en"  # a language tag the server has (protocol §15)
     # Settings a facilitator changes (protocol §6): the fields RoomSet may set.
     locked: bool = False
     slow: int = 0
@@ -144,7 +145,7 @@ class RoomState:
         return {name: getattr(self, name) for name in ROOM_SETTINGS}
 
 
-ROOM_SETTINGS: tuple[str, ...] = ("locked", "slow", "history", "admission", "typing")
+ROOM_SETTINGS: tuple[str, ...] = ("locked", "slow", "history", "admission", "typing", "lang")
 ROOM_MUTABLE = frozenset({"locked", "slow"})
 
 

@@ -18,8 +18,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from chat.address import TrustedProxies
+from chat.languages import Languages, canonical_tag, load_languages, shipped_languages
 from chat.origin import parse_origin
 
 
@@ -29,13 +31,29 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class CrisisResources:
-    """What the help flare answers: operator-configured text and links (protocol §6)."""
+    """What the help flare answers: operator-configured text and links (protocol §6), for
+    every language, or per language (§15).
+
+    The single-object form of the file fills ``text`` and ``links``, which serve every
+    language; the per-language form fills ``by_lang``, and a room whose language it does not
+    name gets the default language's entry (else the empty ``text`` and ``links``).
+    """
 
     text: str = ""
     links: tuple[tuple[str, str], ...] = ()
+    by_lang: tuple[tuple[str, CrisisResources], ...] = ()
 
     def as_message_fields(self) -> dict[str, Any]:
+        """The every-language answer: ``text`` and ``links`` of a ``resources`` message."""
         return {"text": self.text, "links": [{"title": t, "url": u} for t, u in self.links]}
+
+    def answer(self, lang: str, default_lang: str) -> dict[str, Any]:
+        """The ``resources`` fields for a room in ``lang``: its own, else the default's."""
+        found = dict(self.by_lang)
+        for tag in (lang, lang.split("-")[0], default_lang, default_lang.split("-")[0]):
+            if tag in found:
+                return found[tag].as_message_fields()
+        return self.as_message_fields()
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +88,9 @@ class Settings:
     body_timeout: float = 10.0  # §11 fixes it at 10 s; a field so that tests can shorten it
     max_rooms: int = 10_000  # live rooms per deployment (then 503)
     room_unused: float = 600.0  # seconds a room nobody has joined lives
+    default_lang: str = "en"
+    lang_dir: Languages = field(default_factory=shipped_languages)  # shipped + --lang-dir
+    quick_exit_url: str = "https://www.bbc.co.uk/weather"
     # Not in the contract's table, but every one is an operator's knob all the same.
     queue_frames: int = 512  # outbound frames a member may lag behind before close 4008
     flood_strikes: int = 20  # rate_limited answers in a row before close 1008
@@ -107,7 +128,22 @@ class Settings:
             raise SettingsError("--rate/--burst: both must be positive")
         if self.max_frame < 256 or self.max_text < 1:
             raise SettingsError("--max-frame/--max-text: too small to carry a message")
+        known = ", ".join(self.languages.tags)
+        if self.languages.get(self.default_lang) is None:
+            raise SettingsError(
+                f"--default-lang: {self.default_lang} is not a language this server has ({known})"
+            )
+        for tag, _ in self.crisis_resources.by_lang:
+            if self.languages.get(tag) is None:
+                raise SettingsError(
+                    f"--crisis-resources: {tag} is not a language this server has ({known})"
+                )
         return self
+
+    @property
+    def languages(self) -> Languages:
+        """Every language rooms may use: the shipped ones and the operator's ``--lang-dir``."""
+        return self.lang_dir
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,13 +240,28 @@ def bus_key(raw: str) -> bytes:
 
 
 def crisis_resources(path: str) -> CrisisResources:
-    """Read the crisis-resources JSON file ``{"text": str, "links": [{"title","url"}]}``."""
+    """Read the crisis-resources JSON file: ``{"text": str, "links": [{"title","url"}]}`` for
+    every language, or ``{"<lang>": {"text", "links"}, ...}`` per language (protocol §15)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold an object")
+    if not data or "text" in data or "links" in data:
+        return _resources(data, path)
+    by_lang = []
+    for raw, value in data.items():
+        tag = canonical_tag(raw)
+        if tag is None:
+            raise ValueError(f"{path}: {raw!r} is neither 'text', 'links' nor a language tag")
+        by_lang.append((tag, _resources(value, f"{path}: {tag}")))
+    return CrisisResources(by_lang=tuple(by_lang))
+
+
+def _resources(data: Any, where: str) -> CrisisResources:
     if not isinstance(data, dict) or not isinstance(data.get("text", ""), str):
-        raise ValueError(f"{path} must hold an object with a string 'text'")
+        raise ValueError(f"{where} must be an object with a string 'text'")
     links = data.get("links", [])
     if not isinstance(links, list) or not all(
         isinstance(link, dict)
@@ -218,10 +269,24 @@ def crisis_resources(path: str) -> CrisisResources:
         and isinstance(link.get("url"), str)
         for link in links
     ):
-        raise ValueError(f"{path}: 'links' must be a list of {{'title', 'url'}} strings")
+        raise ValueError(f"{where}: 'links' must be a list of {{'title', 'url'}} strings")
     return CrisisResources(
         text=data.get("text", ""), links=tuple((link["title"], link["url"]) for link in links)
     )
+
+
+def _lang_tag(raw: str) -> str:
+    tag = canonical_tag(raw)
+    if tag is None:
+        raise ValueError(f"{raw!r} is not a language tag such as en, es or pt-BR")
+    return tag
+
+
+def _neutral_url(raw: str) -> str:
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ValueError("must be a full http:// or https:// address")
+    return raw.strip()
 
 
 def _log_level(raw: str) -> str:
@@ -258,6 +323,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_per_address", _positive_int, "WebSocket connections one address may hold"),
     Option("max_rooms", _positive_int, "live rooms a deployment holds at most (then 503)"),
     Option("room_unused", _seconds, "seconds a room nobody has joined lives"),
+    Option("default_lang", _lang_tag, "language of a room that names none (en)"),
+    Option("lang_dir", load_languages, "directory of languages to add or correct"),
+    Option("quick_exit_url", _neutral_url, "the neutral page quick exit goes to"),
     Option("queue_frames", _positive_int, "outbound frames a member may lag before 4008"),
     Option("ping_interval", _seconds, "seconds between keep-alive pings"),
     Option("ping_timeout", _seconds, "seconds to wait for a pong before closing"),

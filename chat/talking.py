@@ -134,4 +134,6 @@ async def help_flare(services: Services, caller: Caller, msg: Help) -> Answer:
     room, member = present(caller)
     alert = HelpEvent(member.pid, now_ms())
     await services.hub.commit(room, [], [Delivery(alert, facilitators=True)])
-    return Resources(**services.settings.crisis_resources.as_message_fields())
+    settings = services.settings  # §15: in the room's language, else the default language
+    lang = room.state.lang if room.state is not None else settings.default_lang
+    return Resources(**settings.crisis_resources.answer(lang, settings.default_lang))

@@ -15,6 +15,7 @@ from chat.identity import (
     pseudonym,
     secret_matches,
 )
+from chat.languages import shipped_languages
 
 
 def test_names_are_trimmed_and_normalised() -> None:
@@ -47,12 +48,15 @@ def test_ordinary_names_that_contain_short_role_words_pass() -> None:
     assert normalise_name("Modest Mouse", participant=True) == "Modest Mouse"
 
 
-def test_pseudonyms_avoid_taken_names() -> None:
-    """A generated pseudonym is never one already taken (compared case-insensitively)."""
+@pytest.mark.parametrize("lang", ["en", "es", "ar"])
+def test_pseudonyms_avoid_taken_names(lang: str) -> None:
+    """A generated pseudonym is never one already taken, even past the words' combinations."""
+    words = shipped_languages().words(lang, "en")
     taken: set[str] = set()
-    for _ in range(300):
-        name = pseudonym(taken)
+    for _ in range(words.size + 50):
+        name = pseudonym(taken, words)
         assert name_key(name) not in taken
+        assert normalise_name(name, participant=True) == name
         taken.add(name_key(name))
 
 

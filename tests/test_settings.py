@@ -84,7 +84,7 @@ def test_crisis_resources_file(tmp_path: Path) -> None:
     path.write_text(json.dumps({"text": "Call", "links": [{"title": "T", "url": "https://u"}]}))
     args = parser().parse_args(["serve", "--crisis-resources", str(path)])
     resources = settings_from(args).crisis_resources
-    assert resources.as_message_fields() == {
+    assert resources.answer("es", "en") == {
         "text": "Call",
         "links": [{"title": "T", "url": "https://u"}],
     }
@@ -99,3 +99,64 @@ def test_cli_prints_one_line_error_not_a_traceback() -> None:
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert "--port" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_language_options() -> None:
+    """--default-lang, --lang-dir and --quick-exit-url have defaults and environment twins."""
+    s = Settings()
+    assert s.default_lang == "en" and {"en", "es", "ar"} <= set(s.languages.tags)
+    assert s.quick_exit_url.startswith("https://")
+    env = {"HEARTH_DEFAULT_LANG": "ES", "HEARTH_QUICK_EXIT_URL": "https://example.org/news"}
+    s = Settings.from_env(env)
+    assert (s.default_lang, s.quick_exit_url) == ("es", "https://example.org/news")
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"HEARTH_DEFAULT_LANG": "klingon"}, "HEARTH_DEFAULT_LANG"),
+        ({"HEARTH_DEFAULT_LANG": "fr"}, "--default-lang"),  # a tag, but not a language we have
+        ({"HEARTH_QUICK_EXIT_URL": "javascript:alert(1)"}, "HEARTH_QUICK_EXIT_URL"),
+        ({"HEARTH_QUICK_EXIT_URL": "/relative"}, "HEARTH_QUICK_EXIT_URL"),
+    ],
+)
+def test_invalid_language_options_name_their_source(env: dict[str, str], named: str) -> None:
+    """A bad language setting is a one-line error naming the variable or flag."""
+    with pytest.raises(SettingsError, match=named):
+        Settings.from_env(env)
+
+
+def test_crisis_resources_per_language(tmp_path: Path) -> None:
+    """The per-language form answers in the room's language, else the default language's."""
+    path = tmp_path / "crisis.json"
+    path.write_text(
+        json.dumps(
+            {
+                "en": {"text": "Call 999", "links": [{"title": "Samaritans", "url": "https://s"}]},
+                "ES": {"text": "Llama al 112"},
+            }
+        ),
+        encoding="utf-8",
+    )
+    resources = Settings.from_env({"HEARTH_CRISIS_RESOURCES": str(path)}).crisis_resources
+    assert resources.answer("es", "en") == {"text": "Llama al 112", "links": []}
+    assert resources.answer("ar", "en")["text"] == "Call 999"
+    assert resources.answer("ar", "es")["text"] == "Llama al 112"
+    assert resources.answer("es-MX", "en")["text"] == "Llama al 112"
+
+
+@pytest.mark.parametrize(
+    ("content", "complaint"),
+    [
+        ({"fr": {"text": "Appelez le 15"}}, "not a language this server has"),
+        ({"english": {"text": "x"}}, "language tag"),
+        ({"es": {"text": 5}}, "string 'text'"),
+        ({"es": {"links": [{"title": "x"}]}}, "'links'"),
+    ],
+)
+def test_crisis_resources_mistakes(tmp_path: Path, content: object, complaint: str) -> None:
+    """A per-language file naming an unknown language, or a malformed entry, is refused."""
+    path = tmp_path / "crisis.json"
+    path.write_text(json.dumps(content), encoding="utf-8")
+    with pytest.raises(SettingsError, match=complaint):
+        Settings.from_env({"HEARTH_CRISIS_RESOURCES": str(path)})
