@@ -217,3 +217,42 @@ def test_lang_dir_must_be_a_directory(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="is not a directory"):
         Settings.from_env({"HEARTH_LANG_DIR": str(tmp_path / "nowhere")})
 
+
+STATIC = SHIPPED.parent / "static"
+
+
+def keys_the_page_uses() -> set[str]:
+    """Every catalogue key static/ names: data-i18n attributes, and key literals in scripts."""
+    namespaces = {key.split(".")[0] for key in REFERENCE}
+    used: set[str] = set()
+    for page in STATIC.glob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        used |= set(re.findall(r'data-i18n="([^"]+)"', text))
+        for spec in re.findall(r"data-i18n-attrs='([^']+)'", text):
+            for value in json.loads(spec).values():
+                used.add(value if isinstance(value, str) else value[0])
+    for script in (STATIC / "js").glob("*.js"):
+        for literal in re.findall(r'"([a-z_]+(?:\.[a-z0-9_]+)+)"', script.read_text("utf-8")):
+            if literal.split(".")[0] in namespaces:
+                used.add(literal)
+    return used
+
+
+def test_every_key_the_page_uses_is_in_the_catalogues() -> None:
+    """No sentence of the page is missing from English (and so from every shipped language)."""
+    used = keys_the_page_uses()
+    assert len(used) > 150
+    assert used - set(REFERENCE) == set()
+
+
+def test_every_sentence_in_the_catalogues_is_used() -> None:
+    """No dead sentences for translators to translate."""
+    assert set(REFERENCE) - keys_the_page_uses() == set()
+
+
+def test_no_sentence_is_left_in_the_scripts() -> None:
+    """Scripts build no English sentences of their own: text reaches the page via i18n."""
+    sentence = re.compile(r"""(?:text:|textContent =|notice\(|announce\()\s*[`"'][A-Z][a-z]+ """)
+    for script in (STATIC / "js").glob("*.js"):
+        found = sentence.findall(script.read_text(encoding="utf-8"))
+        assert found == [], f"{script.name}: {found}"

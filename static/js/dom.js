@@ -1,7 +1,9 @@
 /**
  * Small DOM helpers. Text from the network only ever enters the page through `text` here
- * (textContent), never innerHTML.
+ * (textContent) or i18n.render (text nodes and <bdi>), never innerHTML.
  */
+
+import { t } from "./i18n.js";
 
 /**
  * Build an element.
@@ -34,18 +36,6 @@ export function show(node, visible = true) {
   node.hidden = !visible;
 }
 
-const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
-
-/** A <time> element for a server timestamp (ms since the epoch). */
-export function timeEl(ts) {
-  const date = new Date(typeof ts === "number" ? ts : Date.now());
-  return el("time", { text: timeFormat.format(date), attrs: { datetime: date.toISOString() } });
-}
-
-export function clockText(ts) {
-  return timeFormat.format(new Date(ts));
-}
-
 let announceTimer = null;
 const pending = [];
 
@@ -60,7 +50,7 @@ export function announce(sentence) {
     const region = $("announcer");
     if (!region) return;
     const lines = pending.splice(0);
-    const spoken = lines.length > 3 ? [`${lines.length} new messages.`, ...lines.slice(-2)] : lines;
+    const spoken = lines.length > 3 ? [t("announce.burst", { count: lines.length }), ...lines.slice(-2)] : lines;
     region.textContent = spoken.join(" ");
   }, 250);
 }

@@ -4,9 +4,23 @@
  * The server enforces every decision; these controls only ask (protocol.md §6).
  */
 
-import { $, announce, clockText, el, openDialog, show } from "./dom.js";
+import { $, announce, el, openDialog, show } from "./dom.js";
+import { attrs, formatNumber, render, t, timeEl } from "./i18n.js";
 
 const MUTE_CHOICES = { mute300: 300, mute1800: 1800, mute: null };
+// The facilitation log's actions (protocol §6 `log`), by sentence; others say the raw action.
+const LOG_SENTENCES = {
+  mute: "log.mute",
+  unmute: "log.unmute",
+  remove: "log.remove",
+  delete: "log.delete",
+  lock: "log.lock",
+  unlock: "log.unlock",
+  slow: "log.slow",
+  announce: "log.announce",
+  admit: "log.admit",
+  deny: "log.deny",
+};
 
 export class FacilitatorTools {
   constructor({ conn, state, messages, members, notice }) {
@@ -24,7 +38,7 @@ export class FacilitatorTools {
   }
 
   send(msg) {
-    if (this.conn.request(msg) === null) this.notice("Not connected right now; please try again in a moment.", "warn");
+    if (this.conn.request(msg) === null) this.notice("fac.offline", {}, "warn");
   }
 
   /** Show or hide the tools according to the role in a `welcome`. */
@@ -37,11 +51,15 @@ export class FacilitatorTools {
     this.reports = [...(welcome.reports ?? [])];
     this.renderWaiting();
     this.renderReports();
-    $("log-list").replaceChildren(...(welcome.log ?? []).slice(-20).reverse().map((entry) => el("li", {
-      text: `${clockText(entry.ts)} · ${this.members.nameOf(entry.by)}: ${entry.action}` +
-        (entry.pid ? ` ${this.members.nameOf(entry.pid)}` : "") + (entry.mid ? " (a message)" : ""),
-    })));
+    $("log-list").replaceChildren(...(welcome.log ?? []).slice(-20).reverse().map((entry) => this.logItem(entry)));
     this.roomChanged();
+  }
+
+  logItem(entry) {
+    const params = { by: this.members.nameOf(entry.by), name: entry.pid ? this.members.nameOf(entry.pid) : "" };
+    const key = LOG_SENTENCES[entry.action] ?? "log.other";
+    if (key === "log.other") params.action = String(entry.action);
+    return el("li", {}, [timeEl(entry.ts), " · ", render(el("span"), key, params)]);
   }
 
   /** Handle facilitator-only messages; returns true when the message was consumed. */
@@ -55,13 +73,13 @@ export class FacilitatorTools {
     if (msg.t === "knock") {
       this.waiting.set(msg.member.pid, msg.member);
       this.renderWaiting();
-      this.notice(`${msg.member.name} is waiting to join.`, "warn");
+      this.notice("notice.knock", { name: msg.member.name }, "warn");
       return true;
     }
     if (msg.t === "report") {
       this.reports.push(msg);
       this.renderReports();
-      this.notice(`New report from ${this.members.nameOf(msg.by)}.`, "warn");
+      this.notice("notice.report", { name: this.members.nameOf(msg.by) }, "warn");
       return true;
     }
     if (msg.t === "help") {
@@ -74,12 +92,12 @@ export class FacilitatorTools {
   roomChanged() {
     if (!this.on) return;
     const locked = Boolean(this.state.room?.locked);
-    $("lock-btn").textContent = locked ? "Unlock the room" : "Lock the room";
+    render($("lock-btn"), locked ? "fac.unlock" : "fac.lock");
     $("lock-btn").setAttribute("aria-pressed", String(locked));
     const slow = String(this.state.room?.slow ?? 0);
     const select = $("slow-select");
     if (![...select.options].some((o) => o.value === slow)) {
-      select.append(el("option", { text: `${slow} seconds`, attrs: { value: slow } }));
+      select.append(render(el("option", { attrs: { value: slow } }), "fac.slow_seconds", { count: Number(slow) }));
     }
     select.value = slow;
   }
@@ -87,58 +105,71 @@ export class FacilitatorTools {
   helpAlert(msg) {
     const name = this.members.nameOf(msg.pid);
     const alert = el("div", { class: "help-alert" }, [
-      el("p", { text: `${name} asked for help at ${clockText(msg.ts ?? Date.now())}.` }),
+      render(el("p"), "fac.help_alert", { name, time: msg.ts ?? Date.now() }),
     ]);
     const actions = el("div", { class: "button-row" }, [
-      el("button", {
-        text: `Message ${name} privately`,
+      render(el("button", {
         attrs: { type: "button" },
         on: { click: () => { this.members.whisperTo(msg.pid); $("composer-text").focus(); } },
-      }),
-      el("button", { class: "secondary", text: "Dismiss", attrs: { type: "button" }, on: { click: () => alert.remove() } }),
+      }), "fac.help_whisper", { name }),
+      render(el("button", { class: "secondary", attrs: { type: "button" }, on: { click: () => alert.remove() } }), "common.dismiss"),
     ]);
     alert.append(actions);
     $("alerts").append(alert);
-    announce(`${name} asked for help.`);
+    announce(t("fac.help_announce", { name }));
   }
 
   renderWaiting() {
-    $("waiting-count").textContent = `(${this.waiting.size})`;
-    const items = [...this.waiting.values()].map((m) => el("li", { class: "member" }, [
-      el("span", { class: "member-name", text: m.name, attrs: { dir: "auto" } }),
-      el("button", { text: "Let in", attrs: { type: "button", "aria-label": `Let ${m.name} in` }, on: { click: () => this.send({ t: "admit", pid: m.pid }) } }),
-      el("button", { class: "secondary", text: "Decline", attrs: { type: "button", "aria-label": `Decline ${m.name}` }, on: { click: () => { this.send({ t: "deny", pid: m.pid }); this.waiting.delete(m.pid); this.renderWaiting(); } } }),
-    ]));
-    $("waiting-list").replaceChildren(...(items.length ? items : [el("li", { class: "empty", text: "No one is waiting." })]));
+    $("waiting-count").textContent = `(${formatNumber(this.waiting.size)})`;
+    const items = [...this.waiting.values()].map((m) => {
+      const admit = el("button", { attrs: { type: "button" }, on: { click: () => this.send({ t: "admit", pid: m.pid }) } });
+      const deny = el("button", {
+        class: "secondary", attrs: { type: "button" },
+        on: { click: () => { this.send({ t: "deny", pid: m.pid }); this.waiting.delete(m.pid); this.renderWaiting(); } },
+      });
+      return el("li", { class: "member" }, [
+        el("span", { class: "member-name" }, [el("bdi", { text: m.name })]),
+        attrs(render(admit, "fac.admit"), { "aria-label": ["fac.admit_label", { name: m.name }] }),
+        attrs(render(deny, "fac.deny"), { "aria-label": ["fac.deny_label", { name: m.name }] }),
+      ]);
+    });
+    $("waiting-list").replaceChildren(...(items.length ? items : [render(el("li", { class: "empty" }), "fac.no_waiting")]));
   }
 
   renderReports() {
     const items = this.reports.map((r, index) => {
       const msg = this.messages.get(r.mid);
+      const from = { name: this.members.nameOf(r.by), reason: r.reason };
       const item = el("li", { class: "report" }, [
-        el("p", { text: `${clockText(r.ts ?? Date.now())} · from ${this.members.nameOf(r.by)}${r.reason ? `: “${r.reason}”` : ""}` }),
-        el("p", { class: "report-quote", text: msg ? `${msg.name}: ${msg.text}` : "The message is no longer shown.", attrs: { dir: "auto" } }),
+        el("p", {}, [timeEl(r.ts ?? Date.now()), " · ", render(el("span"), r.reason ? "fac.report_from_reason" : "fac.report_from", from)]),
+        msg
+          ? render(el("p", { class: "report-quote" }), "msg.quote", { name: msg.name, text: msg.text })
+          : render(el("p", { class: "report-quote" }), "fac.report_gone"),
       ]);
       const row = el("div", { class: "button-row" });
+      const button = (cls, key, onClick) => render(el("button", { class: cls, attrs: { type: "button" }, on: { click: onClick } }), key);
       if (msg) {
         row.append(
-          el("button", { class: "secondary", text: "Show", attrs: { type: "button" }, on: { click: () => this.messages.focusMessage(r.mid) } }),
-          el("button", { class: "danger", text: "Delete message", attrs: { type: "button" }, on: { click: () => this.confirmDelete(msg) } }),
+          button("secondary", "fac.report_show", () => this.messages.focusMessage(r.mid)),
+          button("danger", "fac.delete_message", () => this.confirmDelete(msg)),
         );
       }
-      row.append(el("button", { class: "secondary", text: "Dismiss", attrs: { type: "button" }, on: { click: () => { this.reports.splice(index, 1); this.renderReports(); } } }));
+      row.append(button("secondary", "common.dismiss", () => { this.reports.splice(index, 1); this.renderReports(); }));
       item.append(row);
       return item;
     });
-    $("reports-count").textContent = `(${this.reports.length})`;
-    $("reports-list").replaceChildren(...(items.length ? items : [el("li", { class: "empty", text: "No open reports." })]));
+    $("reports-count").textContent = `(${formatNumber(this.reports.length)})`;
+    $("reports-list").replaceChildren(...(items.length ? items : [render(el("li", { class: "empty" }), "fac.no_reports")]));
   }
 
-  /** Ask for confirmation in the shared dialog; resolves to the reason text or null. */
+  /**
+   * Ask for confirmation in the shared dialog; resolves to the reason text or null.
+   * `title`, `text` and `action` are sentences: [key, params].
+   */
   async confirm({ title, text, action, reason = false }) {
-    $("confirm-title").textContent = title;
-    $("confirm-text").textContent = text;
-    $("confirm-ok").textContent = action;
+    render($("confirm-title"), ...title);
+    render($("confirm-text"), ...text);
+    render($("confirm-ok"), ...action);
     show($("confirm-reason-row"), reason);
     $("confirm-reason").value = "";
     if (await openDialog($("confirm-dialog")) !== "ok") return null;
@@ -147,22 +178,24 @@ export class FacilitatorTools {
 
   async confirmDelete(msg) {
     const ok = await this.confirm({
-      title: "Delete this message?", text: `${msg.name}: ${msg.text}`, action: "Delete message",
+      title: ["fac.confirm_delete_title"],
+      text: ["msg.quote", { name: msg.name, text: msg.text }],
+      action: ["fac.delete_message"],
     });
     if (ok !== null) this.send({ t: "delete", mid: msg.mid });
   }
 
   async confirmClose() {
     const ok = await this.confirm({
-      title: "Close this session?",
-      text: "Everyone will be disconnected and the conversation will be erased. This can't be undone.",
-      action: "Close the session",
+      title: ["fac.confirm_close_title"],
+      text: ["fac.confirm_close_text"],
+      action: ["fac.confirm_close_action"],
     });
     if (ok !== null) this.send({ t: "close" });
   }
 
   async memberActions(member) {
-    $("member-dialog-title").textContent = `Actions for ${member.name}`;
+    render($("member-dialog-title"), "members.actions_for", { name: member.name });
     const muted = member.muted_until !== undefined;
     show($("member-unmute"), muted);
     for (const id of ["member-mute300", "member-mute1800", "member-mute"]) show($(id), !muted);
@@ -177,9 +210,9 @@ export class FacilitatorTools {
       $("composer-text").focus();
     } else if (choice === "remove") {
       const reason = await this.confirm({
-        title: `Remove ${member.name}?`,
-        text: "They will be disconnected and can't come back to this room.",
-        action: "Remove", reason: true,
+        title: ["fac.confirm_remove_title", { name: member.name }],
+        text: ["fac.confirm_remove_text"],
+        action: ["fac.confirm_remove_action"], reason: true,
       });
       if (reason !== null) this.send(reason ? { t: "remove", pid: member.pid, reason } : { t: "remove", pid: member.pid });
     }

@@ -1,18 +1,15 @@
 /**
- * The start page (/): create a room (POST /api/rooms, with an operator token when the server
- * asks for one), show the two links with copy buttons, or go to a room from a pasted link.
+ * The start page (/): create a room in a language (POST /api/rooms, with an operator token when
+ * the server asks for one), show the two links with copy buttons, or go to a room from a
+ * pasted link. The page itself speaks the reader's language when the server has it.
  */
 
 import { $, show } from "./dom.js";
+import {
+  browserLanguage, chosenLanguage, currentLanguage, installLanguageSwitch, languages, render, t,
+  useLanguage,
+} from "./i18n.js";
 import { installQuickExit } from "./quickexit.js";
-
-const SUGGESTED_RULES = [
-  "Be kind. Everyone here is doing their best.",
-  "What is shared here stays here: no screenshots, no names.",
-  "Speak from your own experience; don't give medical advice.",
-  "No one has to talk. Listening is welcome.",
-  "If you are in danger right now, use the help button or call your local emergency number.",
-].join("\n");
 
 let operatorToken = "";
 
@@ -22,6 +19,7 @@ async function createRoom(event) {
   show($("create-error"), false);
   if (!$("token-row").hidden) operatorToken = $("token").value.trim();
   const body = { title: $("title").value.trim(), rules: $("rules").value.trim() };
+  if ($("room-lang").value) body.settings = { lang: $("room-lang").value };
   const headers = { "Content-Type": "application/json" };
   if (operatorToken) headers.Authorization = `Bearer ${operatorToken}`;
   button.disabled = true;
@@ -32,24 +30,23 @@ async function createRoom(event) {
       show($("token-row"));
       $("token").value = "";
       $("token").focus();
-      fail(asked ? "That operator token wasn't accepted. Please check it and try again."
-        : "This server needs an operator token to create rooms. Paste it below and try again.");
+      fail(asked ? "home.error_token_rejected" : "home.error_token_needed");
       return;
     }
     if (response.status !== 201) {
-      fail("The room couldn't be created just now. Please try again in a moment.");
+      fail("home.error_create");
       return;
     }
     showResult(await response.json());
   } catch {
-    fail("The server couldn't be reached. Check your connection and try again.");
+    fail("home.error_offline");
   } finally {
     button.disabled = false;
   }
 }
 
-function fail(text) {
-  $("create-error").textContent = text;
+function fail(key) {
+  render($("create-error"), key);
   show($("create-error"));
 }
 
@@ -65,7 +62,7 @@ function showResult(room) {
   $("result").focus();
 }
 
-async function copy(inputId, label) {
+async function copy(inputId, copied, byHand) {
   const input = $(inputId);
   let ok = false;
   try {
@@ -75,7 +72,7 @@ async function copy(inputId, label) {
     input.select();
     ok = document.execCommand?.("copy") ?? false;
   }
-  $("copy-status").textContent = ok ? `${label} copied.` : `Select the ${label.toLowerCase()} and copy it by hand.`;
+  render($("copy-status"), ok ? copied : byHand);
 }
 
 function goToRoom(event) {
@@ -90,16 +87,45 @@ function goToRoom(event) {
   }
   if (!target && /^[A-Za-z0-9_-]{8,}$/.test(raw)) target = `/r/${raw}`;
   if (!target) {
-    $("join-error").textContent = "That doesn't look like a Hearth room link. It should contain /r/ followed by the room's code.";
+    render($("join-error"), "home.error_bad_link");
     show($("join-error"));
     return;
   }
   location.assign(target);
 }
 
-installQuickExit($("exit-btn"));
-$("create-form").addEventListener("submit", createRoom);
-$("join-form").addEventListener("submit", goToRoom);
-$("suggest-rules").addEventListener("click", () => { $("rules").value = SUGGESTED_RULES; $("rules").focus(); });
-$("copy-join").addEventListener("click", () => copy("join-link", "Participants' link"));
-$("copy-fac").addEventListener("click", () => copy("fac-link", "Facilitator link"));
+/** The room-language choice: every language the server has, the reader's own selected. */
+function fillRoomLanguages(available, preferred) {
+  const select = $("room-lang");
+  select.replaceChildren(...available.map((lang) => {
+    const option = document.createElement("option");
+    option.value = lang.tag;
+    option.lang = lang.tag;
+    option.dir = lang.dir;
+    option.textContent = lang.name;
+    return option;
+  }));
+  select.value = preferred;
+}
+
+async function main() {
+  installQuickExit($("exit-btn"));
+  $("create-form").addEventListener("submit", createRoom);
+  $("join-form").addEventListener("submit", goToRoom);
+  $("suggest-rules").addEventListener("click", () => {
+    $("rules").value = t("home.suggested_rules");
+    $("rules").focus();
+  });
+  $("copy-join").addEventListener("click", () => copy("join-link", "home.copied_join", "home.copy_by_hand_join"));
+  $("copy-fac").addEventListener("click", () => copy("fac-link", "home.copied_fac", "home.copy_by_hand_fac"));
+  const listing = await languages();
+  await useLanguage(chosenLanguage() ?? browserLanguage(listing.languages) ?? listing.default);
+  const own = currentLanguage().tag;
+  fillRoomLanguages(listing.languages, listing.languages.some((l) => l.tag === own) ? own : listing.default);
+  await installLanguageSwitch($("lang-select"), (tag) => {
+    // Someone who switches the page to a language probably means the room, too.
+    if (listing.languages.some((l) => l.tag === tag)) $("room-lang").value = tag;
+  });
+}
+
+main();

@@ -3,13 +3,14 @@
  */
 
 import { el } from "./dom.js";
+import { attrs, compareNames, formatNumber, plain, render, t } from "./i18n.js";
 
 const TYPING_SHOWN_MS = 5000;
 
 function muteLabel(until) {
   if (until === undefined) return null;
-  if (until === null) return "muted";
-  return `muted until ${new Date(until).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`;
+  const tag = el("span", { class: "tag" });
+  return until === null ? render(tag, "members.muted") : render(tag, "members.muted_until", { time: until });
 }
 
 export class Members {
@@ -34,8 +35,9 @@ export class Members {
     return this.byPid.get(pid) ?? null;
   }
 
+  /** A member's name, or the sentence for someone who has left, as a plain string. */
   nameOf(pid) {
-    return this.byPid.get(pid)?.name ?? "someone who has left";
+    return this.byPid.get(pid)?.name ?? t("members.someone_left");
   }
 
   add(member) {
@@ -66,33 +68,29 @@ export class Members {
     const me = this.hooks.me();
     const facilitatorView = this.hooks.isFacilitator();
     const sorted = [...this.byPid.values()].sort((a, b) =>
-      (a.role === b.role ? a.name.localeCompare(b.name) : a.role === "facilitator" ? -1 : 1));
-    this.nodes.count.textContent = String(sorted.length);
+      (a.role === b.role ? compareNames(a.name, b.name) : a.role === "facilitator" ? -1 : 1));
+    this.nodes.count.textContent = formatNumber(sorted.length);
     this.nodes.list.replaceChildren(...sorted.map((m) => this.memberItem(m, me, facilitatorView)));
     this.renderTargets(sorted, me, facilitatorView);
   }
 
   memberItem(m, me, facilitatorView) {
     const self = me !== null && m.pid === me.pid;
-    const muted = muteLabel(m.muted_until);
+    const name = el("span", { class: "member-name" });
+    if (self) render(name, "members.you", { name: m.name });
+    else name.append(el("bdi", { text: m.name }));
     const item = el("li", { class: "member" }, [
-      el("span", { class: "member-name", text: self ? `${m.name} (you)` : m.name, attrs: { dir: "auto" } }),
-      m.role === "facilitator" ? el("span", { class: "badge", text: "Facilitator" }) : null,
-      muted ? el("span", { class: "tag", text: muted }) : null,
+      name,
+      m.role === "facilitator" ? render(el("span", { class: "badge" }), "role.facilitator") : null,
+      muteLabel(m.muted_until),
     ]);
     if (self) return item;
     if (facilitatorView && m.role !== "facilitator") {
-      item.append(el("button", {
-        class: "quiet-btn", text: "Actions",
-        attrs: { type: "button", "aria-label": `Actions for ${m.name}` },
-        on: { click: () => this.hooks.onActions(m) },
-      }));
+      const button = el("button", { class: "quiet-btn", attrs: { type: "button" }, on: { click: () => this.hooks.onActions(m) } });
+      item.append(attrs(render(button, "members.actions"), { "aria-label": ["members.actions_for", { name: m.name }] }));
     } else if (!facilitatorView && m.role === "facilitator") {
-      item.append(el("button", {
-        class: "quiet-btn", text: "Message privately",
-        attrs: { type: "button", "aria-label": `Message privately: ${m.name}` },
-        on: { click: () => this.hooks.onWhisper(m) },
-      }));
+      const button = el("button", { class: "quiet-btn", attrs: { type: "button" }, on: { click: () => this.hooks.onWhisper(m) } });
+      item.append(attrs(render(button, "member.whisper"), { "aria-label": ["members.whisper_to", { name: m.name }] }));
     }
     return item;
   }
@@ -101,14 +99,14 @@ export class Members {
   renderTargets(sorted, me, facilitatorView) {
     const select = this.nodes.to;
     const previous = select.value;
-    const options = [el("option", { text: "Everyone", attrs: { value: "" } })];
+    const options = [render(el("option", { attrs: { value: "" } }), "composer.to_everyone")];
     if (facilitatorView) {
-      options.push(el("option", { text: "Everyone, as an announcement", attrs: { value: "announce" } }));
+      options.push(render(el("option", { attrs: { value: "announce" } }), "composer.to_announce"));
     }
     for (const m of sorted) {
       if (me !== null && m.pid === me.pid) continue;
       const allowed = facilitatorView ? m.role === "participant" : m.role === "facilitator";
-      if (allowed) options.push(el("option", { text: `${m.name} (private)`, attrs: { value: m.pid } }));
+      if (allowed) options.push(render(el("option", { attrs: { value: m.pid } }), "composer.to_private", { name: m.name }));
     }
     select.replaceChildren(...options);
     select.value = options.some((o) => o.value === previous) ? previous : "";
@@ -137,11 +135,11 @@ export class Members {
   renderTyping() {
     const names = [...this.typing.keys()].filter((k) => k !== "?" && this.byPid.has(k)).map((k) => this.nameOf(k));
     const anonymous = this.typing.has("?");
-    let text = "";
-    if (names.length === 1 && !anonymous) text = `${names[0]} is typing…`;
-    else if (names.length === 2 && !anonymous) text = `${names[0]} and ${names[1]} are typing…`;
-    else if (names.length > 2) text = "Several people are typing…";
-    else if (anonymous || names.length) text = "Someone is typing…";
-    this.nodes.typing.textContent = text;
+    const node = this.nodes.typing;
+    if (names.length === 1 && !anonymous) render(node, "typing.one", { name: names[0] });
+    else if (names.length === 2 && !anonymous) render(node, "typing.two", { name: names[0], other: names[1] });
+    else if (names.length > 2) render(node, "typing.several");
+    else if (anonymous || names.length) render(node, "typing.someone");
+    else plain(node, "");
   }
 }

@@ -1,10 +1,13 @@
 /**
  * The conversation list: messages, whispers and notices, at most MAX_ITEMS in the DOM.
- * Every piece of network text is set with textContent (see dom.el); message text gets
- * dir="auto" so right-to-left writing displays correctly.
+ * Every piece of network text is set with textContent (see dom.el) or i18n.render. Message
+ * text gets dir="auto" and names a <bdi>, so that each keeps its own direction whatever the
+ * page's: right-to-left writing in an English room and English in an Arabic room both display
+ * in the right order.
  */
 
-import { el, timeEl } from "./dom.js";
+import { el } from "./dom.js";
+import { attrs, render, timeEl } from "./i18n.js";
 
 const MAX_ITEMS = 300;
 const NEAR_BOTTOM_PX = 80;
@@ -68,29 +71,25 @@ export class MessageList {
     if (facilitator) classes.push("from-facilitator");
     if (announcement) classes.push("announce");
 
+    const name = el("span", { class: "msg-name" });
+    if (own) render(name, "members.you", { name: msg.name });
+    else name.append(el("bdi", { text: msg.name }));
     const head = el("p", { class: "msg-head" }, [
-      announcement ? el("span", { class: "msg-kind", text: "Announcement · " }) : null,
-      el("span", { class: "msg-name", text: own ? `${msg.name} (you)` : msg.name }),
-      facilitator ? el("span", { class: "badge", text: "Facilitator" }) : null,
+      announcement ? render(el("span", { class: "msg-kind" }), "msg.announcement") : null,
+      announcement ? el("span", { class: "msg-kind", text: "·", attrs: { "aria-hidden": "true" } }) : null,
+      name,
+      facilitator ? render(el("span", { class: "badge" }), "role.facilitator") : null,
       timeEl(msg.ts),
     ]);
     const body = el("p", { class: "msg-text", text: msg.text, attrs: { dir: "auto" } });
     const actions = el("div", { class: "msg-actions" });
     if (!own) {
-      actions.append(el("button", {
-        class: "quiet-btn",
-        text: "Report",
-        attrs: { type: "button", "aria-label": `Report message from ${msg.name}` },
-        on: { click: () => this.hooks.onReport(msg) },
-      }));
+      const report = el("button", { class: "quiet-btn", attrs: { type: "button" }, on: { click: () => this.hooks.onReport(msg) } });
+      actions.append(attrs(render(report, "msg.report"), { "aria-label": ["msg.report_label", { name: msg.name }] }));
     }
     if (this.hooks.isFacilitator()) {
-      actions.append(el("button", {
-        class: "quiet-btn danger",
-        text: "Delete",
-        attrs: { type: "button", "aria-label": `Delete message from ${msg.name}` },
-        on: { click: () => this.hooks.onDelete(msg) },
-      }));
+      const remove = el("button", { class: "quiet-btn danger", attrs: { type: "button" }, on: { click: () => this.hooks.onDelete(msg) } });
+      actions.append(attrs(render(remove, "msg.delete"), { "aria-label": ["msg.delete_label", { name: msg.name }] }));
     }
     if (actions.childElementCount) head.append(actions);
     const item = el("li", {
@@ -106,18 +105,18 @@ export class MessageList {
     const me = this.hooks.me();
     const fromMe = me !== null && msg.from === me.pid;
     const label = fromMe
-      ? `Private · you to ${this.hooks.nameOf(msg.to)}`
-      : `Private · ${this.hooks.nameOf(msg.from)} to you`;
+      ? render(el("span", { class: "msg-name" }), "msg.whisper_to", { name: this.hooks.nameOf(msg.to) })
+      : render(el("span", { class: "msg-name" }), "msg.whisper_from", { name: this.hooks.nameOf(msg.from) });
     const item = el("li", { class: `msg whisper${fromMe ? " own" : ""}` }, [
-      el("p", { class: "msg-head" }, [el("span", { class: "msg-name", text: label }), timeEl(msg.ts)]),
+      el("p", { class: "msg-head" }, [label, timeEl(msg.ts)]),
       el("p", { class: "msg-text", text: msg.text, attrs: { dir: "auto" } }),
     ]);
     this.append(item, fromMe);
   }
 
-  /** Add a plain-language notice (joins, leaves, mutes, ...). */
-  addNotice(text, tone = "info") {
-    this.append(el("li", { class: `notice notice-${tone}` }, [el("span", { text }), timeEl(Date.now())]));
+  /** Add a plain-language notice (joins, leaves, mutes, ...): a sentence key and params. */
+  addNotice(key, params = {}, tone = "info") {
+    this.append(el("li", { class: `notice notice-${tone}` }, [render(el("span"), key, params), timeEl(Date.now())]));
   }
 
   /** Replace a deleted message with a gentle placeholder and forget its text. */
@@ -125,7 +124,7 @@ export class MessageList {
     const entry = this.byMid.get(mid);
     if (!entry) return false;
     entry.item.className = "msg deleted";
-    entry.item.replaceChildren(el("p", { class: "msg-text", text: "This message was removed by a facilitator." }));
+    entry.item.replaceChildren(render(el("p", { class: "msg-text" }), "msg.deleted"));
     this.byMid.delete(mid);
     return true;
   }

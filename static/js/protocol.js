@@ -62,6 +62,7 @@ export const Close = Object.freeze({
   BANNED: 4003,
   NOT_FOUND: 4004,
   LOCKED: 4005,
+  ROOM_FULL: 4006,
   TOO_SLOW: 4008,
   ROOM_CLOSED: 4010,
 });
@@ -76,28 +77,31 @@ const RECONNECT = new Set([
   Close.SERVICE_RESTART, Close.TRY_AGAIN_LATER, Close.TOO_SLOW,
 ]);
 
+// Each terminal code's sentence, by catalogue key (lang/<tag>/page.json).
 const TERMINAL_EXPLANATIONS = new Map([
-  [Close.NORMAL, "You have left the room."],
-  [Close.POLICY, "The connection was closed because too many messages were sent too quickly."],
-  [Close.TOO_BIG, "The connection was closed because a message was too large."],
-  [Close.REMOVED, "A facilitator has asked you to leave this room."],
-  [Close.BANNED, "You can't join this room."],
-  [Close.NOT_FOUND, "This room doesn't exist any more. It may have ended or the link may be wrong."],
-  [Close.LOCKED, "This room is locked right now, so no one new can join."],
-  [Close.ROOM_CLOSED, "The facilitator has closed this session. Thank you for being here."],
+  [Close.NORMAL, "close.normal"],
+  [Close.POLICY, "close.policy"],
+  [Close.TOO_BIG, "close.too_big"],
+  [Close.REMOVED, "close.removed"],
+  [Close.BANNED, "close.banned"],
+  [Close.NOT_FOUND, "close.not_found"],
+  [Close.LOCKED, "close.locked"],
+  [Close.ROOM_FULL, "close.full"],
+  [Close.ROOM_CLOSED, "close.room_closed"],
 ]);
 
 /**
  * Decide what a close code means for the client.
  * @param {number} code the CloseEvent code
- * @returns {{reconnect: boolean, explanation: string}}
+ * @returns {{reconnect: boolean, explanation: {key: string, params?: object}}} the sentence
+ *   to show, as a catalogue key (see i18n.js)
  */
 export function closePolicy(code) {
   if (RECONNECT.has(code)) {
-    return { reconnect: true, explanation: "The connection was interrupted. Reconnecting…" };
+    return { reconnect: true, explanation: { key: "close.reconnecting" } };
   }
-  const explanation = TERMINAL_EXPLANATIONS.get(code)
-    ?? `The connection was closed (code ${code}). You can reload the page to try again.`;
+  const key = TERMINAL_EXPLANATIONS.get(code);
+  const explanation = key ? { key } : { key: "close.other", params: { code: String(code) } };
   return { reconnect: false, explanation };
 }
 

@@ -1,6 +1,6 @@
 /**
- * Quick exit: replace the page with a neutral site, leaving no entry for Hearth behind it in
- * the back-button history, and clear sessionStorage.
+ * Quick exit: replace the page with a neutral site (the operator's --quick-exit-url), leaving no
+ * entry for Hearth behind it in the back-button history, and clear sessionStorage.
  *
  * Shortcuts: Escape pressed twice within 800 ms, or Shift+Escape once.
  */
@@ -8,6 +8,12 @@
 import { forgetEverything } from "./store.js";
 
 export const NEUTRAL_URL = "https://www.bbc.co.uk/weather";
+
+/** Where quick exit goes: the operator's --quick-exit-url, which the server puts in the page. */
+function neutralUrl() {
+  const meta = document.querySelector('meta[name="hearth-quick-exit"]');
+  return meta?.content || NEUTRAL_URL;
+}
 const DOUBLE_PRESS_MS = 800;
 
 let beforeExit = () => {};
@@ -27,7 +33,7 @@ export function quickExit() {
   document.title = "Weather";
   document.body.replaceChildren();
   // replace(), not assign(): the current entry is overwritten, so Back cannot return here.
-  location.replace(NEUTRAL_URL);
+  location.replace(neutralUrl());
 }
 
 export function installQuickExit(button) {

@@ -7,6 +7,9 @@
 import { Connection } from "./connection.js";
 import { $, announce, el, openDialog, show } from "./dom.js";
 import { FacilitatorTools } from "./facilitator.js";
+import {
+  chosenLanguage, currentLanguage, installLanguageSwitch, languages, plain, render, t, useLanguage,
+} from "./i18n.js";
 import { Members } from "./members.js";
 import { MessageList } from "./messages.js";
 import { MAX_TEXT, TYPING_INTERVAL_MS, codePoints } from "./protocol.js";
@@ -17,6 +20,7 @@ import { describeMute, errorText, statusText } from "./wording.js";
 const roomId = decodeURIComponent(location.pathname.split("/")[2] ?? "") ||
   new URLSearchParams(location.search).get("room") || "";
 
+// terminalReason: the sentence ({key, params}) a terminal close will show.
 const state = { you: null, room: null, lastSeq: 0, terminalReason: null, pending: new Map() };
 const isFacilitator = () => state.you?.role === "facilitator";
 
@@ -48,29 +52,32 @@ const members = new Members(
 );
 const tools = new FacilitatorTools({ conn, state, messages, members, notice });
 
-function notice(text, tone = "info") {
-  messages.addNotice(text, tone);
-  announce(text);
+/** Say something in the conversation and to screen readers: a sentence key and its params. */
+function notice(key, params = {}, tone = "info") {
+  messages.addNotice(key, params, tone);
+  announce(t(key, params));
 }
 
 function setStatus(detail) {
   const line = $("status");
   line.dataset.state = detail.state;
-  $("status-text").textContent = statusText(detail, state.terminalReason);
+  const sentence = statusText(detail, state.terminalReason);
+  render($("status-text"), sentence.key, sentence.params);
   show($("retry-now"), detail.state === "reconnecting");
   if (detail.state === "closed") ended(state.terminalReason ?? detail.explanation);
 }
 
+/** Stop for good and say why: `explanation` is a sentence, {key, params}. */
 function ended(explanation) {
   forgetRoom(roomId);
   $("status").dataset.state = "closed";
-  $("status-text").textContent = explanation;
-  $("ended-heading").textContent = state.you ? "You're no longer connected" : "This room isn't available";
+  render($("status-text"), explanation.key, explanation.params);
+  render($("ended-heading"), state.you ? "ended.heading" : "ended.heading_unavailable");
   document.body.classList.add("ended");
   $("composer-text").disabled = true;
   $("send").disabled = true;
   $("help-btn").hidden = true;
-  $("ended-text").textContent = explanation;
+  render($("ended-text"), explanation.key, explanation.params);
   show($("ended"));
   show($("join-view"), false);
   show($("waiting-view"), false);
@@ -92,25 +99,30 @@ async function loadRoomInfo() {
 }
 
 function showRoomText(info) {
-  const title = info?.title || "Support group";
-  $("room-title").textContent = title;
+  // The title keeps its own direction in a <bdi>, and its place follows the page's.
+  if (info?.title) plain($("room-title"), "").append(el("bdi", { text: info.title }));
+  else render($("room-title"), "room.default_title");
   // The tab title stays neutral: browser history records titles, and a room's title can say
   // more about a person than they would want a shared device to show.
   document.title = "Hearth";
   if (info && "locked" in info) {
-    $("join-note").textContent = info.locked
-      ? "This room is locked right now, so no one new can join. You can try again later."
-      : info.admission === "knock" ? "A facilitator lets each person in, so you may wait a moment." : "";
+    const note = info.locked ? "join.locked_note" : info.admission === "knock" ? "join.knock_note" : null;
+    if (note) render($("join-note"), note);
+    else plain($("join-note"), "");
   }
   const rules = info?.rules || "";
-  for (const id of ["join-rules", "about-rules"]) $(id).textContent = rules || "This room has no written rules.";
+  for (const id of ["join-rules", "about-rules"]) {
+    if (rules) plain($(id), rules);
+    else render($(id), "room.no_rules");
+  }
   show($("agree-row"), Boolean(rules));
   $("agree").required = Boolean(rules);
 }
 
 function showJoinError(message) {
   const box = $("join-error");
-  box.textContent = errorText(message);
+  const sentence = errorText(message);
+  render(box, sentence.key, sentence.params);
   show(box);
   if (message.code === "rules_not_accepted") {
     show($("agree-row"));
@@ -147,7 +159,8 @@ const handlers = {
     document.body.classList.toggle("is-facilitator", isFacilitator());
     members.reset(msg.members ?? []);
     showRoomText(msg.room);
-    $("retention").textContent = retentionText(msg.room?.retention);
+    showRetention(msg.room?.retention);
+    if (!chosenLanguage() && msg.room?.lang && msg.room.lang !== currentLanguage().tag) useLanguage(msg.room.lang);
     show($("join-view"), false);
     show($("waiting-view"), false);
     show($("chat-view"));
@@ -156,12 +169,12 @@ const handlers = {
     tools.enable(msg);
     $("help-btn").hidden = isFacilitator();
     if (!previous) {
-      notice(`Welcome. You are ${msg.you.name}${isFacilitator() ? ", facilitating this room" : ""}.`);
+      notice(isFacilitator() ? "notice.welcome_facilitator" : "notice.welcome", { name: msg.you.name });
       $("composer-text").focus();
     } else if (previous.pid !== msg.you.pid) {
-      notice(`You're back as ${msg.you.name}. Messages from while you were away may be missing.`, "warn");
+      notice("notice.back_as", { name: msg.you.name }, "warn");
     } else {
-      notice("Reconnected.");
+      notice("notice.reconnected");
     }
     messages.scrollToEnd();
   },
@@ -171,15 +184,15 @@ const handlers = {
     $("waiting-view").focus();
   },
   denied() {
-    state.terminalReason = "A facilitator wasn't able to let you in this time.";
+    state.terminalReason = { key: "ended.denied" };
   },
   joined(msg) {
-    if (members.add(msg.member)) notice(`${msg.member.name} joined.`);
+    if (members.add(msg.member)) notice("notice.joined", { name: msg.member.name });
   },
   left(msg) {
     const member = members.remove(msg.pid);
     if (!member) return;
-    notice(msg.removed ? `${member.name} was asked to leave by a facilitator.` : `${member.name} left.`);
+    notice(msg.removed ? "notice.removed" : "notice.left", { name: member.name });
   },
   msg(msg, fromHistory = false) {
     if (messages.has(msg.mid) || (typeof msg.seq === "number" && msg.seq <= state.lastSeq)) return;
@@ -187,12 +200,15 @@ const handlers = {
     messages.addMessage(msg);
     members.stopTyping(msg.pid);
     if (!fromHistory && msg.pid !== state.you?.pid) {
-      announce(`${msg.kind === "announce" ? "Announcement from " : ""}${msg.name}: ${msg.text.slice(0, 200)}`);
+      const key = msg.kind === "announce" ? "announce.announcement" : "announce.message";
+      announce(t(key, { name: msg.name, text: msg.text.slice(0, 200) }));
     }
   },
   whisper(msg) {
     messages.addWhisper(msg);
-    if (msg.from !== state.you?.pid) announce(`Private message from ${members.nameOf(msg.from)}: ${msg.text.slice(0, 200)}`);
+    if (msg.from !== state.you?.pid) {
+      announce(t("announce.whisper", { name: members.nameOf(msg.from), text: msg.text.slice(0, 200) }));
+    }
   },
   typing(msg) {
     if (msg.pid !== state.you?.pid) members.startTyping(msg.pid);
@@ -201,15 +217,19 @@ const handlers = {
     const member = members.setMuted(msg.pid, msg.until);
     if (!member) return;
     const self = msg.pid === state.you?.pid;
-    notice(describeMute(self ? "You have" : `${member.name} has`, msg.until), self ? "warn" : "info");
+    const sentence = describeMute(member.name, self, msg.until);
+    notice(sentence.key, sentence.params, self ? "warn" : "info");
   },
   unmuted(msg) {
     const member = members.setMuted(msg.pid, undefined);
-    if (member) notice(msg.pid === state.you?.pid ? "You can send messages again." : `${member.name} can send messages again.`);
+    if (member) {
+      notice(msg.pid === state.you?.pid ? "notice.unmuted_you" : "notice.unmuted_other", { name: member.name });
+    }
   },
   removed(msg) {
-    state.terminalReason = "A facilitator has removed you from this room." +
-      (msg.reason ? ` The reason given: “${msg.reason}”` : "");
+    state.terminalReason = msg.reason
+      ? { key: "ended.removed_reason", params: { reason: msg.reason } }
+      : { key: "ended.removed" };
   },
   deleted(msg) {
     messages.markDeleted(msg.mid);
@@ -217,16 +237,16 @@ const handlers = {
   room(msg) {
     const before = state.room ?? {};
     if (before.locked !== msg.locked) {
-      notice(msg.locked ? "The room is now locked: no one new can join." : "The room is open to new people again.");
+      notice(msg.locked ? "notice.locked" : "notice.unlocked");
     }
     if (before.slow !== msg.slow) {
-      notice(msg.slow ? `Slow mode is on: one message every ${msg.slow} seconds each.` : "Slow mode is off.");
+      notice(msg.slow ? "notice.slow_on" : "notice.slow_off", { count: msg.slow });
     }
     state.room = { ...before, locked: msg.locked, slow: msg.slow };
     tools.roomChanged();
   },
   closed() {
-    state.terminalReason = "The facilitator has closed this session. Thank you for being here.";
+    state.terminalReason = { key: "close.room_closed" };
   },
   resources(msg) {
     state.pending.delete(msg.id);
@@ -235,7 +255,7 @@ const handlers = {
   ack(msg) {
     const request = state.pending.get(msg.id);
     state.pending.delete(msg.id);
-    if (request?.kind === "report") notice("Thank you. The facilitators have been told; only they can see reports.");
+    if (request?.kind === "report") notice("notice.report_sent");
   },
   error(msg) {
     const request = state.pending.get(msg.id);
@@ -243,12 +263,11 @@ const handlers = {
     if (request?.text && !$("composer-text").value) $("composer-text").value = request.text;
     if (msg.code === "bad_resume") return;
     if (!state.you && msg.code === "forbidden" && loadRoom(roomId).key) {
-      state.terminalReason = "This facilitator link isn't valid for this room. Ask for a new one, " +
-        "or join with the participants' link.";
+      state.terminalReason = { key: "ended.bad_key" };
     }
-    const text = errorText(msg);
-    $("composer-note").textContent = text;
-    announce(text);
+    const sentence = errorText(msg);
+    render($("composer-note"), sentence.key, sentence.params);
+    announce(t(sentence.key, sentence.params));
   },
 };
 
@@ -260,11 +279,13 @@ conn.addEventListener("message", (event) => {
 conn.addEventListener("status", (event) => setStatus(event.detail));
 conn.addEventListener("joinerror", (event) => showJoinError(event.detail));
 
-function retentionText(retention) {
-  if (!retention) return "";
+function showRetention(retention) {
+  if (!retention) return;
   const minutes = Math.round((retention.seconds ?? 0) / 60);
-  return `The server keeps at most the last ${retention.messages} messages for up to ${minutes} minutes, ` +
-    "in memory only, never on disk. This page keeps nothing after you close the tab.";
+  render($("retention"), "retention.text", {
+    messages: { key: "retention.messages", params: { count: retention.messages } },
+    minutes: { key: "retention.minutes", params: { count: minutes } },
+  });
 }
 
 /* ---------- composing ---------- */
@@ -277,19 +298,19 @@ function send(event) {
   const text = box.value.trim();
   if (!text) return;
   if (codePoints(text) > MAX_TEXT) {
-    $("composer-note").textContent = `That message is too long: please keep it under ${MAX_TEXT} characters.`;
+    render($("composer-note"), "composer.too_long", { count: MAX_TEXT });
     return;
   }
   const to = $("to").value;
   const msg = to === "" ? { t: "say", text } : to === "announce" ? { t: "announce", text } : { t: "whisper", to, text };
   const id = conn.request(msg);
   if (id === null) {
-    $("composer-note").textContent = "Not connected right now. Your message is still here; send it again once reconnected.";
+    render($("composer-note"), "composer.offline");
     return;
   }
   state.pending.set(id, { kind: msg.t, text });
   box.value = "";
-  $("composer-note").textContent = "";
+  plain($("composer-note"), "");
   lastTypingSent = 0;
 }
 
@@ -303,7 +324,7 @@ function typed() {
 
 async function reportMessage(msg) {
   const dialog = $("report-dialog");
-  $("report-quote").textContent = `${msg.name}: ${msg.text}`;
+  render($("report-quote"), "msg.quote", { name: msg.name, text: msg.text });
   $("report-reason").value = "";
   if (await openDialog(dialog) !== "send") return;
   const reason = $("report-reason").value.trim();
@@ -315,7 +336,7 @@ function showResources(msg) {
   $("resources-text").textContent = msg.text || "";
   const links = (msg.links ?? []).filter((l) => /^(https?:|tel:)/i.test(String(l.url)));
   $("resources-links").replaceChildren(...links.map((l) => el("li", {}, [
-    el("a", { text: l.title || l.url, attrs: { href: l.url, target: "_blank", rel: "noopener noreferrer" } }),
+    el("a", { text: l.title || l.url, attrs: { href: l.url, target: "_blank", rel: "noopener noreferrer", dir: "auto" } }),
   ])));
   if (!$("resources-dialog").open) openDialog($("resources-dialog"));
 }
@@ -323,16 +344,24 @@ function showResources(msg) {
 function askForHelp() {
   const id = conn.request({ t: "help" });
   if (id !== null) state.pending.set(id, { kind: "help" });
-  notice("You asked for help. A facilitator has been told and may message you privately.", "warn");
+  notice("notice.help_asked", {}, "warn");
 }
 
 /* ---------- start ---------- */
+
+/** After a language switch: what is drawn from state rather than from sentences, again. */
+function relocalized() {
+  members.render();
+  tools.roomChanged();
+}
 
 async function main() {
   installQuickExit($("exit-btn"));
   onQuickExit(() => { conn.leave(); conn.abandon(); });
   if (!roomId) {
-    ended("This link doesn't point to a room. Ask the person who invited you for the link again.");
+    await useLanguage(chosenLanguage() ?? (await languages()).default);
+    installLanguageSwitch($("lang-select"), relocalized);
+    ended({ key: "ended.no_room_link" });
     return;
   }
   takeKeyFromFragment();
@@ -347,8 +376,11 @@ async function main() {
   const stored = loadRoom(roomId);
   show($("facilitator-note"), Boolean(stored.key));
   const info = await loadRoomInfo();
+  // §15: the room's language, unless this person chose another for themselves.
+  await useLanguage(chosenLanguage() ?? info?.lang ?? (await languages()).default);
+  installLanguageSwitch($("lang-select"), relocalized);
   if (info?.missing) {
-    ended("This room doesn't exist any more. It may have ended or the link may be wrong.");
+    ended({ key: "close.not_found" });
     return;
   }
   showRoomText(info);

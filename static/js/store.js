@@ -1,6 +1,7 @@
 /**
  * The only place the client keeps anything beyond the page's memory: one sessionStorage entry
- * per room with the resume token and, for a facilitator, the key, so that a reload works.
+ * per room with the resume token and, for a facilitator, the key, so that a reload works (and
+ * `hearth.lang`, the person's own choice of page language, kept by i18n.js).
  * Never message text, never localStorage, cookies or IndexedDB (no trace on a shared device).
  */
 

@@ -1,53 +1,68 @@
 /**
- * Plain-language sentences for statuses, errors and mutes, in one place so the tone stays calm
- * and consistent.
+ * Which sentence the page says for statuses, errors and mutes. The sentences themselves live
+ * in the language catalogues (lang/<tag>/page.json); here each situation names its key, so
+ * that the tone stays calm and consistent in every language.
+ *
+ * A sentence is `{key, params}`: render it with i18n.render(node, key, params), or t().
  */
 
-import { clockText } from "./dom.js";
+import { currentLanguage } from "./i18n.js";
 
 const ERRORS = {
-  name_taken: "Someone here is already using that name. Try another, or leave the box empty and we'll suggest one.",
-  bad_name: "That name can't be used here. Names are 1–24 characters and can't be a role such as “facilitator”.",
-  rules_not_accepted: "Please read the room's rules and tick the box to agree before joining.",
-  rate_limited: "You're sending messages quickly. Please wait a moment and try again.",
-  too_large: "That message is too long. Please make it shorter.",
-  forbidden: "That isn't possible for you in this room.",
-  not_found: "That person or message is no longer here.",
-  unavailable: "The server couldn't pass that on just now. Please try again in a moment.",
-  not_joined: "You're not in the room yet.",
+  name_taken: "error.name_taken",
+  bad_name: "error.bad_name",
+  rules_not_accepted: "error.rules_not_accepted",
+  rate_limited: "error.rate_limited",
+  too_large: "error.too_large",
+  forbidden: "error.forbidden",
+  not_found: "error.not_found",
+  unavailable: "error.unavailable",
+  not_joined: "error.not_joined",
+  already_joined: "error.already_joined",
+  bad_request: "error.bad_request",
+  room_locked: "close.locked",
+  banned: "close.banned",
 };
 
-/** A sentence for an `error` message. */
+const STATUS = {
+  connecting: "status.connecting",
+  joining: "status.joining",
+  waiting: "status.waiting",
+  open: "status.open",
+  reconnecting: "status.reconnecting",
+  closed: "status.closed",
+};
+
+/** The sentence for an `error` message. */
 export function errorText(error) {
   if (error.code === "muted") {
     return typeof error.until === "number"
-      ? `You're muted until ${clockText(error.until)}. You can still read, and message a facilitator privately.`
-      : "You're muted for now. You can still read, and message a facilitator privately.";
+      ? { key: "error.muted_until", params: { time: error.until } }
+      : { key: "error.muted" };
   }
   if (error.code === "slow_mode") {
     const seconds = Math.max(1, Math.ceil((Number(error.retry_after) || 1000) / 1000));
-    return `Slow mode is on. You can send your next message in ${seconds} second${seconds === 1 ? "" : "s"}.`;
+    return { key: "error.slow_mode", params: { count: seconds } };
   }
-  return ERRORS[error.code] ?? (typeof error.message === "string" && error.message
-    ? error.message
-    : "Something went wrong. Please try again.");
+  if (ERRORS[error.code]) return { key: ERRORS[error.code] };
+  // The server's own sentence is English: show it to readers of English only.
+  if (currentLanguage().tag === "en" && typeof error.message === "string" && error.message) {
+    return { key: "error.server", params: { message: error.message } };
+  }
+  return { key: "error.other" };
 }
 
-/** "X has been muted …" for a `muted` message. */
-export function describeMute(subject, until) {
-  if (until === null || until === undefined) return `${subject} been muted by a facilitator until they unmute.`;
-  return `${subject} been muted by a facilitator until ${clockText(until)}.`;
+/** The notice for a `muted` message, about oneself or about `name`. */
+export function describeMute(name, self, until) {
+  const timed = until !== null && until !== undefined;
+  if (self) return timed ? { key: "notice.muted_you_until", params: { time: until } } : { key: "notice.muted_you" };
+  return timed
+    ? { key: "notice.muted_other_until", params: { name, time: until } }
+    : { key: "notice.muted_other", params: { name } };
 }
 
 /** The status line's sentence for a Connection status event. */
 export function statusText(detail, terminalReason) {
-  switch (detail.state) {
-    case "connecting": return "Connecting…";
-    case "joining": return "Joining the room…";
-    case "waiting": return "Waiting for a facilitator to let you in.";
-    case "open": return "Connected";
-    case "reconnecting": return "Connection lost. Reconnecting…";
-    case "closed": return terminalReason ?? detail.explanation ?? "Disconnected.";
-    default: return "Not connected yet.";
-  }
+  if (detail.state === "closed") return terminalReason ?? detail.explanation ?? { key: "status.closed" };
+  return { key: STATUS[detail.state] ?? "status.idle" };
 }

@@ -228,6 +228,14 @@ class Ui:
         page.press("#composer-text", "Enter")
 
     @staticmethod
+    def send_to(page: Page, name: str) -> None:
+        """Choose the private line to ``name`` in the composer's "Send to" menu (the option's
+        text isolates the name with U+2068…U+2069, so it is matched by content)."""
+        value = page.locator("#to option", has_text=name).get_attribute("value")
+        assert value, f"no private line to {name}"
+        page.select_option("#to", value)
+
+    @staticmethod
     def messages(page: Page, text: str) -> Locator:
         """Room messages whose text is exactly ``text``."""
         exact = re.compile(f"^{re.escape(text)}$")

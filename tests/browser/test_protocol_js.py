@@ -39,15 +39,21 @@ def test_frames_may_hold_one_message_or_a_batch(protocol):
 
 
 def test_close_codes_split_into_reconnect_and_terminal(protocol):
-    """1001, 1006, 1011, 1012 and 4008 reconnect; every terminal code gets its own sentence."""
+    """1001, 1006, 1011, 1012 and 4008 reconnect; every terminal code gets its own sentence
+    (a catalogue key; tests/test_languages.py checks that every language has it)."""
     policies = protocol.evaluate(
         "(codes) => codes.map((c) => protocol.closePolicy(c))", RECONNECT + TERMINAL
     )
     for code, policy in zip(RECONNECT + TERMINAL, policies, strict=True):
         assert policy["reconnect"] is (code in RECONNECT), code
-        assert policy["explanation"], code
-    explanations = [p["explanation"] for p in policies[len(RECONNECT) :]]
+        assert policy["explanation"]["key"].startswith("close."), code
+    explanations = [p["explanation"]["key"] for p in policies[len(RECONNECT) :]]
     assert len(set(explanations)) == len(TERMINAL)  # a plain, distinct sentence for each
+    unknown = protocol.evaluate("() => protocol.closePolicy(4999)")
+    assert unknown == {
+        "reconnect": False,
+        "explanation": {"key": "close.other", "params": {"code": "4999"}},
+    }
 
 
 def test_request_ids_are_small_positive_integers(protocol):
