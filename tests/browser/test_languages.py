@@ -83,13 +83,13 @@ def test_arabic_room_is_right_to_left_and_mirrored(server, new_page, ui, screens
     room = server.create_room("حلقة مساء الثلاثاء", RULES_AR, lang="ar")
     facilitator = new_page(viewport=DESKTOP)
     missing = watch_for_missing_sentences(facilitator)
-    ui.join(facilitator, server.base_url + room["facilitator_url"], "سارة")
+    ui.join(facilitator, server.http + room["facilitator_url"], "سارة")
     expect(facilitator.locator("html")).to_have_attribute("dir", "rtl")
     expect(facilitator.locator("html")).to_have_attribute("lang", "ar")
     others = []
     for name in ("Sam", "مريم"):
         other = new_page(viewport=DESKTOP)
-        ui.join(other, server.base_url + room["join_url"], name)
+        ui.join(other, server.http + room["join_url"], name)
         others.append(other)
     ui.say(facilitator, "أهلًا بالجميع. خذوا وقتكم، والاستماع وحده مشاركة أيضًا.")
     ui.say(others[0], "Hi everyone, first time here.")
@@ -153,7 +153,7 @@ def test_spanish_room_created_from_the_start_page(server, new_page, ui, screensh
     room, and everyone there sees Spanish, Spanish pseudonyms and times in their locale."""
     creator = new_page(locale="es-MX")
     missing = watch_for_missing_sentences(creator)
-    creator.goto(server.base_url + "/")
+    creator.goto(server.http + "/")
     expect(creator.locator("html")).to_have_attribute("lang", "es")
     expect(creator.locator("#create-btn")).to_have_text(ES["home.create_button"])
     expect(creator.locator("#room-lang")).to_have_value("es")
@@ -207,9 +207,9 @@ def test_mixed_direction_names_and_messages_keep_their_order(server, new_page, u
     each message takes its own direction from its first letter."""
     english = server.create_room("Mixed", lang="en")
     reader = new_page()
-    ui.join(reader, server.base_url + english["join_url"], "Ann")
+    ui.join(reader, server.http + english["join_url"], "Ann")
     hebrew = new_page()
-    ui.join(hebrew, server.base_url + english["join_url"], "שרה!")
+    ui.join(hebrew, server.http + english["join_url"], "שרה!")
     ui.say(hebrew, "שלום לכולם, nice to meet you")
     ui.say(reader, "Hello שרה, welcome")
 
@@ -226,7 +226,7 @@ def test_mixed_direction_names_and_messages_keep_their_order(server, new_page, u
     )
     assert directions == ["rtl", "ltr"]
     host = new_page()
-    ui.join(host, server.base_url + english["facilitator_url"], "דנה")
+    ui.join(host, server.http + english["facilitator_url"], "דנה")
     # A menu cannot hold a <bdi>: the name is isolated with U+2068 ... U+2069 instead.
     expect(reader.locator("#to option", has_text="דנה")).to_have_count(1)
     options = reader.locator("#to option").all_text_contents()
@@ -234,9 +234,9 @@ def test_mixed_direction_names_and_messages_keep_their_order(server, new_page, u
 
     arabic = server.create_room("مختلط", lang="ar")
     reader_ar = new_page()
-    ui.join(reader_ar, server.base_url + arabic["join_url"], "مريم")
+    ui.join(reader_ar, server.http + arabic["join_url"], "مريم")
     sam = new_page()
-    ui.join(sam, server.base_url + arabic["join_url"], "Sam!")
+    ui.join(sam, server.http + arabic["join_url"], "Sam!")
     ui.say(sam, "Hello, مرحبا")
     notice_ar = reader_ar.locator("#messages li.notice span", has_text="Sam").first
     expect(notice_ar).to_contain_text("انضم Sam!.")
@@ -255,8 +255,8 @@ def test_language_switch_changes_only_ones_own_view(server, new_page, ui, screen
     and changes nothing for anyone else."""
     room = server.create_room("Círculo", lang="es")
     alice, bob = new_page(), new_page()
-    ui.join(alice, server.base_url + room["join_url"], "Alicia")
-    ui.join(bob, server.base_url + room["join_url"], "Roberto")
+    ui.join(alice, server.http + room["join_url"], "Alicia")
+    ui.join(bob, server.http + room["join_url"], "Roberto")
     expect(alice.locator("#messages")).to_contain_text("Roberto ha entrado.")
 
     alice.select_option("#lang-select", "en")
@@ -292,7 +292,7 @@ def test_language_switch_changes_only_ones_own_view(server, new_page, ui, screen
 def test_plural_forms_cover_every_category_chromium_uses(server, new_page):
     """Each plural sentence gives a form for every category Intl.PluralRules has for it."""
     page = new_page()
-    page.goto(server.base_url + "/")
+    page.goto(server.http + "/")
     for tag, messages in CATALOGUES.items():
         categories = set(
             page.evaluate("(tag) => new Intl.PluralRules(tag).resolvedOptions().pluralCategories",
@@ -313,23 +313,23 @@ def test_pages_pass_an_axe_audit_in_arabic_and_spanish(
     room = server.create_room("Audit", RULES_AR if lang == "ar" else "Sé amable.", lang=lang)
     options = {"bypass_csp": True, "color_scheme": scheme}  # CSP would block the injected axe
     home = new_page(**options)
-    home.goto(server.base_url + "/")
+    home.goto(server.http + "/")
     home.select_option("#lang-select", lang)
     expect(home.locator("html")).to_have_attribute("lang", lang)
     home.screenshot(path=str(screenshots / f"lang-{lang}-home-{scheme}.png"), full_page=True)
     assert audit(home) == []
 
     joining = new_page(**options)
-    joining.goto(server.base_url + room["join_url"])
+    joining.goto(server.http + room["join_url"])
     joining.locator("#join-view").wait_for()
     expect(joining.locator("html")).to_have_attribute("lang", lang)
     assert audit(joining) == []
 
     participant = new_page(**options)
-    ui.join(participant, server.base_url + room["join_url"], "Wren")
+    ui.join(participant, server.http + room["join_url"], "Wren")
     ui.say(participant, "hola" if lang == "es" else "مرحبا")
     facilitator = new_page(**options)
-    ui.join(facilitator, server.base_url + room["facilitator_url"], "Guía")
+    ui.join(facilitator, server.http + room["facilitator_url"], "Guía")
     ui.say(facilitator, "bienvenidos" if lang == "es" else "أهلًا")
     participant.locator("#help-btn").click()  # the facilitator's help banner is audited too
     expect(facilitator.locator("#alerts .help-alert")).to_have_count(1)
@@ -348,7 +348,7 @@ def test_quick_exit_goes_where_the_operator_says(own_server, new_page, ui):
             "https://example.org/**",
             lambda route: route.fulfill(status=200, content_type="text/html", body="<p>Soup</p>"),
         )
-        page.goto(hearth.base_url + path)
+        page.goto(hearth.http + path)
         page.locator("#exit-btn").click()
         page.wait_for_url("https://example.org/recipes")
         assert page.evaluate("sessionStorage.length") == 0
