@@ -7,8 +7,12 @@ cost per delivery after the write system call itself. This subclass offers the a
 as the ASGI scope extension :data:`WRITE_EXTENSION`, a plain function that writes a data frame
 at once when the connection can take it, and says when it cannot (the transport is paused by
 backpressure, or the connection is closing); the application then falls back to ASGI send,
-which waits for the transport. Everything else, from the handshake to the close, is uvicorn's
-(but a refused handshake counts as a complete one: see :meth:`HearthWebSocketProtocol.send`).
+which waits for the transport. The frame goes through the connection's own websockets
+``ServerProtocol``, as websockets' ``broadcast()`` does: ``send_binary()`` or ``send_text()``,
+then ``data_to_send()``, then ``transport.write``. So the protocol's state and extensions
+(permessage-deflate, if a deployment turns it on) apply to these frames as to uvicorn's.
+Everything else, from the handshake to the close, is uvicorn's (but a refused handshake
+counts as a complete one: see :meth:`HearthWebSocketProtocol.send`).
 
 It also keeps each connection smaller. uvicorn gives every connection an ``asyncio.Queue``
 for received events and an ``asyncio.Event`` for writability: 3.3 KiB and 0.9 KiB, mostly in
@@ -18,24 +22,42 @@ same jobs with a list and a future made only while someone waits.
 
 Run with ``uvicorn --ws chat.transport:HearthWebSocketProtocol``; ``hearth serve`` does.
 Under any other server the extension is absent and the application uses ASGI send alone.
-The subclass relies on attributes of uvicorn's protocol (``queue``, ``writable``, ``conn``,
-``transport``, ``scope`` and the state flags), so pyproject.toml caps uvicorn's version and
-tests/test_transport.py checks them.
+
+What this relies on in uvicorn's ``WebSocketsSansIOProtocol`` (uvicorn >= 0.52.1, the first
+release whose sans-I/O protocol has backpressure and a close timer):
+
+- the constructor's keyword arguments ``config``, ``server_state``, ``app_state`` (how uvicorn
+  builds every ``--ws`` class);
+- ``conn``, the connection's websockets ``ServerProtocol``: frames are written through its
+  public sans-I/O API, and its ``state`` says whether the connection is open;
+- ``transport``, the asyncio transport uvicorn was given (``is_closing()`` and ``write`` are
+  asyncio's own API);
+- ``scope``, which ``handle_connect`` builds: the extension is added to it there, before the
+  application's task first runs;
+- ``queue`` and ``writable``, replaced by :class:`Inbox` and :class:`Flag`: uvicorn calls only
+  ``put_nowait``/``get``/``empty`` on the one and ``is_set``/``set``/``clear``/``wait`` on the
+  other (``pause_writing``/``resume_writing``, asyncio's flow-control callbacks, are
+  overridden here to drive ``writable`` themselves, so the direct write's backpressure does
+  not depend on uvicorn's bodies for them);
+- ``handle_connect`` and ``send``, extended by calling ``super()`` first; ``send`` then sets
+  ``handshake_complete`` once a refused handshake's answer is complete.
+
+tests/test_transport.py checks each of these against the installed uvicorn.
 """
 
 from __future__ import annotations
 
 import asyncio
-import struct
 from typing import Any, Generic, TypeVar
 
+from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
 from websockets.http11 import Request
 from websockets.protocol import State
 
 WRITE_EXTENSION = "hearth.write"
 PROTOCOL_PATH = "chat.transport:HearthWebSocketProtocol"
-OPCODE_TEXT, OPCODE_BINARY = 0x1, 0x2
 
 T = TypeVar("T")
 
@@ -105,14 +127,48 @@ class Flag:
         return True
 
 
+class _LastFrame:
+    """The frame a connection's ``ServerProtocol`` last made in ``write_now``, kept for the
+    next connection that writes the same payload.
+
+    A room's message reaches its members in one flush, one after the other, and each of them
+    passes the same bytes: the very object the hub encoded once when a member got only that
+    message, or an equal batch when it got several. Asking each member's protocol to frame
+    them again costs a Frame, its checks, a BytesIO and a copy per member: three times the
+    whole direct write in bench/framing.py. With no extension negotiated, the next member's
+    protocol would make exactly these bytes (a server frame is unmasked), so they are written
+    again. Comparing payloads costs an identity check, or a memcmp for an equal batch.
+    """
+
+    __slots__ = ("binary", "frame", "payload")
+
+    def __init__(self) -> None:
+        self.payload: bytes | None = None
+        self.binary = False
+        self.frame = b""
+
+
+_last_frame = _LastFrame()
+
+
 class HearthWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's protocol with a lighter queue and flag, and the ``hearth.write`` extension:
     ``scope["extensions"]["hearth.write"] = {"write": write_now}``."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config=config, server_state=server_state, app_state=app_state, _loop=_loop)
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Flag()  # type: ignore[assignment]
+        # Without permessage-deflate a server frame is a function of its opcode and payload,
+        # so every connection makes the same bytes (see _LastFrame); with it allowed, that
+        # holds only if the client offered no extension (handle_connect).
+        self._frames_alike = not config.ws_per_message_deflate
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -120,6 +176,8 @@ class HearthWebSocketProtocol(WebSocketsSansIOProtocol):
         # the application's task has not run yet, so it sees the extension from the start.
         scope = getattr(self, "scope", None)
         if scope is not None:
+            if "Sec-WebSocket-Extensions" not in event.headers:
+                self._frames_alike = True
             scope["extensions"][WRITE_EXTENSION] = {"write": self.write_now}
 
     async def send(self, message: Any) -> None:
@@ -140,30 +198,37 @@ class HearthWebSocketProtocol(WebSocketsSansIOProtocol):
             send instead, which waits while the transport is paused and reports a closed
             connection.
         """
+        conn = self.conn
+        # Not OPEN: a close was sent or received (uvicorn's close_sent implies it); a closing
+        # transport: the peer is gone or going; not writable: the transport is paused.
         if (
-            self.close_sent
-            or self.disconnected
+            conn.state is not State.OPEN
             or not self.writable.is_set()
-            or self.conn.state is not State.OPEN  # also CLOSING once the peer's close arrived
+            or self.transport.is_closing()
         ):
             return False
-        self.transport.write(data_frame(OPCODE_BINARY if binary else OPCODE_TEXT, payload))
+        last = _last_frame
+        if last.payload == payload and last.binary is binary and self._frames_alike:
+            self.transport.write(last.frame)
+            return True
+        if binary:
+            conn.send_binary(payload)
+        else:
+            conn.send_text(payload)
+        writes = conn.data_to_send()
+        if len(writes) == 1:
+            frame = writes[0]
+            if self._frames_alike:
+                last.payload, last.binary, last.frame = payload, binary, frame
+        else:  # something else was pending: it goes first, and this is no frame to reuse
+            frame = b"".join(writes)
+        self.transport.write(frame)
         return True
 
+    # --- asyncio's flow control -------------------------------------------------------------
 
-def data_frame(opcode: int, payload: bytes) -> bytes:
-    """A whole, unmasked data frame, as a server sends it (RFC 6455 §5.2).
+    def pause_writing(self) -> None:
+        self.writable.clear()
 
-    Framing here rather than through websockets' ``send_binary`` (a Frame object, checks, a
-    BytesIO and a join per member) cut a tenth of the CPU of a fan-out in the bench profile.
-    The frame is plain, also when permessage-deflate was negotiated: an uncompressed
-    message (RSV1 clear) is valid there too (RFC 7692 §6), and ``hearth serve`` turns it off.
-    """
-    length = len(payload)
-    if length < 126:
-        head = bytes((0x80 | opcode, length))
-    elif length < 65536:
-        head = struct.pack("!BBH", 0x80 | opcode, 126, length)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 127, length)
-    return head + payload
+    def resume_writing(self) -> None:
+        self.writable.set()

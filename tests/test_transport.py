@@ -1,24 +1,57 @@
-"""chat.transport's direct write, and the server without it (plain ASGI send throughout)."""
+"""chat.transport: the direct write, the uvicorn surface it relies on, and the server without
+it (plain ASGI send throughout)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import inspect
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 import uvicorn
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import Frame, Opcode
-from websockets.streams import StreamReader
 
-from chat.transport import PROTOCOL_PATH, WRITE_EXTENSION, Flag, Inbox, data_frame
+from chat.transport import (
+    PROTOCOL_PATH,
+    WRITE_EXTENSION,
+    Flag,
+    HearthWebSocketProtocol,
+    Inbox,
+)
 from tests import test_talking as talking
 from tests.conftest import start_uvicorn
 from tests.ports import free_port
+from tests.timing import WAIT
 
 PLAIN = "websockets-sansio"  # uvicorn's own protocol: no direct write offered
+
+App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def serving(app: App, **options: Any) -> AsyncIterator[int]:
+    """Run ``app`` on our protocol (lifespan off) and yield its port."""
+    port = free_port()
+    config = uvicorn.Config(
+        app, port=port, ws=PROTOCOL_PATH, log_config=None, lifespan="off", **options
+    )
+    server = uvicorn.Server(config)
+    task = await start_uvicorn(server)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        async with asyncio.timeout(WAIT * 3):
+            await task
+
+
+# --- the direct write ------------------------------------------------------------------------
 
 
 async def test_direct_write_sends_frames_until_the_close() -> None:
@@ -39,24 +72,58 @@ async def test_direct_write_sends_frames_until_the_close() -> None:
         while (await receive())["type"] != "websocket.disconnect":
             pass
 
-    port = free_port()
-    config = uvicorn.Config(app, port=port, ws=PROTOCOL_PATH, log_config=None, lifespan="off")
-    server = uvicorn.Server(config)
-    task = await start_uvicorn(server)
-    try:
-        async with connect(f"ws://127.0.0.1:{port}/") as ws:
-            received = [await ws.recv(), await ws.recv()]
-            try:
-                extra = await ws.recv()
-            except ConnectionClosed as closed:
-                assert closed.rcvd is not None and closed.rcvd.code == 1000
-            else:
-                raise AssertionError(f"a frame after the close: {extra!r}")
-        assert received == [b"\x01binary", "text ✓"]
-        assert results == [True, True, True, False]
-    finally:
-        server.should_exit = True
-        await task
+    async with serving(app) as port, connect(f"ws://127.0.0.1:{port}/") as ws:
+        received = [await ws.recv(), await ws.recv()]
+        try:
+            extra = await ws.recv()
+        except ConnectionClosed as closed:
+            assert closed.rcvd is not None and closed.rcvd.code == 1000
+        else:
+            raise AssertionError(f"a frame after the close: {extra!r}")
+    assert received == [b"\x01binary", "text ✓"]
+    assert results == [True, True, True, False]
+
+
+@pytest.mark.parametrize("deflate_first", [True, False])
+async def test_frames_of_every_length_reach_clients_with_and_without_deflate(
+    deflate_first: bool,
+) -> None:
+    """Each length encoding (7-, 16-, 64-bit), text and binary, written to a client that
+    negotiated permessage-deflate and to one that did not, in either order: both read every
+    frame intact (a frame framed for one connection is never written to the other)."""
+    sizes = [0, 125, 126, 65535, 65536, 70000]
+    payloads = [b"x" * n for n in sizes] + [("é" * (n // 2)).encode() for n in sizes]
+    accepted: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        accepted.put_nowait(scope["extensions"][WRITE_EXTENSION]["write"])
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    async with serving(app, ws_per_message_deflate=True) as port, asyncio.timeout(WAIT * 2):
+        url = f"ws://127.0.0.1:{port}/"
+        deflate = await connect(url, compression="deflate", max_size=None)
+        clients = [(deflate, await accepted.get())]
+        plain = await connect(url, compression=None, max_size=None)
+        clients.append((plain, await accepted.get()))
+        if not deflate_first:
+            clients.reverse()
+        assert deflate.response is not None and plain.response is not None
+        assert "permessage-deflate" in deflate.response.headers.get("Sec-WebSocket-Extensions")
+        assert "Sec-WebSocket-Extensions" not in plain.response.headers
+        for index, payload in enumerate(payloads):
+            binary = index < len(sizes)
+            for _, write in clients:
+                assert write(payload, binary)
+        for ws, _ in clients:
+            for index, payload in enumerate(payloads):
+                expected: bytes | str = payload if index < len(sizes) else payload.decode()
+                assert await ws.recv() == expected
+            await ws.close()
 
 
 async def test_without_the_direct_write_the_room_works(start_server: Any) -> None:
@@ -70,6 +137,26 @@ async def test_without_the_direct_write_a_slow_member_is_closed(start_server: An
     """The 4008 path does not depend on the direct write either."""
     plain = functools.partial(start_server, ws=PLAIN)
     await talking.test_slow_member_is_closed_4008_and_the_room_goes_on(plain)
+
+
+# --- the uvicorn surface ---------------------------------------------------------------------
+
+
+def test_uvicorn_still_offers_what_the_subclass_relies_on() -> None:
+    """The attributes and methods the module docstring lists exist in the installed uvicorn,
+    and uvicorn calls only the methods Inbox and Flag provide on ``queue`` and ``writable``."""
+    parameters = inspect.signature(WebSocketsSansIOProtocol.__init__).parameters
+    assert {"config", "server_state", "app_state"} <= set(parameters)
+    for method in (
+        "handle_connect", "pause_writing", "resume_writing", "send", "receive",
+    ):  # fmt: skip
+        assert callable(getattr(WebSocketsSansIOProtocol, method)), method
+    source = inspect.getsource(WebSocketsSansIOProtocol)
+    for name in ("conn", "transport", "scope", "handshake_complete"):
+        assert re.search(rf"self\.{name} *[:=]", source), name
+    assert set(re.findall(r"self\.queue\.(\w+)", source)) <= {"put_nowait", "get", "empty"}
+    assert set(re.findall(r"self\.writable\.(\w+)", source)) <= {"is_set", "set", "clear", "wait"}
+    assert issubclass(HearthWebSocketProtocol, WebSocketsSansIOProtocol)
 
 
 async def test_inbox_hands_items_over_in_order_and_survives_a_cancelled_get() -> None:
@@ -103,18 +190,3 @@ async def test_flag_wakes_every_waiter_when_set() -> None:
     flag.set()
     assert await asyncio.gather(*waiters) == [True, True, True]
     assert flag.is_set() and not flag._waiters
-
-
-@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 70000])
-@pytest.mark.parametrize("opcode", [Opcode.TEXT, Opcode.BINARY])
-def test_data_frame_parses_as_websockets_reads_it(size: int, opcode: Opcode) -> None:
-    """Each length encoding (7-bit, 16-bit, 64-bit) parses back to the same frame."""
-    payload = (b"x" * size) if opcode is Opcode.BINARY else ("é" * (size // 2)).encode()
-    reader = StreamReader()
-    reader.feed_data(data_frame(opcode.value, payload))
-    parser = Frame.parse(reader.read_exact, mask=False, max_size=None)
-    with pytest.raises(StopIteration) as parsed:
-        next(parser)
-    frame = parsed.value.value
-    assert (frame.opcode, frame.fin, frame.rsv1) == (opcode, True, False)
-    assert bytes(frame.data) == payload
