@@ -36,7 +36,7 @@ from chat.rooms import RoomRequestError, parse_room_request
 from chat.roomstate import Refused, RoomState
 from chat.session import Session
 from chat.settings import Settings
-from chat.transport import WRITE_EXTENSION
+from chat.transport import CLOSE_TIMEOUT_STATE, WRITE_EXTENSION
 
 log = logging.getLogger("hearth.app")
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -115,7 +115,12 @@ def create_app(settings: Settings) -> ASGIApp:
         watching = asyncio.create_task(recovery.watch(services.hub))
         log.info("hearth started", extra={"backend": type(services.hub.backend).__name__})
         try:
-            yield {"services": services, "guard": guard}
+            # The transport reads its close timeout from the lifespan state (chat.transport).
+            yield {
+                "services": services,
+                "guard": guard,
+                CLOSE_TIMEOUT_STATE: settings.close_timeout,
+            }
         finally:
             janitor.cancel()
             vouching.cancel()
@@ -430,9 +435,16 @@ async def _handshake(
         await websocket.close()
         return None
     await websocket.accept(subprotocol=encoding.value if encoding else None)
-    direct = websocket.scope.get("extensions", {}).get(WRITE_EXTENSION)
-    write_now = direct["write"] if direct else None
-    return Session(receive, send, services, encoding or Encoding.JSON, address, write_now)
+    direct = websocket.scope.get("extensions", {}).get(WRITE_EXTENSION) or {}
+    return Session(
+        receive,
+        send,
+        services,
+        encoding or Encoding.JSON,
+        address,
+        direct.get("write"),
+        direct.get("closing"),
+    )
 
 
 def tune_garbage_collector() -> None:

@@ -29,6 +29,9 @@ log = logging.getLogger("hearth.outbound")
 WriteNow = Callable[[bytes, bool], bool]
 """``write_now(payload, binary)`` writes a frame at once and returns True, or returns False:
 use ASGI send (chat.transport)."""
+Closing = Callable[[], None]
+"""``closing()`` tells the server the connection is closing: it aborts the TCP connection if
+the close does not get through within the close timeout (chat.transport)."""
 
 
 class Outbound:
@@ -40,6 +43,7 @@ class Outbound:
         limit: frames the connection may lag behind before it is dropped with 4008.
         outbox: the worker's outbox, which flushes once per loop turn.
         write_now: the server's direct write for this connection, if it offers one.
+        closing: the server's close timeout for this connection, if it offers one.
     """
 
     # Thousands of these live at once: slots keep each one small.
@@ -51,6 +55,7 @@ class Outbound:
         "_outbox",
         "_queue",
         "_send",
+        "_transport_closing",
         "_write_now",
         "_writer",
         "closing",
@@ -64,6 +69,7 @@ class Outbound:
         limit: int,
         outbox: Outbox,
         write_now: WriteNow | None = None,
+        closing: Closing | None = None,
     ) -> None:
         self._send = send
         self._encoding = encoding
@@ -71,6 +77,7 @@ class Outbound:
         self._limit = limit
         self._outbox = outbox
         self._write_now = write_now
+        self._transport_closing = closing
         self._queue: list[bytes] = []  # swapped out whole when flushed; cheaper idle than a deque
         self._held: list[bytes] | None = None
         # A task only while ASGI send must wait: an idle connection holds none, and fan-out
@@ -117,6 +124,10 @@ class Outbound:
         if self.closing is None:
             self.closing = (code, reason)
             metrics.CLOSES.labels(code=str(int(code))).inc()
+            # The close may wait behind a stalled socket, and the reader on a silent peer:
+            # the server aborts the connection if it is not gone within the close timeout.
+            if self._transport_closing is not None:
+                self._transport_closing()
         if self._held is not None:  # closing mid-welcome: what is held (say, removed) goes too
             held, self._held = self._held, None
             self._queue.extend(held)

@@ -26,13 +26,12 @@ from chat.envelope import Delivery
 from chat.errors import CloseCode, ErrorCode, ProtocolError, RequestError, SessionEnded, Unavailable
 from chat.events import Ack, Error, Event, Unmuted
 from chat.localroom import LocalRoom, RoomGone
-from chat.outbound import Outbound, WriteNow
+from chat.outbound import Closing, Outbound, WriteNow
 from chat.protocol import Encoding, Frame, Message, decode, encode
 from chat.ratelimit import TokenBucket
 from chat.roomstate import MemberSet, MemberState, Refused
 
 log = logging.getLogger("hearth.session")
-CLOSE_WAIT = 5.0  # seconds the writer may take to flush a close behind a stalled socket
 
 
 class Session:
@@ -45,6 +44,7 @@ class Session:
         encoding: the negotiated encoding.
         address: the client's network address, used only to derive a salted ban hash.
         write_now: the server's direct write for this connection, if it offers one.
+        closing: the server's close timeout for this connection, if it offers one.
     """
 
     # Thousands of these live at once: slots keep each one small.
@@ -74,6 +74,7 @@ class Session:
         encoding: Encoding,
         address: str,
         write_now: WriteNow | None = None,
+        closing: Closing | None = None,
     ) -> None:
         self.receive = receive
         self.services = services
@@ -81,7 +82,9 @@ class Session:
         self.address = address
         self.conn_id = secrets.token_hex(8)
         settings = services.settings
-        self.out = Outbound(send, encoding, settings.queue_frames, services.outbox, write_now)
+        self.out = Outbound(
+            send, encoding, settings.queue_frames, services.outbox, write_now, closing
+        )
         self._phase = Phase.JOINING
         self.room: LocalRoom | None = None
         self.pid = ""
@@ -169,7 +172,7 @@ class Session:
                 await joining.went_away(self.services, self)
             except Unavailable:
                 log.warning("could not record a departure: backend unavailable")
-            await self.out.drain(CLOSE_WAIT)
+            await self.out.drain(self.services.settings.close_timeout)
             self.out.stop()
             for task in list(self._tasks or ()):
                 task.cancel()

@@ -97,6 +97,7 @@ class Settings:
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
     shutdown_timeout: float = 5.0
+    close_timeout: float = 5.0  # a closing connection not gone by then is aborted
     redis_prefix: str = "hearth"
     log_level: str = "info"
 
@@ -330,6 +331,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("ping_interval", _seconds, "seconds between keep-alive pings"),
     Option("ping_timeout", _seconds, "seconds to wait for a pong before closing"),
     Option("shutdown_timeout", _seconds, "seconds to drain connections on SIGTERM"),
+    Option("close_timeout", _seconds, "seconds a closing connection has before it is aborted"),
     Option("redis_prefix", str, "prefix of every Redis key and channel Hearth uses"),
     Option("log_level", _log_level, "debug, info, warning or error"),
 )

@@ -1,4 +1,4 @@
-"""uvicorn's websockets-sansio protocol, plus a synchronous frame write for fan-out.
+"""uvicorn's websockets-sansio protocol, plus a synchronous frame write and a close timeout.
 
 ASGI gives an application one way to send a frame: ``await send(message)``. When a room's
 message goes to a thousand members, that is a thousand coroutines run through the ASGI
@@ -14,6 +14,17 @@ then ``data_to_send()``, then ``transport.write``. So the protocol's state and e
 Everything else, from the handshake to the close, is uvicorn's (but a refused handshake
 counts as a complete one: see :meth:`HearthWebSocketProtocol.send`).
 
+A close timeout, after websockets' ``close_timeout``: once a connection starts closing, its
+TCP connection is aborted if it is not gone within :data:`DEFAULT_CLOSE_TIMEOUT` seconds (the
+application sets another through its lifespan state, key :data:`CLOSE_TIMEOUT_STATE`). Without
+it, a peer that stops reading can keep a connection forever: a close frame queued behind a
+paused transport is never written, and ``transport.close()`` waits for a write buffer that
+never drains. The clock starts when the application says it is closing (the extension's
+``closing``), when websockets' protocol expects the TCP connection to close after incoming
+data (``close_expected()``: the peer's close, a protocol error), at uvicorn's keep-alive
+timeout, and at server shutdown; whatever the application's reader and writer are waiting
+for, the abort ends the connection and both see the disconnect.
+
 It also keeps each connection smaller. uvicorn gives every connection an ``asyncio.Queue``
 for received events and an ``asyncio.Event`` for writability: 3.3 KiB and 0.9 KiB, mostly in
 the five deques they allocate up front, a fifth of what an idle member costs in all. A
@@ -24,14 +35,15 @@ Run with ``uvicorn --ws chat.transport:HearthWebSocketProtocol``; ``hearth serve
 Under any other server the extension is absent and the application uses ASGI send alone.
 
 What this relies on in uvicorn's ``WebSocketsSansIOProtocol`` (uvicorn >= 0.52.1, the first
-release whose sans-I/O protocol has backpressure and a close timer):
+release whose sans-I/O protocol has backpressure and a close timer; pyproject.toml pins the
+range and CI runs the transport tests on both ends of it):
 
 - the constructor's keyword arguments ``config``, ``server_state``, ``app_state`` (how uvicorn
-  builds every ``--ws`` class);
+  builds every ``--ws`` class), and ``app_state`` being the lifespan state;
 - ``conn``, the connection's websockets ``ServerProtocol``: frames are written through its
   public sans-I/O API, and its ``state`` says whether the connection is open;
-- ``transport``, the asyncio transport uvicorn was given (``is_closing()`` and ``write`` are
-  asyncio's own API);
+- ``transport``, the asyncio transport uvicorn was given (``is_closing()``, ``write``,
+  ``abort()``, ``get_extra_info("socket")`` are asyncio's own API);
 - ``scope``, which ``handle_connect`` builds: the extension is added to it there, before the
   application's task first runs;
 - ``queue`` and ``writable``, replaced by :class:`Inbox` and :class:`Flag`: uvicorn calls only
@@ -39,7 +51,8 @@ release whose sans-I/O protocol has backpressure and a close timer):
   other (``pause_writing``/``resume_writing``, asyncio's flow-control callbacks, are
   overridden here to drive ``writable`` themselves, so the direct write's backpressure does
   not depend on uvicorn's bodies for them);
-- ``handle_connect`` and ``send``, extended by calling ``super()`` first; ``send`` then sets
+- the methods extended by calling ``super()`` first: ``handle_connect``, ``data_received``,
+  ``keepalive_timeout``, ``shutdown``, ``connection_lost``, and ``send``, which then sets
   ``handshake_complete`` once a refused handshake's answer is complete.
 
 tests/test_transport.py checks each of these against the installed uvicorn.
@@ -48,7 +61,11 @@ tests/test_transport.py checks each of these against the installed uvicorn.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Generic, TypeVar
+import contextlib
+import logging
+import socket
+import struct
+from typing import Any, Generic, Literal, TypeVar
 
 from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -58,7 +75,11 @@ from websockets.protocol import State
 
 WRITE_EXTENSION = "hearth.write"
 PROTOCOL_PATH = "chat.transport:HearthWebSocketProtocol"
+CLOSE_TIMEOUT_STATE = "hearth.close_timeout"
+DEFAULT_CLOSE_TIMEOUT = 5.0
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s
 
+log = logging.getLogger("hearth.transport")
 T = TypeVar("T")
 
 
@@ -152,8 +173,9 @@ _last_frame = _LastFrame()
 
 
 class HearthWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's protocol with a lighter queue and flag, and the ``hearth.write`` extension:
-    ``scope["extensions"]["hearth.write"] = {"write": write_now}``."""
+    """uvicorn's protocol with a lighter queue and flag, a close timeout, and the
+    ``hearth.write`` extension: ``scope["extensions"]["hearth.write"] = {"write": write_now,
+    "closing": closing}``."""
 
     def __init__(
         self,
@@ -169,6 +191,9 @@ class HearthWebSocketProtocol(WebSocketsSansIOProtocol):
         # so every connection makes the same bytes (see _LastFrame); with it allowed, that
         # holds only if the client offered no extension (handle_connect).
         self._frames_alike = not config.ws_per_message_deflate
+        self._close_timeout = float(app_state.get(CLOSE_TIMEOUT_STATE, DEFAULT_CLOSE_TIMEOUT))
+        # None: no close under way; a handle: the abort is due; False: the connection is gone.
+        self._abort_timer: asyncio.TimerHandle | Literal[False] | None = None
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -178,7 +203,10 @@ class HearthWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None:
             if "Sec-WebSocket-Extensions" not in event.headers:
                 self._frames_alike = True
-            scope["extensions"][WRITE_EXTENSION] = {"write": self.write_now}
+            scope["extensions"][WRITE_EXTENSION] = {
+                "write": self.write_now,
+                "closing": self.closing,
+            }
 
     async def send(self, message: Any) -> None:
         await super().send(message)
@@ -225,6 +253,12 @@ class HearthWebSocketProtocol(WebSocketsSansIOProtocol):
         self.transport.write(frame)
         return True
 
+    def closing(self) -> None:
+        """The application has decided to close (its close frame may be queued behind a
+        stalled socket): abort the TCP connection unless it is gone within the close
+        timeout."""
+        self._close_soon()
+
     # --- asyncio's flow control -------------------------------------------------------------
 
     def pause_writing(self) -> None:
@@ -232,3 +266,43 @@ class HearthWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def resume_writing(self) -> None:
         self.writable.set()
+
+    # --- the close timeout ------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # websockets' sans-I/O contract: after receive_data(), close_expected() says whether
+        # to schedule the end of the TCP connection (the peer's close, a protocol error).
+        if self.conn.close_expected():
+            self._close_soon()
+
+    def keepalive_timeout(self) -> None:
+        super().keepalive_timeout()  # a 1011 close and transport.close(): both may stall
+        self._close_soon()
+
+    def shutdown(self) -> None:
+        super().shutdown()  # a 1012 close and transport.close()
+        self._close_soon()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._abort_timer:
+            self._abort_timer.cancel()
+        self._abort_timer = False
+        super().connection_lost(exc)
+
+    def _close_soon(self) -> None:
+        if self._abort_timer is None:
+            self._abort_timer = asyncio.get_running_loop().call_later(
+                self._close_timeout, self._abort
+            )
+
+    def _abort(self) -> None:
+        log.debug("a closing connection timed out: aborted")
+        # transport.abort() drops what asyncio still holds, but a plain close of the socket
+        # leaves the kernel's send buffer (megabytes, for a peer that stopped reading) to be
+        # delivered as an orphan: linger 0 makes the close a reset that frees it at once.
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        self.transport.abort()

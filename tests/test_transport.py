@@ -1,5 +1,5 @@
-"""chat.transport: the direct write, the uvicorn surface it relies on, and the server without
-it (plain ASGI send throughout)."""
+"""chat.transport: the direct write, the close timeout, the uvicorn surface it relies on, and
+the server without it (plain ASGI send throughout)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,24 @@ import contextlib
 import functools
 import inspect
 import re
+import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.asyncio.client import connect
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Response
+from websockets.uri import parse_uri
 
 from chat.transport import (
+    CLOSE_TIMEOUT_STATE,
     PROTOCOL_PATH,
     WRITE_EXTENSION,
     Flag,
@@ -25,21 +33,35 @@ from chat.transport import (
     Inbox,
 )
 from tests import test_talking as talking
+from tests.client import MSGPACK
 from tests.conftest import start_uvicorn
 from tests.ports import free_port
-from tests.timing import WAIT
+from tests.timing import MS, WAIT, wait_until
 
 PLAIN = "websockets-sansio"  # uvicorn's own protocol: no direct write offered
+CLOSE_TIMEOUT = 0.3  # the servers' setting here: what is tested, so not scaled (tests/timing.py)
+SLACK = 1000 * MS  # how late after its due time an abort may still be seen
 
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
 @contextlib.asynccontextmanager
 async def serving(app: App, **options: Any) -> AsyncIterator[int]:
-    """Run ``app`` on our protocol (lifespan off) and yield its port."""
+    """Run ``app`` on our protocol and yield its port; its lifespan state sets the close
+    timeout to :data:`CLOSE_TIMEOUT`, as chat.app's does to the setting."""
+
+    async def with_lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+        scope["state"][CLOSE_TIMEOUT_STATE] = CLOSE_TIMEOUT
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+
     port = free_port()
     config = uvicorn.Config(
-        app, port=port, ws=PROTOCOL_PATH, log_config=None, lifespan="off", **options
+        with_lifespan, port=port, ws=PROTOCOL_PATH, log_config=None, lifespan="on", **options
     )
     server = uvicorn.Server(config)
     task = await start_uvicorn(server)
@@ -49,6 +71,57 @@ async def serving(app: App, **options: Any) -> AsyncIterator[int]:
         server.should_exit = True
         async with asyncio.timeout(WAIT * 3):
             await task
+
+
+def stalled_socket(port: int) -> socket.socket:
+    """A connected socket with a 4 KiB receive buffer, for a client that will stop reading."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+class SilentPeer:
+    """A WebSocket client that reads nothing after the handshake: websockets' sans-I/O
+    ``ClientProtocol`` on a socket with a 4 KiB receive buffer, so all the server can write
+    to it is what the kernel buffers take, and nothing it sends is ever answered."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = stalled_socket(port)
+        self.sock.setblocking(False)
+        self.protocol = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/"))
+
+    async def open(self) -> None:
+        """The opening handshake; whatever the server sends after it stays unread."""
+        loop = asyncio.get_running_loop()
+        self.protocol.send_request(self.protocol.connect())
+        await self._flush()
+        async with asyncio.timeout(WAIT):
+            while not any(isinstance(e, Response) for e in self.protocol.events_received()):
+                self.protocol.receive_data(await loop.sock_recv(self.sock, 4096))
+
+    async def send_close(self) -> None:
+        self.protocol.send_close(1000)
+        await self._flush()
+
+    async def ended(self) -> str:
+        """Read to the end: ``"reset"`` if the server aborted the TCP connection, ``"eof"``
+        if it closed it in order."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(WAIT):
+                while await loop.sock_recv(self.sock, 65536):
+                    pass
+        except ConnectionResetError:
+            return "reset"
+        finally:
+            self.sock.close()
+        return "eof"
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        for data in self.protocol.data_to_send():
+            await loop.sock_sendall(self.sock, data)
 
 
 # --- the direct write ------------------------------------------------------------------------
@@ -139,6 +212,163 @@ async def test_without_the_direct_write_a_slow_member_is_closed(start_server: An
     await talking.test_slow_member_is_closed_4008_and_the_room_goes_on(plain)
 
 
+# --- the close timeout -----------------------------------------------------------------------
+
+
+async def test_a_close_the_peer_never_answers_is_aborted_after_the_timeout() -> None:
+    """The application closes; the peer neither reads nor answers the close frame: the TCP
+    connection is aborted (a reset, not a FIN) after the close timeout, not after uvicorn's
+    own 10 s."""
+    ended = asyncio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        scope["extensions"][WRITE_EXTENSION]["closing"]()
+        await send({"type": "websocket.close", "code": 1000})
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+        ended.set()
+
+    async with serving(app) as port:
+        peer = SilentPeer(port)
+        started = time.monotonic()
+        await peer.open()
+        async with asyncio.timeout(WAIT):
+            await ended.wait()
+        assert time.monotonic() - started < CLOSE_TIMEOUT + SLACK
+        assert await peer.ended() == "reset"
+
+
+@pytest.mark.parametrize("trigger", ["application", "keepalive", "peer close"])
+async def test_a_connection_stuck_behind_a_paused_transport_is_aborted(trigger: str) -> None:
+    """The peer stopped reading, the transport is paused and the application's writer waits
+    on it; whatever starts the close (the application, uvicorn's keep-alive timeout, the
+    peer's own close frame), the TCP connection is aborted after the close timeout, and the
+    application's reader and writer both see the end."""
+    ping = 0.2  # uvicorn's keep-alive interval and timeout here (a setting: not scaled)
+    seen: dict[str, str] = {}
+    paused, ended = asyncio.Event(), asyncio.Event()
+
+    async def writer(send: Any) -> None:
+        try:
+            while True:
+                await send({"type": "websocket.send", "bytes": b"x" * 65536})  # waits when paused
+        except OSError as exc:  # uvicorn's ClientDisconnected
+            seen["writer"] = type(exc).__name__
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        task = asyncio.create_task(writer(send))
+        write_now = scope["extensions"][WRITE_EXTENSION]["write"]
+        while write_now(b"y" * 65536, True):  # noqa: ASYNC110 - writes until paused
+            await asyncio.sleep(0)
+        if trigger == "application":
+            scope["extensions"][WRITE_EXTENSION]["closing"]()
+        paused.set()
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+        seen["reader"] = "disconnect"
+        async with asyncio.timeout(WAIT):
+            await task
+        ended.set()
+
+    options = {"ws_ping_interval": ping, "ws_ping_timeout": ping} if trigger == "keepalive" else {}
+    async with serving(app, **options) as port:
+        peer = SilentPeer(port)
+        await peer.open()
+        async with asyncio.timeout(WAIT):
+            await paused.wait()
+        started = time.monotonic()
+        if trigger == "peer close":
+            await peer.send_close()
+        async with asyncio.timeout(WAIT):
+            await ended.wait()
+        assert time.monotonic() - started < CLOSE_TIMEOUT + 2 * ping + SLACK
+        assert seen == {"reader": "disconnect", "writer": "ClientDisconnected"}
+        assert await peer.ended() == "reset"
+
+
+async def hearth_metric(http: httpx.AsyncClient, name: str, **labels: str) -> float:
+    """One sample of the server's /metrics (0 when absent)."""
+    text = (await http.get("/metrics")).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+async def test_a_member_that_stops_reading_but_keeps_sending_is_dropped_every_time(
+    start_server: Any,
+) -> None:
+    """Issue 11's stuck reader, 20 times in a row: a member with a 4 KiB receive buffer that
+    reads nothing but sends a small frame every 50 ms, in a room where another
+    member talks, is closed with 4008 and is gone (hearth_connections back down) within the
+    close timeout; the talker is served throughout."""
+    server = await start_server(queue_frames=16, close_timeout=CLOSE_TIMEOUT, rate=10_000.0)
+    room = (await server.room())["room"]
+    talker = await server.client(MSGPACK, max_queue=None)
+    await talker.join(room)
+    drain = asyncio.create_task(_drain(talker.ws))
+    text = "🌿" * 1900  # 7.6 KB: some 400 fill the kernel's buffers (megabytes on loopback)
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        baseline = await hearth_metric(http, "hearth_connections")
+        for run in range(20):
+            closes = await hearth_metric(http, "hearth_closes_total", code="4008")
+            stuck = await server.client(
+                MSGPACK, sock=stalled_socket(server.settings.port), ping_interval=None
+            )
+            await stuck.join(room)
+            stuck.ws.transport.pause_reading()
+            pinger = asyncio.create_task(_keep_sending(stuck.ws))
+            async with asyncio.timeout(WAIT * 4):
+                sent = 0
+                while await hearth_metric(http, "hearth_closes_total", code="4008") == closes:
+                    for _ in range(10):
+                        await talker.send({"t": "say", "text": f"{run}.{sent} {text}"})
+                        sent += 1
+                    await asyncio.sleep(0.005)  # pace the talker: its echoes are read too
+            closed_at = time.monotonic()
+
+            async def gone() -> bool:
+                return await hearth_metric(http, "hearth_connections") <= baseline
+
+            await wait_until(gone, CLOSE_TIMEOUT + WAIT, "the stalled connection gone")
+            gone_after = time.monotonic() - closed_at
+            assert gone_after < CLOSE_TIMEOUT + SLACK, f"run {run}: gone after {gone_after:.2f} s"
+            async with asyncio.timeout(WAIT):
+                await pinger  # its sends fail once the connection is aborted
+            stuck.ws.transport.resume_reading()
+            async with asyncio.timeout(WAIT):
+                await stuck.ws.wait_closed()
+        drain.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drain
+        answer = await talker.request({"t": "say", "text": "still served"})
+        assert answer["t"] == "ack"
+
+
+async def _drain(ws: Any) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            await ws.recv()
+
+
+async def _keep_sending(ws: Any) -> None:
+    """A small frame every 50 ms until the connection is gone (uvicorn pauses reading after
+    each one until the application has taken it)."""
+    with contextlib.suppress(ConnectionClosed, OSError):
+        while True:
+            await ws.send(b"\x81\xa1t\xa6typing")  # msgpack {"t": "typing"}
+            await asyncio.sleep(0.05)  # the client's own pace, not a wait
+
+
 # --- the uvicorn surface ---------------------------------------------------------------------
 
 
@@ -148,7 +378,8 @@ def test_uvicorn_still_offers_what_the_subclass_relies_on() -> None:
     parameters = inspect.signature(WebSocketsSansIOProtocol.__init__).parameters
     assert {"config", "server_state", "app_state"} <= set(parameters)
     for method in (
-        "handle_connect", "pause_writing", "resume_writing", "send", "receive",
+        "handle_connect", "data_received", "keepalive_timeout", "shutdown", "connection_lost",
+        "send", "receive",
     ):  # fmt: skip
         assert callable(getattr(WebSocketsSansIOProtocol, method)), method
     source = inspect.getsource(WebSocketsSansIOProtocol)
