@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint system-deps bench
+.PHONY: serve test test-uvicorn-bounds lint system-deps bench
 
 serve: $(STAMP)
 	$(BIN)/hearth serve
@@ -16,6 +16,24 @@ CORE_TESTS := tests/test_app.py tests/test_join.py tests/test_talking.py tests/t
 test: $(STAMP) system-deps lint
 	$(BIN)/pytest
 	$(BIN)/pytest --core-broker=redis $(CORE_TESTS)
+
+# uvicorn's range (pyproject.toml) at both ends: the venv above gets the newest release when
+# it is made, so `make test` covers that end; this runs the transport and core server tests
+# again in a venv of their own, on the oldest release the range allows.
+UVICORN_LOWEST := 0.52.1
+LOWEST_VENV := .venv-uvicorn-$(UVICORN_LOWEST)
+LOWEST_STAMP := $(LOWEST_VENV)/.installed
+
+test-uvicorn-bounds: $(STAMP) $(LOWEST_STAMP)
+	@$(BIN)/python -c 'import uvicorn; print("newest end: uvicorn", uvicorn.__version__)'
+	@$(LOWEST_VENV)/bin/python -c 'import uvicorn; print("lowest end: uvicorn", uvicorn.__version__)'
+	$(LOWEST_VENV)/bin/pytest tests/test_transport.py $(CORE_TESTS)
+
+$(LOWEST_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/pip install --quiet --upgrade pip
+	$(LOWEST_VENV)/bin/pip install --quiet -e ".[test]" "uvicorn==$(UVICORN_LOWEST)"
+	touch $(LOWEST_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
