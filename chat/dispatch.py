@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from chat import facilitation, joining, talking
+from chat import facilitation, joining, review, safety, staff, talking
 from chat.context import Answer, Caller, Phase, Services
 from chat.errors import ErrorCode, RequestError
 from chat.protocol import (
@@ -19,20 +19,33 @@ from chat.protocol import (
     Announce,
     ClientMessage,
     Close,
+    Cw,
     Delete,
     Deny,
+    Discard,
     Help,
+    HelpSeen,
+    Hold,
+    Ignore,
+    Invite,
     Join,
     Leave,
     Lock,
     Mute,
+    Release,
     Remove,
     Report,
+    Resolve,
+    Revoke,
+    RoomSettings,
     Say,
     Slow,
     Typing,
+    Unhold,
+    Unignore,
     Unlock,
     Unmute,
+    Warn,
     Whisper,
 )
 
@@ -57,6 +70,20 @@ HANDLERS: dict[type[ClientMessage], Handler] = {
     Close: facilitation.close,
     Admit: facilitation.admit,
     Deny: facilitation.deny,
+    # §14: safety tools
+    Warn: safety.warn,
+    Hold: review.hold,
+    Unhold: review.hold,
+    Release: review.review,
+    Discard: review.review,
+    Resolve: safety.resolve,
+    HelpSeen: safety.help_seen,
+    Ignore: safety.ignore,
+    Unignore: safety.ignore,
+    Cw: safety.content_warning,
+    Invite: staff.invite,
+    Revoke: staff.revoke,
+    RoomSettings: safety.room_settings,
 }
 
 

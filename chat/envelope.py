@@ -97,3 +97,25 @@ def message_of(envelope: Envelope) -> Message | None:
     if envelope.out and envelope.out[0].message.get("t") == "msg":
         return envelope.out[0].message
     return None
+
+
+def with_content_warning(data: bytes, cw: str) -> bytes:
+    """A packed entry whose room message carries content warning ``cw`` ("" removes it): how
+    history follows a facilitator's ``cw`` (§14).
+
+    Raises:
+        ValueError: not an envelope, or one without a room message.
+    """
+    envelope = Envelope.unpack(data)
+    message = message_of(envelope)
+    if message is None:
+        raise ValueError("no room message")
+    edited = {k: v for k, v in message.items() if k != "cw"}
+    if cw:
+        edited["cw"] = cw
+    first = envelope.out[0]
+    out = [
+        Delivery(edited, first.to, first.exclude, first.facilitators, first.waiting),
+        *envelope.out[1:],
+    ]
+    return Envelope(envelope.ops, out).pack()

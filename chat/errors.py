@@ -64,6 +64,8 @@ class ErrorCode(StrEnum):
     NAME_TAKEN = "name_taken"
     BAD_NAME = "bad_name"
     RULES_NOT_ACCEPTED = "rules_not_accepted"
+    CHECK_FIRST = "check_first"  # §14: contact details under "nudge" (resend with confirm)
+    NOT_ALLOWED = "not_allowed"  # §14: contact details under "block"
 
 
 class HearthError(Exception):

@@ -8,26 +8,35 @@ are left out of the wire map unless the contract says they are sent as ``null``.
 =================  ==========================================================================
 type               fields
 =================  ==========================================================================
-welcome            room, you, resume, members, history, seq (+ reports, log, waiting)
+welcome            room, you, resume, members, history, seq (+ reports, log, waiting, held)
 waiting            –
 joined             member
 knock              member
 left               pid, removed?
-msg                mid, pid, name, role, text, ts, kind? (seq added when delivered)
-ack                mid?, seq? (id added by the session)
+msg                mid, pid, name, role, text, ts, kind?, cw? (seq added when delivered)
+ack                mid?, seq?, held?, key?, label? (id added by the session)
 error              code, message, ...extra (id added by the session)
 typing             pid?
 report             mid, by, reason, ts
 whisper            from, to, text, ts
 help               pid, ts
 resources          text, links
-muted              pid, until (null: until unmuted)
+muted              pid, until (null: until unmuted), reason? (the target's copy only)
 unmuted            pid
 removed            pid, reason
 deleted            mid
-room               locked, slow (filled in from the room's state as of its entry)
+room               locked, slow, review, contact (from the room's state as of its entry)
 closed             –
 denied             pid
+warned             reason, count                                  (§14 from here on)
+held               mid, pid, name, text, ts, cw?
+reviewed           mid, action ("release" or "discard")
+resolved           mid, by
+report_reviewed    mid
+help_seen          pid?, by? (the participant's copy has neither)
+flag               mid, pid, kind
+cw                 mid, cw
+hold               pid, on, by (extension: facilitators learn who is under review)
 =================  ==========================================================================
 """
 
@@ -62,7 +71,7 @@ class Event:
 @dataclass(frozen=True, slots=True)
 class Welcome(Event):
     t: ClassVar[str] = "welcome"
-    optional: ClassVar[frozenset[str]] = frozenset({"reports", "log", "waiting"})
+    optional: ClassVar[frozenset[str]] = frozenset({"reports", "log", "waiting", "held"})
     room: Message
     you: Message
     resume: str
@@ -72,6 +81,7 @@ class Welcome(Event):
     reports: list[Message] | None = None
     log: list[Message] | None = None
     waiting: list[Message] | None = None
+    held: list[Message] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +112,7 @@ class Left(Event):
 @dataclass(frozen=True, slots=True)
 class Msg(Event):
     t: ClassVar[str] = "msg"
-    optional: ClassVar[frozenset[str]] = frozenset({"kind"})
+    optional: ClassVar[frozenset[str]] = frozenset({"kind", "cw"})
     mid: str
     pid: str
     name: str
@@ -110,14 +120,18 @@ class Msg(Event):
     text: str
     ts: int
     kind: str | None = None
+    cw: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Ack(Event):
     t: ClassVar[str] = "ack"
-    optional: ClassVar[frozenset[str]] = frozenset({"mid", "seq"})
+    optional: ClassVar[frozenset[str]] = frozenset({"mid", "seq", "held", "key", "label"})
     mid: str | None = None
     seq: int | None = None
+    held: bool | None = None
+    key: str | None = None
+    label: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +190,10 @@ class Resources(Event):
 @dataclass(frozen=True, slots=True)
 class Muted(Event):
     t: ClassVar[str] = "muted"
+    optional: ClassVar[frozenset[str]] = frozenset({"reason"})
     pid: str
     until: int | None  # sent as null for an open-ended mute
+    reason: str | None = None  # the target's copy only (§14)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,9 +221,11 @@ class Room(Event):
     of the entry (``localroom.room_event``), so that it is the same everywhere."""
 
     t: ClassVar[str] = "room"
-    optional: ClassVar[frozenset[str]] = frozenset({"locked", "slow"})
+    optional: ClassVar[frozenset[str]] = frozenset({"locked", "slow", "review", "contact"})
     locked: bool | None = None
     slow: int | None = None
+    review: str | None = None
+    contact: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,3 +237,80 @@ class Closed(Event):
 class Denied(Event):
     t: ClassVar[str] = "denied"
     pid: str
+
+
+# --- §14: safety tools ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Warned(Event):
+    t: ClassVar[str] = "warned"
+    reason: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeldEvent(Event):
+    t: ClassVar[str] = "held"
+    optional: ClassVar[frozenset[str]] = frozenset({"cw"})
+    mid: str
+    pid: str
+    name: str
+    text: str
+    ts: int
+    cw: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reviewed(Event):
+    t: ClassVar[str] = "reviewed"
+    mid: str
+    action: str  # "release" or "discard"
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved(Event):
+    t: ClassVar[str] = "resolved"
+    mid: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReportReviewed(Event):
+    t: ClassVar[str] = "report_reviewed"
+    mid: str
+
+
+@dataclass(frozen=True, slots=True)
+class HelpSeen(Event):
+    """``help_seen``: the participant's copy is bare; the facilitators' names who and by whom."""
+
+    t: ClassVar[str] = "help_seen"
+    optional: ClassVar[frozenset[str]] = frozenset({"pid", "by"})
+    pid: str | None = None
+    by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Flag(Event):
+    t: ClassVar[str] = "flag"
+    mid: str
+    pid: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContentWarning(Event):
+    t: ClassVar[str] = "cw"
+    mid: str
+    cw: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hold(Event):
+    """``hold`` (an extension, to facilitators): a participant's review was turned on or off."""
+
+    t: ClassVar[str] = "hold"
+    pid: str
+    on: bool
+    by: str

@@ -61,6 +61,7 @@ from chat.roomstate import (
 from chat.roomstate import (
     Admit as AdmitOp,
 )
+from chat.staff import logged
 
 # A participant acted upon must still be one (and not waiting) when the decision lands.
 _PRESENT_PARTICIPANT: dict[str, Value] = {"role": PARTICIPANT, "waiting": False}
@@ -76,9 +77,9 @@ def _target(room: LocalRoom, pid: str, *, waiting: bool = False) -> MemberState:
     return member
 
 
-def _logged(msg: ClientMessage, by: MemberState, **target: str) -> LogAdd:
-    """The facilitation log's entry for an action (never any text, §6)."""
-    return LogAdd({"action": msg.t, "by": by.pid, "ts": now_ms(), **target})
+def _logged(room: LocalRoom, msg: ClientMessage, by: MemberState, **target: str) -> LogAdd:
+    """The facilitation log's entry for an action (never any text, §6; the key's label, §14)."""
+    return logged(room, msg.t, by, **target)
 
 
 async def _decide(services: Services, room: LocalRoom, ops: list[Op], out: list[Delivery]) -> None:
@@ -97,8 +98,14 @@ async def mute(services: Services, caller: Caller, msg: Mute) -> Answer:
     target = _target(room, msg.pid)
     until = now_ms() + msg.seconds * 1000 if msg.seconds is not None else None
     change = MemberSet(target.pid, {"muted": True, "muted_until": until}, _PRESENT_PARTICIPANT)
-    event = Muted(target.pid, until)
-    await _decide(services, room, [change, _logged(msg, me, pid=target.pid)], [Delivery(event)])
+    # The reason is the target's alone (§14): everyone else's copy has none.
+    out = [Delivery(Muted(target.pid, until))]
+    if msg.reason:
+        out = [
+            Delivery(Muted(target.pid, until, msg.reason), to=(target.pid,)),
+            Delivery(Muted(target.pid, until), exclude=target.pid),
+        ]
+    await _decide(services, room, [change, _logged(room, msg, me, pid=target.pid)], out)
     return None
 
 
@@ -107,7 +114,8 @@ async def unmute(services: Services, caller: Caller, msg: Unmute) -> Answer:
     target = _target(room, msg.pid)
     change = MemberSet(target.pid, {"muted": False, "muted_until": None}, _PRESENT_PARTICIPANT)
     event = Unmuted(target.pid)
-    await _decide(services, room, [change, _logged(msg, me, pid=target.pid)], [Delivery(event)])
+    ops: list[Op] = [change, _logged(room, msg, me, pid=target.pid)]
+    await _decide(services, room, ops, [Delivery(event)])
     return None
 
 
@@ -121,13 +129,13 @@ async def remove(services: Services, caller: Caller, msg: Remove) -> Answer:
         Delivery(Removed(target.pid, msg.reason or ""), to=(target.pid,)),
         Delivery(Left(target.pid, removed=True), exclude=target.pid),
     ]
-    await _decide(services, room, [drop, _logged(msg, me, pid=target.pid)], out)
+    await _decide(services, room, [drop, _logged(room, msg, me, pid=target.pid)], out)
     return None
 
 
 async def delete(services: Services, caller: Caller, msg: Delete) -> Answer:
     room, me = facilitator(caller)
-    ops: list[Op] = [HistoryDrop(msg.mid), _logged(msg, me, mid=msg.mid)]
+    ops: list[Op] = [HistoryDrop(msg.mid), _logged(room, msg, me, mid=msg.mid)]
     await _decide(services, room, ops, [Delivery(Deleted(msg.mid))])
     return None
 
@@ -138,7 +146,7 @@ async def room_flags(services: Services, caller: Caller, msg: Lock | Unlock | Sl
     room, me = facilitator(caller)
     wanted = {"slow": msg.seconds} if isinstance(msg, Slow) else {"locked": isinstance(msg, Lock)}
     change = RoomSet(wanted)
-    await _decide(services, room, [change, _logged(msg, me)], [Delivery(Room())])
+    await _decide(services, room, [change, _logged(room, msg, me)], [Delivery(Room())])
     return None
 
 
@@ -146,8 +154,8 @@ async def announce(services: Services, caller: Caller, msg: Announce) -> Answer:
     room, me = facilitator(caller)
     now = now_ms()
     event = Msg(new_mid(), me.pid, me.name, FACILITATOR, msg.text, now, kind="announce")
-    logged = _logged(msg, me, mid=event.mid)
-    await services.hub.commit(room, [logged], [Delivery(event)], MessageMeta(event.mid, now))
+    entry = _logged(room, msg, me, mid=event.mid)
+    await services.hub.commit(room, [entry], [Delivery(event)], MessageMeta(event.mid, now))
     return None
 
 
@@ -169,7 +177,7 @@ async def admit(services: Services, caller: Caller, msg: Admit) -> Answer:
     room, me = facilitator(caller)
     target = _target(room, msg.pid, waiting=True)
     joined = Delivery(Joined(target.public()), exclude=target.pid)
-    ops: list[Op] = [AdmitOp(target.pid), _logged(msg, me, pid=target.pid)]
+    ops: list[Op] = [AdmitOp(target.pid), _logged(room, msg, me, pid=target.pid)]
     try:
         await services.hub.commit(room, ops, [joined])
     except Refused:
@@ -186,5 +194,5 @@ async def deny(services: Services, caller: Caller, msg: Deny) -> Answer:
         Delivery(Denied(target.pid), to=(target.pid,)),
         Delivery(Left(target.pid), facilitators=True, exclude=target.pid),
     ]
-    await _decide(services, room, [drop, _logged(msg, me, pid=target.pid)], out)
+    await _decide(services, room, [drop, _logged(room, msg, me, pid=target.pid)], out)
     return None

@@ -302,6 +302,7 @@ class Hub:
         for op in envelope.ops:
             if not isinstance(op, RoomClose | Reset):
                 apply(state, op)
+        room.ignoring.touched(envelope.ops)
         state.off = entry.off
         if entry.seq:
             state.seq = entry.seq

@@ -31,13 +31,12 @@ from chat.identity import (
     new_secret,
     normalise_name,
     pseudonym,
-    secret_matches,
 )
 from chat.localroom import LocalRoom, RoomGone, message_event
 from chat.protocol import Join, Leave, Message
+from chat.review import held_list
 from chat.roomstate import (
     FACILITATOR,
-    OWNER,
     PARTICIPANT,
     MemberAdd,
     MemberDrop,
@@ -47,6 +46,7 @@ from chat.roomstate import (
     RoomState,
     Value,
 )
+from chat.staff import match_key
 
 log = logging.getLogger("hearth.join")
 PSEUDONYM_TRIES = 5
@@ -145,6 +145,8 @@ def _refused_join(exc: Refused) -> None:
         raise _ended(CloseCode.FORBIDDEN, ErrorCode.BANNED, "You cannot join this room.")
     if exc.reason == "locked":
         raise _ended(CloseCode.LOCKED, ErrorCode.ROOM_LOCKED, "This room is locked.")
+    if exc.reason == "revoked":  # the key was revoked while we joined with it (§14)
+        raise _ended(CloseCode.FORBIDDEN, ErrorCode.FORBIDDEN, "That key is not valid here.")
     if exc.reason != "taken":
         raise Unavailable(f"join refused: {exc.reason}")
 
@@ -229,12 +231,15 @@ async def welcome(
             "on_disk": False,
         },
     }
-    members = [m.listed() for m in state.members.values() if not m.waiting]
-    seq = state.seq
     staff = member.is_facilitator
+    members = [m.listed(staff=staff) for m in state.members.values() if not m.waiting]
+    seq = state.seq
     reports = list(state.reports.values()) if staff else None
     log_entries = list(state.log) if staff else None
     waiting = [m.public() for m in state.members.values() if m.waiting] if staff else None
+    max_age_ms = int(settings.history_seconds * 1000)
+    held = held_list(state, now_ms(), max_age_ms) if staff else None  # §14
+    ignored = set(member.ignores)  # §14: what they ignore stays out of a resume too
     # Facilitators see the recent history whatever the room's mode: they need the context.
     floor = 0 if state.history == "recent" or staff else member.joined_seq
     after = max(floor, since) if since is not None else floor
@@ -244,10 +249,12 @@ async def welcome(
         history = [
             message
             for entry in entries
-            if entry.seq <= seq and (message := message_event(entry)) is not None
+            if entry.seq <= seq
+            and (message := message_event(entry)) is not None
+            and message.get("pid") not in ignored
         ]
     return Welcome(
-        about, member.public(), resume, members, history, seq, reports, log_entries, waiting
+        about, member.public(), resume, members, history, seq, reports, log_entries, waiting, held
     )
 
 
@@ -340,11 +347,13 @@ def ban_key(state: RoomState, address: str) -> str:
 
 
 def _role(state: RoomState, msg: Join) -> tuple[str, str]:
+    """The role and, for a facilitator, the token of the key it joins with (§14)."""
     if msg.key is None:
         return PARTICIPANT, ""
-    if not secret_matches(msg.key, state.key_hash):
+    token = match_key(state, msg.key)
+    if token is None:
         raise _ended(CloseCode.FORBIDDEN, ErrorCode.FORBIDDEN, "That key is not valid here.")
-    return FACILITATOR, OWNER
+    return FACILITATOR, token
 
 
 def _bad_resume() -> RequestError:

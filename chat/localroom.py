@@ -20,6 +20,7 @@ from chat.backend.base import Entry, Position
 from chat.envelope import Delivery, Envelope, message_of
 from chat.errors import CloseCode
 from chat.events import Room
+from chat.ignoring import IgnoreIndex, sender_of
 from chat.protocol import Encoding, Message, encode
 from chat.roomstate import MemberDrop, MemberState, Op, RoomState
 
@@ -31,6 +32,7 @@ CLOSE_FOR = {
     "denied": (CloseCode.FORBIDDEN, "not admitted"),
     "left": (CloseCode.NORMAL, "left"),
     "expired": (CloseCode.NORMAL, "left"),
+    "revoked": (CloseCode.FORBIDDEN, "facilitator key revoked"),
 }
 
 
@@ -85,6 +87,7 @@ class LocalRoom:
     users: int = 0  # handlers between opening the room and attaching: it must stay loaded
     release: asyncio.TimerHandle | None = None
     closed: bool = False
+    ignoring: IgnoreIndex = field(default_factory=IgnoreIndex)  # who ignores whom (§14)
 
     @property
     def empty(self) -> bool:
@@ -138,7 +141,15 @@ class LocalRoom:
             if seq and event["t"] == "msg":
                 event["seq"] = msg_seq = seq
             frames: dict[Encoding, bytes] = {}
-            for conn in self._recipients(delivery):
+            recipients = self._recipients(delivery)
+            sender = sender_of(event, delivery.exclude)
+            if sender is not None and self.state is not None:
+                # §14: members who ignore the sender are left out; nothing is re-encoded.
+                ignorers = self.ignoring.ignorers(self.state, sender)
+                if ignorers:
+                    skip = {a.conn for pid in ignorers if (a := self.present.get(pid))}
+                    recipients = [conn for conn in recipients if conn not in skip]
+            for conn in recipients:
                 encoding = conn.encoding
                 frame = frames.get(encoding)
                 if frame is None:
@@ -225,7 +236,9 @@ class LocalRoom:
 
 def room_event(state: RoomState) -> Message:
     """The ``room`` event for a state: every setting a facilitator can change (§6, §13)."""
-    return Room(locked=state.locked, slow=state.slow).wire()
+    return Room(
+        locked=state.locked, slow=state.slow, review=state.review, contact=state.contact
+    ).wire()
 
 
 def message_event(entry: Entry) -> Message | None:

@@ -16,3 +16,6 @@ REFUSED = Counter(
 REDIS_ERRORS = Counter(
     "hearth_redis_errors", "Redis commands that failed, by kind (OOM, BUSY, ...).", ["kind"]
 )
+FLAGS = Counter(
+    "hearth_flags", "Messages flagged to facilitators, by kind (crisis); no text.", ["kind"]
+)

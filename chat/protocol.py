@@ -9,13 +9,13 @@ Client → server (every request may carry ``id``: int, 0 ≤ id < 2**31)
 type       fields                                                  answered with
 =========  ======================================================  =====================
 join       room, name?, key?, resume?, since?, agree?              welcome / waiting
-say        text (1..max_text chars after NFKC)                     ack + msg to the room
+say        text (1..max_text chars after NFKC), cw?, confirm?      ack + msg to the room
 typing     –                                                       typing to the others
 leave      –                                                       left, close 1000
 report     mid, reason?                                            ack; report to facilitators
 whisper    to, text                                                ack; whisper to both ends
 help       –                                                       resources
-mute       pid, seconds?                                           ack; muted to the room
+mute       pid, seconds?, reason? (≤ 200)                          ack; muted to the room
 unmute     pid                                                     ack; unmuted
 remove     pid, reason?                                            ack; removed + close 4001
 delete     mid                                                     ack; deleted
@@ -26,6 +26,20 @@ announce   text                                                    ack; msg kind
 close      –                                                       ack; closed + close 4010
 admit      pid                                                     ack; welcome to the pid
 deny       pid                                                     ack; denied + close 4003
+warn       pid, reason? (≤ 200)                                    ack; warned to the pid
+hold       pid                                                     ack; hold to facilitators
+unhold     pid                                                     ack; hold to facilitators
+release    mid                                                     ack; msg + reviewed
+discard    mid                                                     ack; reviewed
+resolve    mid                                                     ack; resolved, report_rev.
+help_seen  pid                                                     ack; help_seen
+ignore     pid                                                     ack
+unignore   pid                                                     ack
+cw         mid, cw (0..60 chars; "" removes)                       ack; cw to the room
+invite     label (1..40 chars)                                     ack with key and label
+revoke     label                                                   ack; close 4003 for its
+settings   review? ("off"/"all"), contact? ("allow"/"nudge"/       ack; room to the room
+           "block")
 =========  ======================================================  =====================
 
 Server → client: the typed messages of :mod:`chat.events`, encoded here. A server frame holds
@@ -98,6 +112,8 @@ class Join(ClientMessage):
 class Say(ClientMessage):
     t: ClassVar[str] = "say"
     text: str = ""
+    cw: str | None = None  # a content warning (§14)
+    confirm: bool | None = None  # "yes, send it": past a contact-details nudge (§14)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +150,7 @@ class Mute(ClientMessage):
     t: ClassVar[str] = "mute"
     pid: str = ""
     seconds: int | None = None
+    reason: str | None = None  # shown to the target alone (§14)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +211,90 @@ class Deny(ClientMessage):
     pid: str = ""
 
 
+# --- §14: safety tools -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Warn(ClientMessage):
+    t: ClassVar[str] = "warn"
+    pid: str = ""
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hold(ClientMessage):
+    t: ClassVar[str] = "hold"
+    pid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Unhold(ClientMessage):
+    t: ClassVar[str] = "unhold"
+    pid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Release(ClientMessage):
+    t: ClassVar[str] = "release"
+    mid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Discard(ClientMessage):
+    t: ClassVar[str] = "discard"
+    mid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Resolve(ClientMessage):
+    t: ClassVar[str] = "resolve"
+    mid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HelpSeen(ClientMessage):
+    t: ClassVar[str] = "help_seen"
+    pid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Ignore(ClientMessage):
+    t: ClassVar[str] = "ignore"
+    pid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Unignore(ClientMessage):
+    t: ClassVar[str] = "unignore"
+    pid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Cw(ClientMessage):
+    t: ClassVar[str] = "cw"
+    mid: str = ""
+    cw: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Invite(ClientMessage):
+    t: ClassVar[str] = "invite"
+    label: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Revoke(ClientMessage):
+    t: ClassVar[str] = "revoke"
+    label: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSettings(ClientMessage):
+    t: ClassVar[str] = "settings"
+    review: str | None = None
+    contact: str | None = None
+
+
 MESSAGE_TYPES: dict[str, type[ClientMessage]] = {
     cls.t: cls
     for cls in (
@@ -215,12 +316,34 @@ MESSAGE_TYPES: dict[str, type[ClientMessage]] = {
         Close,
         Admit,
         Deny,
+        Warn,
+        Hold,
+        Unhold,
+        Release,
+        Discard,
+        Resolve,
+        HelpSeen,
+        Ignore,
+        Unignore,
+        Cw,
+        Invite,
+        Revoke,
+        RoomSettings,
     )
 }
 
 # Which fields are required, and which carry free text checked against max_text.
-_REQUIRED = {"room", "text", "mid", "pid", "to"}
-_REQUIRED_BY_TYPE = {"slow": {"seconds"}}
+_REQUIRED = {"room", "text", "mid", "pid", "to", "label"}
+_REQUIRED_BY_TYPE = {"slow": {"seconds"}, "cw": {"cw"}}
+# §14: short fields with limits of their own (code points after NFKC): (least, most).
+_SHORT_TEXT = {"cw": (1, 60), "label": (1, 40)}
+_SHORT_TEXT_BY_TYPE = {
+    "cw": {"cw": (0, 60)},  # "" removes a content warning
+    "warn": {"reason": (0, 200)},
+    "mute": {"reason": (0, 200)},
+}
+_CHOICES = {"review": ("off", "all"), "contact": ("allow", "nudge", "block")}
+_BOOLEANS = {"agree", "confirm"}
 _TEXT_FIELDS = {"text", "reason"}
 _TOKEN_FIELDS = {"room", "key", "resume", "mid", "pid", "to"}
 _INT_RANGES = {"since": (0, 2**53), "seconds": (1, MAX_SECONDS)}
@@ -319,9 +442,9 @@ def _field(kind: str, name: str, value: Any, limits: Limits, request_id: int | N
         if required:
             raise bad(f"Field {name} is required.")
         return None
-    if name == "agree":
+    if name in _BOOLEANS:
         if type(value) is not bool:
-            raise bad("Field agree must be a boolean.")
+            raise bad(f"Field {name} must be a boolean.")
         return value
     if name in _INT_RANGES:
         low, high = _INT_RANGES_BY_TYPE.get(kind, {}).get(name, _INT_RANGES[name])
@@ -332,6 +455,18 @@ def _field(kind: str, name: str, value: Any, limits: Limits, request_id: int | N
         raise bad(f"Field {name} must be a string.")
     if not is_unicode_text(value):
         raise bad(f"Field {name} is not valid Unicode text.")
+    short = _SHORT_TEXT_BY_TYPE.get(kind, {}).get(name) or _SHORT_TEXT.get(name)
+    if short is not None:
+        # §13-§14: a field over its stated limit is bad_request (not too_large).
+        least, most = short
+        length = text_length(value)
+        if not least <= length <= most or (length and not value.strip()):
+            raise bad(f"Field {name} must be {least} to {most} characters.")
+        return value
+    if name in _CHOICES:
+        if value not in _CHOICES[name]:
+            raise bad(f"Field {name} must be one of {', '.join(_CHOICES[name])}.")
+        return value
     if name in _TOKEN_FIELDS:
         if not value or len(value) > MAX_TOKEN:
             raise bad(f"Field {name} must be 1 to {MAX_TOKEN} characters.")

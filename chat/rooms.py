@@ -15,6 +15,8 @@ CHOICES = {
     "history": ("since_join", "recent"),
     "admission": ("open", "knock"),
     "typing": ("named", "anonymous", "off"),
+    "review": ("off", "all"),  # §14 (the first is the default)
+    "contact": ("nudge", "allow", "block"),
 }
 
 

@@ -27,6 +27,13 @@ BanAdd          -                                           adds an address hash
 ReportAdd       same reporter and mid open (``dup``); the   adds an open report
                 reporter has ``cap`` open (``full``)
 LogAdd          -                                           appends to the facilitation log
+HeldAdd         -                                           keeps a message for review (§14)
+HeldDrop        not held (``nomsg``)                        forgets a held message
+ReportDrop      no open report of the mid (``missing``)     resolves every report of a message
+KeyAdd          label token in use (``taken``)              adds a co-facilitator key (§14)
+KeyDrop         no such key (``missing``); members holding  the key is gone (its members are
+                it differ from ``pids`` (``mismatch``)      dropped by MemberDrops beside it)
+HistoryEdit     (checked by the backend: ``nomsg``)         a kept message's content warning
 HistoryDrop     (checked by the backend: ``nomsg``)         (history is the backend's)
 RoomClose       -                                           the room is gone
 Reset           -                                           replicas reload from the store
@@ -46,7 +53,7 @@ LOG_ENTRIES = 100
 OWNER = "owner"  # the label of the key handed out when the room was created (§14)
 
 Message = dict[str, Any]
-Value = str | int | float | bool | None
+Value = str | int | float | bool | None | list[Any] | dict[str, Any]
 
 
 # --- the state ---------------------------------------------------------------------------
@@ -78,6 +85,11 @@ class MemberState:
     tokens: float = 0.0
     stamp: int = 0  # ms of ``tokens``
     last_say: int = 0  # ms of the member's last room message
+    # Safety tools (§14), kept here so that a resume changes nothing.
+    warnings: int = 0  # warnings had in this room
+    held: bool = False  # a facilitator reviews this member's messages before they post
+    ignores: list[str] = field(default_factory=list)  # pids whose msg/typing it never gets
+    resources_at: int = 0  # ms the crisis resources were last shown to it
 
     @property
     def is_facilitator(self) -> bool:
@@ -87,11 +99,14 @@ class MemberState:
         """The member as others see it (protocol §4)."""
         return {"pid": self.pid, "name": self.name, "role": self.role}
 
-    def listed(self) -> Message:
-        """The member as ``welcome.members`` lists it, with the mute state."""
+    def listed(self, *, staff: bool = False) -> Message:
+        """The member as ``welcome.members`` lists it, with the mute state (and, for a
+        facilitator's welcome, whether its messages are held for review, §14)."""
         out = self.public()
         if self.muted:
             out["muted_until"] = self.muted_until
+        if staff and self.held:
+            out["held"] = True
         return out
 
     def muted_at(self, now_ms: int) -> bool:
@@ -124,10 +139,14 @@ class RoomState:
     # Settings a facilitator changes (protocol §6): the fields RoomSet may set.
     locked: bool = False
     slow: int = 0
+    review: str = "off"  # or "all": every participant message waits for a facilitator (§14)
+    contact: str = "nudge"  # or "allow", "block": contact details in participants' say (§14)
     members: dict[str, MemberState] = field(default_factory=dict)
     bans: set[str] = field(default_factory=set)
     reports: dict[str, Message] = field(default_factory=dict)  # "<mid>|<by>" -> report
     log: list[Message] = field(default_factory=list)
+    held: dict[str, Message] = field(default_factory=dict)  # mid -> message under review
+    keys: dict[str, Message] = field(default_factory=dict)  # label token -> {label, hash}
     # Where this state stands on the room's stream.
     epoch: int = 0
     off: int = 0
@@ -145,8 +164,17 @@ class RoomState:
         return {name: getattr(self, name) for name in ROOM_SETTINGS}
 
 
-ROOM_SETTINGS: tuple[str, ...] = ("locked", "slow", "history", "admission", "typing", "lang")
-ROOM_MUTABLE = frozenset({"locked", "slow"})
+ROOM_SETTINGS: tuple[str, ...] = (
+    "locked",
+    "slow",
+    "history",
+    "admission",
+    "typing",
+    "lang",
+    "review",
+    "contact",
+)
+ROOM_MUTABLE = frozenset({"locked", "slow", "review", "contact"})
 
 
 def copy_state(state: RoomState) -> RoomState:
@@ -157,6 +185,8 @@ def copy_state(state: RoomState) -> RoomState:
         bans=set(state.bans),
         reports=dict(state.reports),
         log=list(state.log),
+        held=dict(state.held),
+        keys=dict(state.keys),
     )
 
 
@@ -217,6 +247,43 @@ class HistoryDrop:
 
 
 @dataclass(frozen=True, slots=True)
+class HeldAdd:
+    """A participant's message kept for a facilitator's review (§14); ``evict``: the held
+    messages that go to keep the list bounded (the oldest, chosen by the committer)."""
+
+    held: Message  # {"mid", "pid", "name", "text", "ts", "cw"?}
+    evict: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HeldDrop:
+    mid: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReportDrop:
+    mid: str  # every open report of this message
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAdd:
+    token: str  # the label's token: unique in the room, shows no label
+    entry: Message  # {"label", "hash", "ts"}
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDrop:
+    token: str
+    pids: tuple[str, ...] = ()  # the members who joined with it, all of them
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEdit:
+    mid: str
+    cw: str  # "" removes it
+
+
+@dataclass(frozen=True, slots=True)
 class RoomClose:
     pass
 
@@ -236,6 +303,12 @@ Op = (
     | ReportAdd
     | LogAdd
     | HistoryDrop
+    | HeldAdd
+    | HeldDrop
+    | ReportDrop
+    | KeyAdd
+    | KeyDrop
+    | HistoryEdit
     | RoomClose
     | Reset
 )
@@ -247,7 +320,8 @@ class Refused(Exception):
     Args:
         reason: ``missing`` (member), ``mismatch`` (a required field), ``taken`` (name),
             ``locked``, ``banned``, ``waiting``, ``dup``, ``full``, ``nomsg``, ``lapsed``,
-            ``noroom`` or ``guard`` (the sender may not speak now).
+            ``revoked`` (a facilitator's key is gone), ``noroom`` or ``guard`` (the sender
+            may not speak now, or not without review).
         index: which op of the commit was refused (-1 for the commit as a whole).
     """
 
@@ -285,6 +359,8 @@ def _refusal(state: RoomState, op: Op) -> str | None:
                 return "banned"
             if state.locked:
                 return "locked"
+        elif member.label not in ("", OWNER) and member.label not in state.keys:
+            return "revoked"
         return None
     if isinstance(op, MemberSet | MemberDrop):
         existing = state.members.get(op.pid)
@@ -304,6 +380,18 @@ def _refusal(state: RoomState, op: Op) -> str | None:
             return "dup"
         if sum(1 for r in state.reports.values() if r["by"] == by) >= op.cap:
             return "full"
+    if isinstance(op, HeldDrop) and op.mid not in state.held:
+        return "nomsg"
+    if isinstance(op, ReportDrop) and not any(r["mid"] == op.mid for r in state.reports.values()):
+        return "missing"
+    if isinstance(op, KeyAdd) and (op.token in state.keys or op.token == OWNER):
+        return "taken"
+    if isinstance(op, KeyDrop):
+        if op.token not in state.keys:
+            return "missing"
+        holders = {m.pid for m in state.members.values() if m.label == op.token}
+        if holders != set(op.pids):
+            return "mismatch"
     return None
 
 
@@ -347,7 +435,19 @@ def apply(state: RoomState, op: Op) -> None:
     elif isinstance(op, LogAdd):
         state.log.append(dict(op.entry))
         del state.log[:-LOG_ENTRIES]
-    # HistoryDrop: history is the backend's. RoomClose and Reset: the hub acts on them.
+    elif isinstance(op, HeldAdd):
+        for mid in op.evict:
+            state.held.pop(mid, None)
+        state.held[op.held["mid"]] = dict(op.held)
+    elif isinstance(op, HeldDrop):
+        state.held.pop(op.mid, None)
+    elif isinstance(op, ReportDrop):
+        state.reports = {k: r for k, r in state.reports.items() if r["mid"] != op.mid}
+    elif isinstance(op, KeyAdd):
+        state.keys[op.token] = dict(op.entry)
+    elif isinstance(op, KeyDrop):
+        state.keys.pop(op.token, None)
+    # HistoryDrop, HistoryEdit: history is the backend's. RoomClose, Reset: the hub acts.
 
 
 # --- ops on the wire (inside a stream entry's envelope) ----------------------------------
@@ -375,6 +475,18 @@ def op_to_wire(op: Op) -> list[Any]:
         return ["la", dict(op.entry)]
     if isinstance(op, HistoryDrop):
         return ["hd", op.mid]
+    if isinstance(op, HeldAdd):
+        return ["ha", dict(op.held), list(op.evict)]
+    if isinstance(op, HeldDrop):
+        return ["hr", op.mid]
+    if isinstance(op, ReportDrop):
+        return ["rd", op.mid]
+    if isinstance(op, KeyAdd):
+        return ["ka", op.token, dict(op.entry)]
+    if isinstance(op, KeyDrop):
+        return ["kd", op.token, list(op.pids)]
+    if isinstance(op, HistoryEdit):
+        return ["he", op.mid, op.cw]
     if isinstance(op, RoomClose):
         return ["rc"]
     return ["rr"]
@@ -406,6 +518,18 @@ def op_from_wire(raw: list[Any]) -> Op:
             return LogAdd(raw[1])
         if kind == "hd":
             return HistoryDrop(raw[1])
+        if kind == "ha":
+            return HeldAdd(raw[1], tuple(raw[2]))
+        if kind == "hr":
+            return HeldDrop(raw[1])
+        if kind == "rd":
+            return ReportDrop(raw[1])
+        if kind == "ka":
+            return KeyAdd(raw[1], raw[2])
+        if kind == "kd":
+            return KeyDrop(raw[1], tuple(raw[2]))
+        if kind == "he":
+            return HistoryEdit(raw[1], raw[2])
         if kind == "rc":
             return RoomClose()
         if kind == "rr":

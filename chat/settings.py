@@ -14,6 +14,7 @@ import base64
 import binascii
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -79,6 +80,8 @@ class Settings:
     bus_key: bytes | None = field(default=None, repr=False)
     bus_key_old: bytes | None = field(default=None, repr=False)
     crisis_resources: CrisisResources = CrisisResources()
+    # §14: crisis phrases per room language, ((lang, (phrase, ...)), ...); none: built-in en.
+    safety_words: tuple[tuple[str, tuple[str, ...]], ...] = ()
     max_connections: int = 10_000
     # Protocol §11: the edge.
     trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)  # none at all
@@ -138,6 +141,11 @@ class Settings:
             if self.languages.get(tag) is None:
                 raise SettingsError(
                     f"--crisis-resources: {tag} is not a language this server has ({known})"
+                )
+        for tag, _ in self.safety_words:
+            if self.languages.get(tag) is None:
+                raise SettingsError(
+                    f"--safety-words: {tag} is not a language this server has ({known})"
                 )
         return self
 
@@ -290,6 +298,36 @@ def _neutral_url(raw: str) -> str:
     return raw.strip()
 
 
+MAX_PHRASES = 2_000
+MAX_PHRASE = 200
+
+
+def safety_words(path: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Read the ``--safety-words`` file ``{"<lang>": {"crisis": [phrase, ...]}}`` (§14)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f'{path} must hold an object {{"<lang>": {{"crisis": [...]}}}}')
+    out: list[tuple[str, tuple[str, ...]]] = []
+    for raw_lang, words in data.items():
+        lang = canonical_tag(raw_lang)
+        if lang is None:
+            raise ValueError(f"{path}: {raw_lang!r} is not a language tag")
+        phrases = words.get("crisis") if isinstance(words, dict) else None
+        if not isinstance(phrases, list) or not all(
+            isinstance(p, str) and p.strip() and len(p) <= MAX_PHRASE for p in phrases
+        ):
+            raise ValueError(
+                f"{path}: {lang}.crisis must be a list of phrases of 1 to {MAX_PHRASE} characters"
+            )
+        if len(phrases) > MAX_PHRASES:
+            raise ValueError(f"{path}: {lang}.crisis holds more than {MAX_PHRASES} phrases")
+        out.append((lang, tuple(phrases)))
+    return tuple(out)
+
+
 def _log_level(raw: str) -> str:
     level = raw.strip().lower()
     if level not in {"debug", "info", "warning", "error"}:
@@ -317,6 +355,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("bus_key", bus_key, "32-byte key that encrypts what Hearth puts in Redis"),
     Option("bus_key_old", bus_key, "previous bus key, still accepted for reading"),
     Option("crisis_resources", crisis_resources, "JSON file answered to the help flare"),
+    Option("safety_words", safety_words, "JSON file of crisis phrases per room language"),
     Option("max_connections", _positive_int, "WebSocket connections per worker"),
     Option("trusted_proxies", TrustedProxies.parse, "proxies whose X-Forwarded-For is believed"),
     Option("public_url", _origin, "the URL people use, such as https://chat.example.org"),

@@ -8,6 +8,7 @@ the message through.
 
 from __future__ import annotations
 
+from chat import review, safety
 from chat.backend.base import MessageMeta
 from chat.context import Answer, Caller, Services, now_ms, present
 from chat.envelope import Delivery
@@ -52,24 +53,43 @@ def check_can_speak(services: Services, room: LocalRoom, member: MemberState, no
 
 
 async def say(services: Services, caller: Caller, msg: Say) -> Answer:
-    """Send a message to the room; the sender gets ``ack`` and the ``msg`` itself."""
-    room, member = present(caller)
-    now = now_ms()
-    tokens = check_can_speak(services, room, member, now)
-    mid = new_mid()
-    event = Msg(mid, member.pid, member.name, member.role, msg.text, now)
-    spent = MemberSet(member.pid, {"tokens": tokens, "stamp": now, "last_say": now})
-    guard = member.pid if member.role == PARTICIPANT else None
-    try:
-        position = await services.hub.commit(
-            room, [spent], [Delivery(event)], MessageMeta(mid, now, guard)
-        )
-    except Refused as exc:
-        # The store knew better than the replica (it has caught up since): answer from it.
+    """Send a message to the room; the sender gets ``ack`` and the ``msg`` itself — or, while
+    a facilitator reviews their messages, an ``ack`` with ``held`` (§14). Screening (contact
+    details, crisis language) comes first (``safety.screen``)."""
+    for attempt in range(2):
         room, member = present(caller)
-        check_can_speak(services, room, member, now_ms())
-        raise RequestError(ErrorCode.UNAVAILABLE, "Please try again.") from exc
-    return Ack(mid=mid, seq=position.seq)
+        state = room.state
+        assert state is not None
+        now = now_ms()
+        tokens = check_can_speak(services, room, member, now)
+        screened = safety.screen(services, room, member, msg, now)
+        mid = new_mid()
+        fields = {"tokens": tokens, "stamp": now, "last_say": now, **screened.fields}
+        spent = MemberSet(member.pid, fields)
+        extra = screened.deliveries(mid, member.pid)
+        if review.under_review(state, member):
+            answer = await review.hold_message(
+                services, room, member, msg, mid, now, [spent], extra
+            )
+            screened.after(services, caller, state)
+            return answer
+        event = Msg(mid, member.pid, member.name, member.role, msg.text, now, cw=msg.cw)
+        guard = member.pid if member.role == PARTICIPANT else None
+        try:
+            position = await services.hub.commit(
+                room, [spent], [Delivery(event), *extra], MessageMeta(mid, now, guard)
+            )
+        except Refused as exc:
+            # The store knew better than the replica (it has caught up since): answer from it
+            # (muted?), or try once more (now under review?).
+            if exc.reason == "guard" and attempt == 0:
+                continue
+            room, member = present(caller)
+            check_can_speak(services, room, member, now_ms())
+            raise RequestError(ErrorCode.UNAVAILABLE, "Please try again.") from exc
+        screened.after(services, caller, state)
+        return Ack(mid=mid, seq=position.seq)
+    raise RequestError(ErrorCode.UNAVAILABLE, "Please try again.")
 
 
 async def typing(services: Services, caller: Caller, msg: TypingRequest) -> Answer:
@@ -113,7 +133,10 @@ async def report(services: Services, caller: Caller, msg: Report) -> Answer:
 
 
 async def whisper(services: Services, caller: Caller, msg: Whisper) -> Answer:
-    """A private line between a participant and a facilitator, never between participants."""
+    """A private line between a participant and a facilitator, never between participants;
+    to ``"facilitators"``, the facilitators' backchannel (§14)."""
+    if msg.to == safety.BACKCHANNEL:
+        return await safety.backchannel(services, caller, msg)
     room, member = present(caller)
     state = room.state
     assert state is not None

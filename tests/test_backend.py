@@ -26,7 +26,12 @@ from chat.redis.client import RedisSpace, connect
 from chat.roomstate import (
     Admit,
     BanAdd,
+    HeldAdd,
+    HeldDrop,
     HistoryDrop,
+    HistoryEdit,
+    KeyAdd,
+    KeyDrop,
     LogAdd,
     MemberAdd,
     MemberDrop,
@@ -35,6 +40,7 @@ from chat.roomstate import (
     Op,
     Refused,
     ReportAdd,
+    ReportDrop,
     RoomClose,
     RoomSet,
     RoomState,
@@ -126,6 +132,12 @@ def member(pid: str, *, role: str = "participant", waiting: bool = False) -> Mem
     )  # fmt: skip
 
 
+def cofacilitator(pid: str, token: str) -> MemberState:
+    joined = member(pid, role="facilitator")
+    joined.label = token
+    return joined
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -154,6 +166,8 @@ def comparable(state: RoomState) -> dict[str, Any]:
         "bans": state.bans,
         "reports": state.reports,
         "log": state.log,
+        "held": state.held,
+        "keys": state.keys,
     }
 
 
@@ -180,6 +194,18 @@ async def test_commits_leave_the_store_as_the_replica_rule_says(pair: Pair) -> N
         [MemberSet("p1", {"online": False, "away_since": 7, "tokens": 3.5})],
         [MemberDrop("p1", "removed", {"role": "participant"}, ban=True)],
         [RoomSet({"locked": False})],
+        # §14
+        [RoomSet({"review": "all", "contact": "block"})],
+        [MemberSet("p2", {"held": True, "warnings": 2, "ignores": ["x", "y"]})],
+        [MemberSet("p2", {"ignores": ["y"], "resources_at": 9}, {"ignores": ["x", "y"]})],
+        [HeldAdd({"mid": "h1", "pid": "p2", "name": "N", "text": "wait", "ts": 8})],
+        [HeldAdd({"mid": "h2", "pid": "p2", "name": "N", "text": "two", "ts": 9, "cw": "c"})],
+        [HeldAdd({"mid": "h3", "pid": "p2", "name": "N", "text": "3", "ts": 10}, ("h1",))],
+        [HeldDrop("h2")],
+        [KeyAdd("tok1", {"label": "Sam's key", "hash": "k" * 64, "ts": 11})],
+        [MemberAdd(cofacilitator("c1", "tok1"))],
+        [ReportDrop(mid_text)],
+        [KeyDrop("tok1", ("c1",)), MemberDrop("c1", "revoked", {"label": "tok1"})],
     ]
     for ops in steps:
         for op in ops:
@@ -190,6 +216,13 @@ async def test_commits_leave_the_store_as_the_replica_rule_says(pair: Pair) -> N
         assert comparable(stored) == comparable(replica), ops
     assert replica.members["p2"].joined_seq == 1  # admitted after the first message
     assert "ap1" in replica.bans  # the removed member's address
+    assert list(replica.held) == ["h3"] and not replica.keys and not replica.reports
+    await commit(pair.a, room.id, HistoryEdit(mid_text, "grief"))
+    edited = await pair.b.history(room.id, 0)
+    assert Envelope.unpack(edited[0].data).out[0].event["cw"] == "grief"
+    await commit(pair.a, room.id, HistoryEdit(mid_text, ""))
+    edited = await pair.b.history(room.id, 0)
+    assert "cw" not in Envelope.unpack(edited[0].data).out[0].event
 
 
 async def test_refused_commits_change_nothing(pair: Pair) -> None:
@@ -201,6 +234,10 @@ async def test_refused_commits_change_nothing(pair: Pair) -> None:
     )
     await commit(pair.a, room.id, MemberAdd(member("w1", waiting=True)), BanAdd("abanned"))
     await commit(pair.a, room.id, MemberSet("p1", {"muted": True, "muted_until": None}))
+    await commit(pair.a, room.id, KeyAdd("tok", {"label": "x", "hash": "h", "ts": 1}))
+    await commit(pair.a, room.id, MemberAdd(cofacilitator("c1", "tok")))
+    await commit(pair.a, room.id, MemberAdd(member("held")), MemberAdd(member("free")))
+    await commit(pair.a, room.id, MemberSet("held", {"held": True}))
     before = await pair.a.snapshot(room.id)
     assert before is not None
     taken = member("p9")
@@ -216,22 +253,38 @@ async def test_refused_commits_change_nothing(pair: Pair) -> None:
         ([RoomSet({"slow": 5}, {"locked": True})], "mismatch"),
         ([HistoryDrop("no-such-mid")], "nomsg"),
         ([ReportAdd({"mid": "no-such-mid", "by": "p1", "reason": "", "ts": 1}, 10)], "nomsg"),
+        # §14
+        ([HeldDrop("no-such-mid")], "nomsg"),
+        ([ReportDrop("no-such-mid")], "missing"),
+        ([KeyAdd("owner", {"label": "owner", "hash": "h", "ts": 1})], "taken"),
+        ([KeyAdd("tok", {"label": "x", "hash": "h", "ts": 1})], "taken"),
+        ([KeyDrop("nokey")], "missing"),
+        ([KeyDrop("tok", ())], "mismatch"),  # c1 holds it
+        ([KeyDrop("tok", ("c1", "f1"))], "mismatch"),
+        ([MemberAdd(cofacilitator("c2", "gone"))], "revoked"),
+        ([HistoryEdit("no-such-mid", "cw")], "nomsg"),
     ]
     for ops, reason in refusals:
         with pytest.raises(Refused) as refused:
             await commit(pair.a, room.id, *ops)
         assert refused.value.reason == reason, ops
-    for guarded in ("p1", "w1", "ghost"):  # muted, waiting, absent
+    for guarded in ("p1", "w1", "ghost", "held"):  # muted, waiting, absent, under review
         with pytest.raises(Refused) as refused:
             await say(pair.a, room.id, guarded, "may I?")
         assert refused.value.reason == "guard"
+    await say(pair.a, room.id, "free", "fine")
+    await commit(pair.a, room.id, RoomSet({"review": "all"}))  # §14: everyone under review
+    with pytest.raises(Refused) as refused:
+        await say(pair.a, room.id, "free", "and now?")
+    assert refused.value.reason == "guard"
+    await commit(pair.a, room.id, RoomSet({"review": "off"}))
     await commit(pair.a, room.id, RoomSet({"locked": True}))
     with pytest.raises(Refused) as refused:
         await commit(pair.a, room.id, MemberAdd(member("late")))
     assert refused.value.reason == "locked"
     await commit(pair.a, room.id, MemberAdd(member("f2", role="facilitator")))  # staff may
     after = await pair.a.snapshot(room.id)
-    assert after is not None and after.off == before.off + 2
+    assert after is not None and after.off == before.off + 5
     with pytest.raises(Refused) as refused:
         await commit(pair.a, "no-such-room", RoomSet({"slow": 1}))
     assert refused.value.reason == "noroom"

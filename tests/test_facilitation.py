@@ -326,7 +326,13 @@ async def test_lock_and_unlock(server, encoding):
     host, person = circle.host, circle.people[0]
     await acked(host, {"t": "lock"})
     for client in (host, person):
-        assert await client.next("room") == {"t": "room", "locked": True, "slow": 0}
+        assert await client.next("room") == {
+            "t": "room",
+            "locked": True,
+            "slow": 0,
+            "review": "off",
+            "contact": "nudge",
+        }
 
     shut_out, answer = await newcomer(server, circle, encoding=encoding)
     assert answer["t"] == "error" and answer["code"] == "room_locked"
@@ -338,7 +344,13 @@ async def test_lock_and_unlock(server, encoding):
 
     await acked(host, {"t": "unlock"})
     for client in (host, person):
-        assert await client.next("room") == {"t": "room", "locked": False, "slow": 0}
+        assert await client.next("room") == {
+            "t": "room",
+            "locked": False,
+            "slow": 0,
+            "review": "off",
+            "contact": "nudge",
+        }
     _, answer = await newcomer(server, circle, encoding=encoding)
     assert answer["t"] == "welcome" and answer["room"]["locked"] is False
 
@@ -349,7 +361,13 @@ async def test_slow_mode_applies_to_participants_only(server, encoding):
     host, person = circle.host, circle.people[0]
     await acked(host, {"t": "slow", "seconds": 30})
     for client in (host, person):
-        assert await client.next("room") == {"t": "room", "locked": False, "slow": 30}
+        assert await client.next("room") == {
+            "t": "room",
+            "locked": False,
+            "slow": 30,
+            "review": "off",
+            "contact": "nudge",
+        }
 
     await said(person, "first")
     error = await refused(person, {"t": "say", "text": "second"}, "slow_mode")
@@ -579,7 +597,8 @@ async def test_facilitator_log_lists_actions_without_text(server):
     actions = ["mute", "unmute", "delete", "lock", "unlock", "slow", "announce", "remove"]
     assert [e["action"] for e in log] == actions
     assert all(e["by"] == host.pid and isinstance(e["ts"], int) for e in log)
-    assert all(set(e) <= {"action", "by", "pid", "mid", "ts"} for e in log)
+    assert all(set(e) <= {"action", "by", "pid", "mid", "ts", "label"} for e in log)
+    assert all(e["label"] == "owner" for e in log)  # §14: the key behind each action
     assert [e.get("pid") for e in log if e["action"] in {"mute", "unmute", "remove"}] == [
         one.pid,
         one.pid,

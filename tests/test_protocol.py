@@ -62,6 +62,20 @@ def test_round_trip_of_every_type(encoding: Encoding) -> None:
         "close": {},
         "admit": {"pid": "p1"},
         "deny": {"pid": "p1"},
+        # §14
+        "warn": {"pid": "p1", "reason": "r"},
+        "hold": {"pid": "p1"},
+        "unhold": {"pid": "p1"},
+        "release": {"mid": "m1"},
+        "discard": {"mid": "m1"},
+        "resolve": {"mid": "m1"},
+        "help_seen": {"pid": "p1"},
+        "ignore": {"pid": "p1"},
+        "unignore": {"pid": "p1"},
+        "cw": {"mid": "m1", "cw": ""},
+        "invite": {"label": "Sam's key"},
+        "revoke": {"label": "Sam's key"},
+        "settings": {"review": "all", "contact": "block"},
     }
     assert set(samples) == set(MESSAGE_TYPES)
     for kind, body in samples.items():

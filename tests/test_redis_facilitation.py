@@ -72,7 +72,13 @@ async def test_delete_slow_announce_cross_workers(redis_server: RedisServer) -> 
         late = await a.client()
         assert (await late.join(room["room"], name="Late"))["history"] == []
         await guide.request({"t": "slow", "seconds": 30})
-        assert (await two.next("room")) == {"t": "room", "locked": False, "slow": 30}
+        assert (await two.next("room")) == {
+            "t": "room",
+            "locked": False,
+            "slow": 30,
+            "review": "off",
+            "contact": "nudge",
+        }
         assert (await two.request({"t": "say", "text": "first"}))["t"] == "ack"
         slowed = await two.request({"t": "say", "text": "second"})
         assert slowed["code"] == "slow_mode" and slowed["retry_after"] > 0

@@ -58,8 +58,10 @@ class MessageMeta:
         mid: the message id (history is searched by it).
         ts: when it was said (ms; history is trimmed by age).
         guard: a participant's pid: the backend refuses the commit (``guard``) unless that
-            member is in the room, present and not muted, checked against the store itself, so
-            that a worker whose replica is behind cannot let a removed or muted member speak.
+            member is in the room, present, not muted and not under review (neither held nor
+            in a room whose ``review`` is ``"all"``, §14), checked against the store itself,
+            so that a worker whose replica is behind cannot let a removed, muted or held
+            member speak.
     """
 
     mid: str

@@ -12,6 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from chat.backend.base import Entry
+from chat.envelope import with_content_warning
 
 SWEEP_MS = 10_000  # how often every room, also the quiet ones, is trimmed by age
 
@@ -68,6 +69,18 @@ class MessageHistory:
             return False
         kept.remove(found)
         return True
+
+    def edit(self, room: str, mid: str, cw: str) -> bool:
+        """Set (or with "" remove) a kept message's content warning; False when not kept."""
+        kept = self._rooms.get(room)
+        for index, item in enumerate(kept or ()):
+            if item.mid == mid and kept is not None:
+                entry = item.entry
+                data = with_content_warning(entry.data, cw)
+                edited = Entry(entry.epoch, entry.off, entry.seq, data)
+                kept[index] = Kept(edited, item.mid, item.ts)
+                return True
+        return False
 
     def drop(self, room: str) -> None:
         """Forget a room's history: the room has ended, or this worker no longer hears it."""

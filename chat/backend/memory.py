@@ -19,6 +19,7 @@ from chat.backend.base import Deliver, Entry, MessageMeta, Position, Reconnected
 from chat.backend.history import MessageHistory
 from chat.roomstate import (
     HistoryDrop,
+    HistoryEdit,
     Op,
     Refused,
     ReportAdd,
@@ -116,17 +117,25 @@ class MemoryBackend:
         state = found.state
         if message is not None and message.guard is not None:
             sender = state.members.get(message.guard)
-            if sender is None or sender.waiting or sender.muted_at(message.ts):
+            if (
+                sender is None
+                or sender.waiting
+                or sender.muted_at(message.ts)
+                or sender.held
+                or state.review == "all"
+            ):
                 raise Refused("guard")
         check(state, ops)
         for index, op in enumerate(ops):
-            if isinstance(op, HistoryDrop | ReportAdd):
-                mid = op.mid if isinstance(op, HistoryDrop) else op.report["mid"]
+            if isinstance(op, HistoryDrop | ReportAdd | HistoryEdit):
+                mid = op.report["mid"] if isinstance(op, ReportAdd) else op.mid
                 if not self._history.has(room, mid):
                     raise Refused("nomsg", index)
         for op in ops:
             if isinstance(op, HistoryDrop):
                 self._history.forget(room, op.mid)
+            elif isinstance(op, HistoryEdit):
+                self._history.edit(room, op.mid, op.cw)
             elif isinstance(op, RoomClose):
                 del self._rooms[room]
                 self._history.drop(room)

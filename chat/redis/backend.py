@@ -24,7 +24,7 @@ from typing import Any
 from chat.backend.base import Deliver, Entry, MessageMeta, Position, Reconnected
 from chat.backend.history import MessageHistory
 from chat.buscrypt import Sealer, SealError, context
-from chat.envelope import Envelope, message_of
+from chat.envelope import Envelope, message_of, with_content_warning
 from chat.errors import Unavailable
 from chat.protocol import pack_value
 from chat.redis.batch import ScriptBatch
@@ -44,6 +44,7 @@ from chat.redis.scripts import (
 )
 from chat.roomstate import (
     HistoryDrop,
+    HistoryEdit,
     Op,
     Refused,
     ReportAdd,
@@ -203,6 +204,8 @@ class RedisBackend:
         for op in envelope.ops:
             if isinstance(op, HistoryDrop):
                 self._local.forget(room, op.mid)
+            elif isinstance(op, HistoryEdit):
+                self._local.edit(room, op.mid, op.cw)
             elif isinstance(op, RoomClose):
                 self._local.drop(room)
 
@@ -254,18 +257,19 @@ class RedisBackend:
         in_redis = await self._history_in_redis()
         if not in_redis:
             for index, op in enumerate(ops):  # history is ours: check it here
-                mid = op.mid if isinstance(op, HistoryDrop) else None
+                mid = op.mid if isinstance(op, HistoryDrop | HistoryEdit) else None
                 if isinstance(op, ReportAdd):
                     mid = op.report["mid"]
                 if mid is not None and not self._local.has(room, mid):
                     raise Refused("nomsg", index)
+        edits = await self._history_edits(room, ops) if in_redis else {}
         seen_epoch, seen_off = self._seen.get(room, (0, 0))
         meta = b""
         if message is not None:
             meta = pack_value([message.mid, message.ts, message.guard], for_lua=True)
         now = now_ms()
         args: list[Any] = [
-            pack_value([self._layout.op(room, op) for op in ops], for_lua=True),
+            pack_value([self._layout.op(room, op, edits) for op in ops], for_lua=True),
             self._seal(envelope, "bus", room),
             self._space.channel(room),
             now,
@@ -356,7 +360,7 @@ class RedisBackend:
         return any(as_bytes(raw).split(b":", 2)[1:2] == [wanted] for raw in stored)
 
     async def restore(self, state: RoomState) -> bool:
-        packed_state = self._layout.whole_state(state)
+        packed_state = self._layout.whole_state(state, held_in_redis=self._in_redis is True)
         reset = self._seal(Envelope([Reset()]).pack(), "bus", state.id)
         new_epoch = secrets.randbelow(2**31 - 1) + 1
         async with unavailable():
@@ -411,6 +415,30 @@ class RedisBackend:
                 self._client, allow_persistent=self._allow_persistent
             )
         return self._in_redis
+
+    async def _history_edits(self, room: str, ops: Sequence[Op]) -> dict[str, tuple[bytes, bytes]]:
+        """For each :class:`HistoryEdit`, the history entry as stored and as it becomes: the
+        script cannot open a sealed envelope, so the edit is made here and the script swaps
+        the two if the old one is still there (else ``nomsg``)."""
+        wanted = {op.mid: op.cw for op in ops if isinstance(op, HistoryEdit)}
+        if not wanted:
+            return {}
+        async with unavailable():
+            stored: list[Any] = await self._client.zrange(self._space.key(room, "history"), 0, -1)
+        edits: dict[str, tuple[bytes, bytes]] = {}
+        for raw in stored:
+            ts, _, rest = as_bytes(raw).partition(b":")
+            mid, _, blob = rest.partition(b":")
+            cw = wanted.get(mid.decode(errors="replace"))
+            if cw is None:
+                continue
+            try:
+                edited = with_content_warning(self._open(blob, room), cw)
+            except (Unavailable, ValueError):
+                continue
+            sealed = self._seal(edited, "bus", room)
+            edits[mid.decode()] = (as_bytes(raw), ts + b":" + mid + b":" + sealed)
+        return edits
 
     def _seal(self, data: bytes, kind: str, room: str) -> bytes:
         return self._sealer.seal(data, context(kind, room))

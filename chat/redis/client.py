@@ -30,6 +30,8 @@ ROOM_PARTS = (
     "ctr",  # hash: ep, off, seq: where the room's stream stands
     "stream",  # zset: off -> "<ts>:<ep>:<off>:<seq>:" + sealed envelope (a short while)
     "history",  # zset: seq -> "<ts>:<mid>:" + sealed envelope (count and age bounded)
+    "held",  # hash: mid -> sealed message held for review (§14; only where history may be)
+    "keys",  # hash: label token -> sealed co-facilitator key {label, hash} (§14)
     "alive",  # zset: pid -> ms its worker last vouched for it (presence)
     "closed",  # string: the room was closed (so a restore does not bring it back)
 )

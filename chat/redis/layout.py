@@ -20,8 +20,14 @@ from chat.roomstate import (
     PARTICIPANT,
     ROOM_SETTINGS,
     Admit,
+    OWNER,
     BanAdd,
+    HeldAdd,
+    HeldDrop,
     HistoryDrop,
+    HistoryEdit,
+    KeyAdd,
+    KeyDrop,
     LogAdd,
     MemberAdd,
     MemberDrop,
@@ -29,6 +35,7 @@ from chat.roomstate import (
     MemberState,
     Op,
     ReportAdd,
+    ReportDrop,
     RoomClose,
     RoomSet,
     RoomState,
@@ -54,8 +61,9 @@ class Layout:
     def _seal(self, data: bytes, kind: str, room: str) -> bytes:
         return self._sealer.seal(data, context(kind, room))
 
-    def whole_state(self, state: RoomState) -> bytes:
-        """The whole room, as the restore script reads it."""
+    def whole_state(self, state: RoomState, *, held_in_redis: bool = True) -> bytes:
+        """The whole room, as the restore script reads it (held messages only where history
+        may be: ``held_in_redis``)."""
         members = [
             [
                 m.pid,
@@ -69,6 +77,13 @@ class Layout:
             for key, r in state.reports.items()
         }
         log_entries = [self._seal(pack_envelope(e), "log", state.id) for e in state.log]
+        held = {
+            mid: self._seal(pack_envelope(h), "held", state.id) for mid, h in state.held.items()
+        }
+        keys = {
+            token: self._seal(pack_envelope(k), "key", state.id)
+            for token, k in state.keys.items()
+        }
         return pack_value(
             [
                 self.record(state),
@@ -77,6 +92,8 @@ class Layout:
                 sorted(state.bans),
                 reports,
                 log_entries,
+                held if held_in_redis else {},
+                keys,
             ],
             for_lua=True,
         )
@@ -90,8 +107,11 @@ class Layout:
             {name: pack_value(getattr(state, name)) for name in ROOM_SETTINGS}, for_lua=True
         )
 
-    def op(self, room: str, op: Op) -> list[Any]:
-        """An op as the commit script reads it (sealing what holds names or text)."""
+    def op(
+        self, room: str, op: Op, edits: dict[str, tuple[bytes, bytes]] | None = None
+    ) -> list[Any]:
+        """An op as the commit script reads it (sealing what holds names or text);
+        ``edits``: for a :class:`HistoryEdit`, the history entry as stored and as it becomes."""
         if isinstance(op, RoomSet):
             return ["rs", _packed(op.fields), _packed(op.require)]
         if isinstance(op, MemberAdd):
@@ -105,6 +125,7 @@ class Layout:
                 m.resume_hash,
                 m.role == PARTICIPANT,
                 m.address_hash,
+                m.label if m.label not in ("", OWNER) else "",  # a key that must still exist
             ]
         if isinstance(op, MemberSet):
             return ["ms", op.pid, _packed(op.fields), _packed(op.require)]
@@ -131,6 +152,20 @@ class Layout:
             return ["la", self._seal(pack_envelope(op.entry), "log", room), LOG_ENTRIES]
         if isinstance(op, HistoryDrop):
             return ["hd", op.mid]
+        if isinstance(op, HeldAdd):
+            sealed = self._seal(pack_envelope(op.held), "held", room)
+            return ["ha", op.held["mid"], sealed, list(op.evict)]
+        if isinstance(op, HeldDrop):
+            return ["hr", op.mid]
+        if isinstance(op, ReportDrop):
+            return ["rd", op.mid]
+        if isinstance(op, KeyAdd):
+            return ["ka", op.token, self._seal(pack_envelope(op.entry), "key", room)]
+        if isinstance(op, KeyDrop):
+            return ["kd", op.token, list(op.pids)]
+        if isinstance(op, HistoryEdit):
+            old, new = (edits or {}).get(op.mid, (b"", b""))
+            return ["he", op.mid, old, new]
         if isinstance(op, RoomClose):
             return ["rc"]
         return ["rr"]
@@ -164,6 +199,15 @@ class Layout:
                 state.reports[key] = report
         state.reports = dict(sorted(state.reports.items(), key=lambda kv: kv[1].get("ts", 0)))
         state.log = [e for b in reply[8] if (e := open_record(self._sealer, b, "log", room))]
+        for mid, sealed in _pairs(reply[9]).items():
+            held = open_record(self._sealer, sealed, "held", room)
+            if held is not None:
+                state.held[mid] = held
+        state.held = dict(sorted(state.held.items(), key=lambda kv: kv[1].get("ts", 0)))
+        for token, sealed in _pairs(reply[10]).items():
+            entry = open_record(self._sealer, sealed, "key", room)
+            if entry is not None:
+                state.keys[token] = entry
         return state
 
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 # Every script receives the room's keys in this order (chat.redis.client.ROOM_PARTS).
 _KEYS = """
 local K_ROOM, K_MEMBERS, K_FIELDS, K_NAMES, K_RESUME, K_BANS = 1, 2, 3, 4, 5, 6
-local K_REPORTS, K_LOG, K_CTR, K_STREAM, K_HISTORY, K_ALIVE, K_CLOSED = 7, 8, 9, 10, 11, 12, 13
+local K_REPORTS, K_LOG, K_CTR, K_STREAM, K_HISTORY = 7, 8, 9, 10, 11
+local K_HELD, K_KEYS, K_ALIVE, K_CLOSED = 12, 13, 14, 15
 local TRUE, FALSE = cmsgpack.pack(true), cmsgpack.pack(false)
 
 local function field(pid, name) return redis.call('HGET', KEYS[K_FIELDS], pid .. '|' .. name) end
@@ -40,6 +41,16 @@ local function trim(key, keep, oldest)
 end
 
 -- The history entry of a message: "<ts>:<mid>:<sealed envelope>".
+-- Whether any open report concerns the message `mid` (report keys are "<mid>|<by>").
+local function reported(mid)
+  local prefix = mid .. '|'
+  local found = {}
+  for _, key in ipairs(redis.call('HKEYS', KEYS[K_REPORTS])) do
+    if string.sub(key, 1, #prefix) == prefix then found[#found + 1] = key end
+  end
+  return found
+end
+
 local function find_message(mid)
   for _, entry in ipairs(redis.call('ZRANGE', KEYS[K_HISTORY], 0, -1)) do
     local found = string.match(entry, '^%d+:([^:]*):')
@@ -79,6 +90,10 @@ if message and message[3] then
     local untl = value(pid, 'muted_until')
     if untl == nil or untl > message[2] then return {0, 'guard', -1} end
   end
+  -- Under review (§14): the message must be held, not posted.
+  if field(pid, 'held') == TRUE then return {0, 'guard', -1} end
+  local review = redis.call('HGET', KEYS[K_ROOM], 's:review')
+  if review and cmsgpack.unpack(review) == 'all' then return {0, 'guard', -1} end
 end
 
 local function mismatch(get, require)
@@ -103,6 +118,8 @@ for i, op in ipairs(ops) do
     if op[7] then
       if redis.call('SISMEMBER', KEYS[K_BANS], op[8]) == 1 then return {0, 'banned', index} end
       if redis.call('HGET', KEYS[K_ROOM], 's:locked') == TRUE then return {0, 'locked', index} end
+    elseif op[9] ~= '' and redis.call('HEXISTS', KEYS[K_KEYS], op[9]) == 0 then
+      return {0, 'revoked', index}  -- a co-facilitator key revoked meanwhile (§14)
     end
   elseif kind == 'ms' or kind == 'md' or kind == 'ad' then
     local pid = op[2]
@@ -132,6 +149,31 @@ for i, op in ipairs(ops) do
     if in_redis and not find_message(op[6]) then return {0, 'nomsg', index} end
   elseif kind == 'hd' then
     if in_redis and not find_message(op[2]) then return {0, 'nomsg', index} end
+  elseif kind == 'hr' then
+    if in_redis and redis.call('HEXISTS', KEYS[K_HELD], op[2]) == 0 then
+      return {0, 'nomsg', index}
+    end
+  elseif kind == 'rd' then
+    if #reported(op[2]) == 0 then return {0, 'missing', index} end
+  elseif kind == 'ka' then
+    if op[2] == 'owner' or redis.call('HEXISTS', KEYS[K_KEYS], op[2]) == 1 then
+      return {0, 'taken', index}
+    end
+  elseif kind == 'kd' then
+    if redis.call('HEXISTS', KEYS[K_KEYS], op[2]) == 0 then return {0, 'missing', index} end
+    local expected, holders = {}, 0
+    for _, pid in ipairs(op[3]) do expected[pid] = true end
+    for _, pid in ipairs(redis.call('HKEYS', KEYS[K_MEMBERS])) do
+      if value(pid, 'label') == op[2] then
+        if not expected[pid] then return {0, 'mismatch', index} end
+        holders = holders + 1
+      end
+    end
+    if holders ~= #op[3] then return {0, 'mismatch', index} end
+  elseif kind == 'he' then
+    if in_redis and not redis.call('ZSCORE', KEYS[K_HISTORY], op[3]) then
+      return {0, 'nomsg', index}
+    end
   end
 end
 
@@ -199,6 +241,24 @@ for _, op in ipairs(ops) do
   elseif kind == 'hd' then
     local entry = in_redis and find_message(op[2])
     if entry then redis.call('ZREM', KEYS[K_HISTORY], entry) end
+  elseif kind == 'ha' then
+    for _, mid in ipairs(op[4]) do redis.call('HDEL', KEYS[K_HELD], mid) end
+    -- Held text lives like history: in Redis only where history may be (§7, §14).
+    if in_redis then redis.call('HSET', KEYS[K_HELD], op[2], op[3]) end
+  elseif kind == 'hr' then
+    redis.call('HDEL', KEYS[K_HELD], op[2])
+  elseif kind == 'rd' then
+    for _, key in ipairs(reported(op[2])) do redis.call('HDEL', KEYS[K_REPORTS], key) end
+  elseif kind == 'ka' then
+    redis.call('HSET', KEYS[K_KEYS], op[2], op[3])
+  elseif kind == 'kd' then
+    redis.call('HDEL', KEYS[K_KEYS], op[2])
+  elseif kind == 'he' then
+    if in_redis then
+      local score = redis.call('ZSCORE', KEYS[K_HISTORY], op[3])
+      redis.call('ZREM', KEYS[K_HISTORY], op[3])
+      redis.call('ZADD', KEYS[K_HISTORY], score, op[4])
+    end
   elseif kind == 'rc' then
     closing = true
   end
@@ -223,7 +283,7 @@ end
 -- A room message touches only these; the presence heartbeat renews the rest.
 local touched = {K_FIELDS, K_CTR, K_STREAM, K_HISTORY}
 if not message then touched = {K_ROOM, K_MEMBERS, K_FIELDS, K_NAMES, K_RESUME, K_BANS,
-  K_REPORTS, K_LOG, K_CTR, K_STREAM, K_HISTORY, K_ALIVE} end
+  K_REPORTS, K_LOG, K_CTR, K_STREAM, K_HISTORY, K_HELD, K_KEYS, K_ALIVE} end
 for _, i in ipairs(touched) do redis.call('PEXPIRE', KEYS[i], ttl) end
 return {1, epoch, off, seq}
 """
@@ -273,7 +333,8 @@ return 1
 """
 
 # KEYS: the room's keys. No ARGV. Returns nil for no room, else
-# {epoch, off, seq, room hash, members hash, fields hash, bans, reports hash, log}.
+# {epoch, off, seq, room hash, members hash, fields hash, bans, reports hash, log, held hash,
+#  keys hash}.
 SNAPSHOT = (
     _KEYS
     + """
@@ -287,13 +348,16 @@ return {
   redis.call('SMEMBERS', KEYS[K_BANS]),
   redis.call('HGETALL', KEYS[K_REPORTS]),
   redis.call('LRANGE', KEYS[K_LOG], 0, -1),
+  redis.call('HGETALL', KEYS[K_HELD]),
+  redis.call('HGETALL', KEYS[K_KEYS]),
 }
 """
 )
 
 # KEYS: the room's keys. ARGV: 1 the worker's epoch, 2 its offset, 3 its seq, 4 new epoch,
 # 5 state (msgpack: {rec, settings map, members [[pid, sealed name, fields map]...], bans,
-# reports map, log list}), 6 sealed envelope of a Reset, 7 channel, 8 now, 9 ttl.
+# reports map, log list, held map, keys map}), 6 sealed envelope of a Reset, 7 channel,
+# 8 now, 9 ttl.
 # Writes the room back when Redis lost it (and it was not closed), or holds it at an older
 # offset of the same epoch (a failover that lost writes). Returns {epoch, off} or nil.
 RESTORE = (
@@ -321,6 +385,8 @@ end
 for _, b in ipairs(state[4]) do redis.call('SADD', KEYS[K_BANS], b) end
 for key, r in pairs(state[5]) do redis.call('HSET', KEYS[K_REPORTS], key, r) end
 for _, e in ipairs(state[6]) do redis.call('RPUSH', KEYS[K_LOG], e) end
+for mid, h in pairs(state[7]) do redis.call('HSET', KEYS[K_HELD], mid, h) end
+for token, k in pairs(state[8]) do redis.call('HSET', KEYS[K_KEYS], token, k) end
 local off = tonumber(ARGV[2]) + 1
 redis.call('HSET', KEYS[K_CTR], 'ep', ARGV[4], 'off', off, 'seq', ARGV[3])
 local frame = ARGV[4] .. ':' .. off .. ':0:' .. ARGV[6]
