@@ -19,7 +19,7 @@ from chat.context import Answer, Caller, Services, facilitator, now_ms
 from chat.envelope import Delivery
 from chat.errors import ErrorCode, RequestError
 from chat.events import Ack, HeldEvent, Hold, Msg, Reviewed
-from chat.hub import LocalRoom
+from chat.localroom import LocalRoom
 from chat.protocol import Discard, Release, Say, Unhold
 from chat.protocol import Hold as HoldRequest
 from chat.roomstate import (

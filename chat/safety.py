@@ -27,7 +27,7 @@ from chat.events import (
     Warned,
     WhisperEvent,
 )
-from chat.hub import LocalRoom
+from chat.localroom import LocalRoom
 from chat.protocol import Cw, Ignore, Resolve, RoomSettings, Say, Unignore, Warn, Whisper
 from chat.protocol import HelpSeen as HelpSeenRequest
 from chat.roomstate import (

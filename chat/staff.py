@@ -19,8 +19,8 @@ from chat.context import Answer, Caller, Services, facilitator, now_ms
 from chat.envelope import Delivery
 from chat.errors import ErrorCode, RequestError, Unavailable
 from chat.events import Ack, Left
-from chat.hub import LocalRoom
 from chat.identity import hash_secret, new_secret
+from chat.localroom import LocalRoom
 from chat.protocol import Invite, Revoke
 from chat.roomstate import (
     FACILITATOR,

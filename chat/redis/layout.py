@@ -17,10 +17,10 @@ from chat.redis.records import as_bytes, as_text, open_record
 from chat.roomstate import (
     LOG_ENTRIES,
     MEMBER_FIELDS,
+    OWNER,
     PARTICIPANT,
     ROOM_SETTINGS,
     Admit,
-    OWNER,
     BanAdd,
     HeldAdd,
     HeldDrop,
@@ -81,8 +81,7 @@ class Layout:
             mid: self._seal(pack_envelope(h), "held", state.id) for mid, h in state.held.items()
         }
         keys = {
-            token: self._seal(pack_envelope(k), "key", state.id)
-            for token, k in state.keys.items()
+            token: self._seal(pack_envelope(k), "key", state.id) for token, k in state.keys.items()
         }
         return pack_value(
             [
