@@ -11,7 +11,7 @@ serve: $(STAMP)
 
 # The whole suite on the embedded broker, then the core server tests once more on Redis.
 CORE_TESTS := tests/test_app.py tests/test_join.py tests/test_talking.py tests/test_resume.py \
-	tests/test_facilitation.py tests/test_room_language.py
+	tests/test_facilitation.py tests/test_room_language.py tests/test_safety.py
 
 test: $(STAMP) system-deps lint
 	$(BIN)/pytest
