@@ -14,7 +14,6 @@ import base64
 import binascii
 import json
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
