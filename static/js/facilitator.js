@@ -20,6 +20,16 @@ const LOG_SENTENCES = {
   announce: "log.announce",
   admit: "log.admit",
   deny: "log.deny",
+  warn: "log.warn",
+  hold: "log.hold",
+  unhold: "log.unhold",
+  release: "log.release",
+  discard: "log.discard",
+  resolve: "log.resolve",
+  help_seen: "log.help_seen",
+  invite: "log.invite",
+  revoke: "log.revoke",
+  settings: "log.settings",
 };
 
 export class FacilitatorTools {
@@ -59,7 +69,8 @@ export class FacilitatorTools {
     const params = { by: this.members.nameOf(entry.by), name: entry.pid ? this.members.nameOf(entry.pid) : "" };
     const key = LOG_SENTENCES[entry.action] ?? "log.other";
     if (key === "log.other") params.action = String(entry.action);
-    return el("li", {}, [timeEl(entry.ts), " · ", render(el("span"), key, params)]);
+    const sentence = entry.label ? render(el("span"), "log.label", { entry: { key, params }, label: entry.label }) : render(el("span"), key, params);
+    return el("li", {}, [timeEl(entry.ts), " · ", sentence]);
   }
 
   /** Handle facilitator-only messages; returns true when the message was consumed. */
@@ -73,7 +84,14 @@ export class FacilitatorTools {
     if (msg.t === "knock") {
       this.waiting.set(msg.member.pid, msg.member);
       this.renderWaiting();
-      this.notice("notice.knock", { name: msg.member.name }, "warn");
+      this.messages.addPresence("knocking", msg.member.name);  // coalesced (issue 11, item 12)
+      announce(t("notice.knock", { name: msg.member.name }));
+      return true;
+    }
+    if (msg.t === "resolved") {
+      this.reports = this.reports.filter((r) => r.mid !== msg.mid);
+      this.renderReports();
+      this.notice("safety.resolved_notice", { by: this.members.nameOf(msg.by) });
       return true;
     }
     if (msg.t === "report") {
@@ -154,6 +172,7 @@ export class FacilitatorTools {
           button("danger", "fac.delete_message", () => this.confirmDelete(msg)),
         );
       }
+      row.append(button("secondary", "safety.resolved", () => this.send({ t: "resolve", mid: r.mid })));
       row.append(button("secondary", "common.dismiss", () => { this.reports.splice(index, 1); this.renderReports(); }));
       item.append(row);
       return item;
@@ -199,10 +218,13 @@ export class FacilitatorTools {
     const muted = member.muted_until !== undefined;
     show($("member-unmute"), muted);
     for (const id of ["member-mute300", "member-mute1800", "member-mute"]) show($(id), !muted);
+    this.safety?.prepareMemberDialog(member);
     const choice = await openDialog($("member-dialog"));
+    if (this.safety?.memberChoice(choice, member)) return;
     if (choice in MUTE_CHOICES) {
       const seconds = MUTE_CHOICES[choice];
-      this.send(seconds === null ? { t: "mute", pid: member.pid } : { t: "mute", pid: member.pid, seconds });
+      const reason = this.safety?.muteReason() ?? {};
+      this.send(seconds === null ? { t: "mute", pid: member.pid, ...reason } : { t: "mute", pid: member.pid, seconds, ...reason });
     } else if (choice === "unmute") {
       this.send({ t: "unmute", pid: member.pid });
     } else if (choice === "whisper") {

@@ -55,6 +55,15 @@ export class Members {
     return member;
   }
 
+  /** A participant's messages held for review, or not (§14; facilitators see it). */
+  setHeld(pid, on) {
+    const member = this.byPid.get(pid);
+    if (!member) return null;
+    member.held = Boolean(on);
+    this.render();
+    return member;
+  }
+
   setMuted(pid, until) {
     const member = this.byPid.get(pid);
     if (!member) return null;
@@ -83,8 +92,18 @@ export class Members {
       name,
       m.role === "facilitator" ? render(el("span", { class: "badge" }), "role.facilitator") : null,
       muteLabel(m.muted_until),
+      facilitatorView && m.held ? render(el("span", { class: "tag" }), "safety.held_tag") : null,
+      this.hooks.isIgnored?.(m.pid) ? render(el("span", { class: "tag" }), "safety.ignored_tag") : null,
     ]);
     if (self) return item;
+    if (!facilitatorView && m.role === "participant" && this.hooks.onIgnore) {
+      // Anyone may ignore a participant (§14): never told, kept by the server across resumes.
+      const ignored = this.hooks.isIgnored(m.pid);
+      const button = el("button", { class: "quiet-btn", attrs: { type: "button", "aria-pressed": String(ignored) }, on: { click: () => this.hooks.onIgnore(m) } });
+      item.append(attrs(render(button, ignored ? "safety.unignore" : "safety.ignore"), {
+        "aria-label": [ignored ? "safety.unignore_label" : "safety.ignore_label", { name: m.name }],
+      }));
+    }
     if (facilitatorView && m.role !== "facilitator") {
       const button = el("button", { class: "quiet-btn", attrs: { type: "button" }, on: { click: () => this.hooks.onActions(m) } });
       item.append(attrs(render(button, "members.actions"), { "aria-label": ["members.actions_for", { name: m.name }] }));
@@ -102,6 +121,7 @@ export class Members {
     const options = [render(el("option", { attrs: { value: "" } }), "composer.to_everyone")];
     if (facilitatorView) {
       options.push(render(el("option", { attrs: { value: "announce" } }), "composer.to_announce"));
+      options.push(render(el("option", { attrs: { value: "facilitators" } }), "safety.to_facilitators"));
     }
     for (const m of sorted) {
       if (me !== null && m.pid === me.pid) continue;

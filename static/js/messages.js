@@ -24,6 +24,7 @@ export class MessageList {
     this.jump = jump;
     this.hooks = hooks;
     this.byMid = new Map();
+    this.presence = new WeakMap();
     list.addEventListener("scroll", () => {
       if (this.nearBottom()) this.jump.hidden = true;
     });
@@ -52,7 +53,8 @@ export class MessageList {
     const stick = forceScroll || this.nearBottom();
     this.list.append(item);
     while (this.list.childElementCount > MAX_ITEMS) {
-      const first = this.list.firstElementChild;
+      // Notices go first: what people said stays as long as anything does.
+      const first = this.list.querySelector(":scope > .notice") ?? this.list.firstElementChild;
       if (first.dataset.mid) this.byMid.delete(first.dataset.mid);
       first.remove();
     }
@@ -81,7 +83,7 @@ export class MessageList {
       facilitator ? render(el("span", { class: "badge" }), "role.facilitator") : null,
       timeEl(msg.ts),
     ]);
-    const body = el("p", { class: "msg-text", text: msg.text, attrs: { dir: "auto" } });
+    const body = msg.cw ? this.collapsed(msg) : el("p", { class: "msg-text", text: msg.text, attrs: { dir: "auto" } });
     const actions = el("div", { class: "msg-actions" });
     if (!own) {
       const report = el("button", { class: "quiet-btn", attrs: { type: "button" }, on: { click: () => this.hooks.onReport(msg) } });
@@ -100,13 +102,54 @@ export class MessageList {
     this.append(item, own);
   }
 
+  /** A message behind its content warning (§14): the warning shows, the text opens on a tap. */
+  collapsed(msg) {
+    const text = el("p", { class: "msg-text", text: msg.text, attrs: { dir: "auto", id: `cw-${msg.mid}` } });
+    text.hidden = true;
+    const toggle = el("button", {
+      class: "quiet-btn cw-toggle",
+      attrs: { type: "button", "aria-expanded": "false", "aria-controls": `cw-${msg.mid}` },
+    });
+    render(toggle, "safety.cw_open");
+    toggle.addEventListener("click", () => {
+      text.hidden = !text.hidden;
+      toggle.setAttribute("aria-expanded", String(!text.hidden));
+      render(toggle, text.hidden ? "safety.cw_open" : "safety.cw_close");
+    });
+    return el("div", { class: "cw" }, [
+      el("p", { class: "cw-label" }, [render(el("span"), "safety.cw_shown", { cw: msg.cw }), " ", toggle]),
+      text,
+    ]);
+  }
+
+  /** A content warning set or changed by a facilitator (§14 `cw`). */
+  setContentWarning(mid, cw) {
+    const entry = this.byMid.get(mid);
+    if (!entry) return;
+    const msg = { ...entry.msg, cw: cw || undefined };
+    entry.msg = msg;
+    const old = entry.item.querySelector(".cw, .msg-text");
+    old?.replaceWith(cw ? this.collapsed(msg) : el("p", { class: "msg-text", text: msg.text, attrs: { dir: "auto" } }));
+  }
+
+  /** Mark a message that a screening flagged (facilitators only; no text travels with it). */
+  markFlagged(mid) {
+    const entry = this.byMid.get(mid);
+    if (!entry || entry.item.querySelector(".flag")) return false;
+    entry.item.querySelector(".msg-head")?.append(render(el("span", { class: "tag flag" }), "safety.flag"));
+    return true;
+  }
+
   /** Add a private line between a participant and a facilitator. */
   addWhisper(msg) {
     const me = this.hooks.me();
     const fromMe = me !== null && msg.from === me.pid;
-    const label = fromMe
-      ? render(el("span", { class: "msg-name" }), "msg.whisper_to", { name: this.hooks.nameOf(msg.to) })
-      : render(el("span", { class: "msg-name" }), "msg.whisper_from", { name: this.hooks.nameOf(msg.from) });
+    const team = msg.to === "facilitators";  // the facilitators' backchannel (§14)
+    const label = team
+      ? render(el("span", { class: "msg-name" }), "safety.team_whisper", { name: this.hooks.nameOf(msg.from) })
+      : fromMe
+        ? render(el("span", { class: "msg-name" }), "msg.whisper_to", { name: this.hooks.nameOf(msg.to) })
+        : render(el("span", { class: "msg-name" }), "msg.whisper_from", { name: this.hooks.nameOf(msg.from) });
     const item = el("li", { class: `msg whisper${fromMe ? " own" : ""}` }, [
       el("p", { class: "msg-head" }, [label, timeEl(msg.ts)]),
       el("p", { class: "msg-text", text: msg.text, attrs: { dir: "auto" } }),
@@ -117,6 +160,32 @@ export class MessageList {
   /** Add a plain-language notice (joins, leaves, mutes, ...): a sentence key and params. */
   addNotice(key, params = {}, tone = "info") {
     this.append(el("li", { class: `notice notice-${tone}` }, [render(el("span"), key, params), timeEl(Date.now())]));
+  }
+
+  /**
+   * Arrivals, departures and knocks, coalesced (issue 11, item 12): while the last item of the
+   * conversation is a presence notice, it is updated in place ("12 people joined.") rather
+   * than followed by another, so a crowd at the door never pushes what was said out of view.
+   * `kind` is "joined", "left" or "knocking".
+   */
+  addPresence(kind, name) {
+    const last = this.list.lastElementChild;
+    let entry = last?.classList.contains("presence") ? this.presence.get(last) : null;
+    if (!entry) {
+      entry = { item: el("li", { class: "notice notice-info presence" }), counts: { joined: [], left: [], knocking: [] } };
+      this.presence.set(entry.item, entry);
+      this.append(entry.item);
+    }
+    entry.counts[kind].push(name);
+    const parts = [];
+    for (const [which, names] of Object.entries(entry.counts)) {
+      if (!names.length) continue;
+      const single = { joined: "notice.joined", left: "notice.left", knocking: "notice.knock" }[which];
+      const many = { joined: "notice.people_joined", left: "notice.people_left", knocking: "notice.people_knocking" }[which];
+      parts.push(names.length === 1 ? render(el("span"), single, { name: names[0] }) : render(el("span"), many, { count: names.length }), " ");
+    }
+    entry.item.replaceChildren(...parts, timeEl(Date.now()));
+    if (this.nearBottom()) this.scrollToEnd();
   }
 
   /** Replace a deleted message with a gentle placeholder and forget its text. */

@@ -11,6 +11,7 @@ import {
   chosenLanguage, currentLanguage, installLanguageSwitch, languages, plain, render, t, useLanguage,
 } from "./i18n.js";
 import { Members } from "./members.js";
+import { SafetyTools } from "./safety.js";
 import { MessageList } from "./messages.js";
 import { MAX_TEXT, TYPING_INTERVAL_MS, codePoints } from "./protocol.js";
 import { installQuickExit, onQuickExit } from "./quickexit.js";
@@ -48,9 +49,15 @@ const members = new Members(
     isFacilitator,
     onActions: (member) => tools.memberActions(member),
     onWhisper: (member) => { members.whisperTo(member.pid); $("composer-text").focus(); },
+    onIgnore: (member) => safety.toggleIgnore(member),
+    isIgnored: (pid) => safety.isIgnored(pid),
   },
 );
 const tools = new FacilitatorTools({ conn, state, messages, members, notice });
+const safety = new SafetyTools({
+  conn, state, messages, members, notice, composer: { resend: (text, extra) => say(text, extra) },
+});
+tools.safety = safety;
 
 /** Say something in the conversation and to screen readers: a sentence key and its params. */
 function notice(key, params = {}, tone = "info") {
@@ -167,6 +174,7 @@ const handlers = {
     for (const m of msg.history ?? []) handlers.msg(m, true);
     state.lastSeq = Math.max(state.lastSeq, Number(msg.seq) || 0);
     tools.enable(msg);
+    safety.enable(msg);
     $("help-btn").hidden = isFacilitator();
     if (!previous) {
       notice(isFacilitator() ? "notice.welcome_facilitator" : "notice.welcome", { name: msg.you.name });
@@ -187,12 +195,13 @@ const handlers = {
     state.terminalReason = { key: "ended.denied" };
   },
   joined(msg) {
-    if (members.add(msg.member)) notice("notice.joined", { name: msg.member.name });
+    if (members.add(msg.member)) presence("joined", msg.member.name);
   },
   left(msg) {
     const member = members.remove(msg.pid);
     if (!member) return;
-    notice(msg.removed ? "notice.removed" : "notice.left", { name: member.name });
+    if (msg.removed) notice("notice.removed", { name: member.name });
+    else presence("left", member.name);
   },
   msg(msg, fromHistory = false) {
     if (messages.has(msg.mid) || (typeof msg.seq === "number" && msg.seq <= state.lastSeq)) return;
@@ -242,8 +251,9 @@ const handlers = {
     if (before.slow !== msg.slow) {
       notice(msg.slow ? "notice.slow_on" : "notice.slow_off", { count: msg.slow });
     }
-    state.room = { ...before, locked: msg.locked, slow: msg.slow };
+    state.room = { ...before, locked: msg.locked, slow: msg.slow, review: msg.review, contact: msg.contact };
     tools.roomChanged();
+    safety.roomChanged(state.room);
   },
   closed() {
     state.terminalReason = { key: "close.room_closed" };
@@ -256,10 +266,15 @@ const handlers = {
     const request = state.pending.get(msg.id);
     state.pending.delete(msg.id);
     if (request?.kind === "report") notice("notice.report_sent");
+    safety.onAck(request, msg);
   },
   error(msg) {
     const request = state.pending.get(msg.id);
     state.pending.delete(msg.id);
+    if (request?.kind === "say" && (msg.code === "check_first" || msg.code === "not_allowed")) {
+      safety.onError(request, msg);
+      return;
+    }
     if (request?.text && !$("composer-text").value) $("composer-text").value = request.text;
     if (msg.code === "bad_resume") return;
     if (!state.you && msg.code === "forbidden" && loadRoom(roomId).key) {
@@ -273,6 +288,7 @@ const handlers = {
 
 conn.addEventListener("message", (event) => {
   const msg = event.detail;
+  if (safety.handle(msg)) return;
   if (tools.handle(msg)) return;
   handlers[msg.t]?.(msg);
 });
@@ -302,7 +318,14 @@ function send(event) {
     return;
   }
   const to = $("to").value;
-  const msg = to === "" ? { t: "say", text } : to === "announce" ? { t: "announce", text } : { t: "whisper", to, text };
+  if (to === "") {
+    if (say(text, safety.sayFields())) {
+      box.value = "";
+      safety.clearComposer();
+    }
+    return;
+  }
+  const msg = to === "announce" ? { t: "announce", text } : { t: "whisper", to, text };
   const id = conn.request(msg);
   if (id === null) {
     render($("composer-note"), "composer.offline");
@@ -312,6 +335,25 @@ function send(event) {
   box.value = "";
   plain($("composer-note"), "");
   lastTypingSent = 0;
+}
+
+/** Send a room message; `extra` holds cw and confirm (§14). False when not connected. */
+function say(text, extra = {}) {
+  const id = conn.request({ t: "say", text, ...extra });
+  if (id === null) {
+    render($("composer-note"), "composer.offline");
+    return false;
+  }
+  state.pending.set(id, { kind: "say", text, extra });
+  plain($("composer-note"), "");
+  lastTypingSent = 0;
+  return true;
+}
+
+/** Joins, leaves and knocks coalesce into one notice (issue 11, item 12). */
+function presence(kind, name) {
+  messages.addPresence(kind, name);
+  announce(t({ joined: "notice.joined", left: "notice.left", knocking: "notice.knock" }[kind], { name }));
 }
 
 function typed() {
