@@ -10,6 +10,7 @@ import { el } from "./dom.js";
 import { attrs, render, timeEl } from "./i18n.js";
 
 const MAX_ITEMS = 300;
+const PRESENCE_NAMED = 3; // joins, leaves and knocks of a run named one by one; then counted
 const NEAR_BOTTOM_PX = 80;
 
 export class MessageList {
@@ -24,7 +25,7 @@ export class MessageList {
     this.jump = jump;
     this.hooks = hooks;
     this.byMid = new Map();
-    this.presence = new WeakMap();
+    this.run = null; // the presence notices since the last other item
     list.addEventListener("scroll", () => {
       if (this.nearBottom()) this.jump.hidden = true;
     });
@@ -50,6 +51,7 @@ export class MessageList {
   }
 
   append(item, forceScroll = false) {
+    if (!item.classList.contains("presence")) this.run = null;
     const stick = forceScroll || this.nearBottom();
     this.list.append(item);
     while (this.list.childElementCount > MAX_ITEMS) {
@@ -163,28 +165,31 @@ export class MessageList {
   }
 
   /**
-   * Arrivals, departures and knocks, coalesced (issue 11, item 12): while the last item of the
-   * conversation is a presence notice, it is updated in place ("12 people joined.") rather
-   * than followed by another, so a crowd at the door never pushes what was said out of view.
+   * Arrivals, departures and knocks, coalesced (issue 11, item 12): the first few of a run
+   * (nothing said in between) are named one by one; the rest of the run update one notice in
+   * place ("12 people joined."), so a crowd at the door never pushes what was said out of view.
    * `kind` is "joined", "left" or "knocking".
    */
   addPresence(kind, name) {
-    const last = this.list.lastElementChild;
-    let entry = last?.classList.contains("presence") ? this.presence.get(last) : null;
-    if (!entry) {
-      entry = { item: el("li", { class: "notice notice-info presence" }), counts: { joined: [], left: [], knocking: [] } };
-      this.presence.set(entry.item, entry);
-      this.append(entry.item);
+    const single = { joined: "notice.joined", left: "notice.left", knocking: "notice.knock" }[kind];
+    const run = this.run ?? { named: 0, counter: null };
+    if (run.named < PRESENCE_NAMED) {
+      run.named += 1;
+      this.append(el("li", { class: "notice notice-info presence" }, [render(el("span"), single, { name }), timeEl(Date.now())]));
+      this.run = run;
+      return;
     }
-    entry.counts[kind].push(name);
-    const parts = [];
-    for (const [which, names] of Object.entries(entry.counts)) {
-      if (!names.length) continue;
-      const single = { joined: "notice.joined", left: "notice.left", knocking: "notice.knock" }[which];
-      const many = { joined: "notice.people_joined", left: "notice.people_left", knocking: "notice.people_knocking" }[which];
-      parts.push(names.length === 1 ? render(el("span"), single, { name: names[0] }) : render(el("span"), many, { count: names.length }), " ");
+    if (!run.counter) {
+      run.counter = { item: el("li", { class: "notice notice-info presence" }), counts: { joined: 0, left: 0, knocking: 0 } };
+      this.append(run.counter.item);
+      this.run = run;
     }
-    entry.item.replaceChildren(...parts, timeEl(Date.now()));
+    const counts = run.counter.counts;
+    counts[kind] += 1;
+    const many = { joined: "notice.people_joined", left: "notice.people_left", knocking: "notice.people_knocking" };
+    const parts = Object.entries(counts).filter(([, n]) => n > 0)
+      .flatMap(([which, n]) => [render(el("span"), many[which], { count: n }), " "]);
+    run.counter.item.replaceChildren(...parts, timeEl(Date.now()));
     if (this.nearBottom()) this.scrollToEnd();
   }
 

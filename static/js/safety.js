@@ -182,11 +182,11 @@ export class SafetyTools {
     }
     const alert = el("div", { class: "help-alert" }, [render(el("p"), "fac.help_alert", { name, time })]);
     const button = (cls, key, onClick) => render(el("button", { class: cls, attrs: { type: "button" }, on: { click: onClick } }), key);
-    const seen = attrs(button("", "safety.seen", () => {
+    const seen = button("", "safety.seen", () => {
       this.send({ t: "help_seen", pid: msg.pid });
       alert.remove();
       this.flares.delete(msg.pid);
-    }), { "aria-label": ["safety.seen_label", { name }] });
+    });
     const whisper = el("button", {
       class: "secondary", attrs: { type: "button" },
       on: { click: () => { this.members.whisperTo(msg.pid); $("composer-text").focus(); } },
