@@ -11,7 +11,13 @@
 import { $, announce, el, openDialog, show } from "./dom.js";
 import { attrs, formatNumber, render, t, timeEl } from "./i18n.js";
 
-const KINDS = ["phone", "email", "url", "handle"];
+// What looks like contact details, in the contract's order, by sentence.
+const KINDS = {
+  phone: "safety.kind.phone",
+  email: "safety.kind.email",
+  url: "safety.kind.url",
+  handle: "safety.kind.handle",
+};
 
 export class SafetyTools {
   constructor({ conn, state, messages, members, notice, composer }) {
@@ -60,8 +66,8 @@ export class SafetyTools {
   /** An error that is ours to explain; true when handled. */
   async onError(request, msg) {
     if (msg.code === "check_first" && request?.kind === "say") {
-      const found = KINDS.filter((k) => (msg.kinds ?? []).includes(k));
-      const kinds = (found.length ? found : ["phone"]).map((k) => t(`safety.kind.${k}`)).join(", ");
+      const found = Object.keys(KINDS).filter((k) => (msg.kinds ?? []).includes(k));
+      const kinds = (found.length ? found : ["phone"]).map((k) => t(KINDS[k])).join(", ");
       render($("contact-text"), "safety.check_first_text", { kinds });
       if (await openDialog($("contact-dialog")) === "send") {
         this.composer.resend(request.text, { ...request.extra, confirm: true });
