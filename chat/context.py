@@ -80,6 +80,11 @@ class Caller(Protocol):
         """Send the held events."""
         ...
 
+    def ack_on_close(self, request_id: int | None) -> None:
+        """Answer ``request_id`` with an ``ack`` just before the room's close closes this
+        connection (None: not any more)."""
+        ...
+
     def changed(self, member: MemberState) -> None:
         """The member's state changed (hub.Connection)."""
         ...

@@ -9,14 +9,11 @@ gap and catches up (``chat.recovery``).
 
 from __future__ import annotations
 
-import contextlib
-
 from chat.backend.base import MessageMeta
 from chat.context import ANSWERED, Answer, Caller, Services, facilitator, now_ms
 from chat.envelope import Delivery
 from chat.errors import ErrorCode, RequestError, Unavailable
 from chat.events import (
-    Ack,
     Closed,
     Deleted,
     Denied,
@@ -160,16 +157,16 @@ async def announce(services: Services, caller: Caller, msg: Announce) -> Answer:
 
 
 async def close(services: Services, caller: Caller, msg: Close) -> Answer:
-    """Close the room for everyone, wiping it; acked first, since the closing facilitator's
-    own connection closes as soon as ``closed`` reaches it."""
+    """Close the room for everyone, wiping it. The closing facilitator's own connection is
+    closed as soon as the close reaches its worker, so its ``ack`` goes out just before that
+    close (Part 2: acked before ``closed``) — and only once the close is committed."""
     room, _ = facilitator(caller)
-    if not services.hub.backend.ready:
-        raise Unavailable("the backend is not reachable")
-    if msg.id is not None:
-        caller.reply({**Ack().wire(), "id": msg.id})
-    closed = Delivery(Closed(), waiting=True)
-    with contextlib.suppress(Refused):  # closed already
-        await services.hub.commit(room, [RoomClose()], [closed])
+    caller.ack_on_close(msg.id)
+    try:
+        await services.hub.commit(room, [RoomClose()], [Delivery(Closed(), waiting=True)])
+    except BaseException:
+        caller.ack_on_close(None)
+        raise
     return ANSWERED
 
 

@@ -104,7 +104,7 @@ class Hub:
             if state is None:
                 room.closed = True
                 raise RoomGone(room.id)
-            room.state = state
+            room.adopt(state)
             self.drain(room)
         finally:
             room.loading = None
@@ -262,6 +262,12 @@ class Hub:
         state = room.state
         assert state is not None
         if entry.epoch == state.epoch and entry.off <= state.off:
+            if not room.seen_before(entry):
+                # The same offset with other content: the store forked (a failover lost
+                # writes and another worker committed over them). The store wins: reload.
+                room.needs_reload = True
+                self.recover(room)
+            room.wake()
             return  # seen already (a recovery read it, or a duplicate)
         if entry.epoch != state.epoch or entry.off != state.off + 1:
             self._park(room, entry)  # a gap, or a new epoch: recovery fills in, or reloads
@@ -273,11 +279,10 @@ class Hub:
     def drain(self, room: LocalRoom) -> None:
         """Apply the parked entries that now follow on; a remaining gap starts a recovery."""
         state = room.state
-        while state is not None and not room.closed:
+        while state is not None and not room.closed and not room.needs_reload:
             entry = room.pending.pop((state.epoch, state.off + 1), None)
-            if entry is None:
+            if entry is None or not self.apply_entry(room, entry):
                 break
-            self.apply_entry(room, entry)
             state = room.state
         if state is not None:
             for key in [k for k in room.pending if k[0] == state.epoch and k[1] <= state.off]:
@@ -285,18 +290,22 @@ class Hub:
             if room.pending and not room.closed:
                 self.recover(room)
 
-    def apply_entry(self, room: LocalRoom, entry: Entry) -> None:
-        """Apply one entry that follows on from the replica's offset."""
+    def apply_entry(self, room: LocalRoom, entry: Entry) -> bool:
+        """Apply one entry that follows on from the replica's offset.
+
+        Returns:
+            False when the entry cannot be read (a newer version's op, a forged frame on a
+            clear bus): the replica cannot follow it, so the room reloads from a snapshot.
+        """
         state = room.state
         assert state is not None
         try:
             envelope = Envelope.unpack(entry.data)
         except ValueError:
-            # Our own format, unreadable: this worker cannot follow the room; reload it.
             metrics.BUS_DROPPED.labels(reason="malformed").inc()
-            self._park(room, entry)
+            room.needs_reload = True
             self.recover(room)
-            return
+            return False
         ending = any(isinstance(op, RoomClose) for op in envelope.ops)
         reset = any(isinstance(op, Reset) for op in envelope.ops)
         for op in envelope.ops:
@@ -304,6 +313,7 @@ class Hub:
                 apply(state, op)
         room.ignoring.touched(envelope.ops)
         state.off = entry.off
+        room.remember(entry)
         if entry.seq:
             state.seq = entry.seq
             metrics.MESSAGES.inc()
@@ -320,7 +330,10 @@ class Hub:
             self._maybe_release(room)
         room.wake()
         if reset:
-            self.recover(room)  # a restore: everyone reloads what the restorer wrote
+            # A restore: everyone reloads what the restorer wrote.
+            room.needs_reload = True
+            self.recover(room)
+        return True
 
     def close_room(self, room: LocalRoom) -> None:
         """The room ended: everyone here is closed with 4010 and the replica goes."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass, replace
 
 from chat.address import limit_key
 from chat.context import ANSWERED, Answer, Caller, Phase, Services, now_ms
@@ -201,22 +202,29 @@ async def _enter(
     caller.seat(room, member, resume, answer_id)
     if member.waiting:
         return Waiting()
-    return await welcome(services, caller, room, member, resume, since)
+    return await with_history(
+        services, room.id, draft_welcome(services, room, member, resume, since)
+    )
 
 
-async def welcome(
-    services: Services,
-    caller: Caller,
-    room: LocalRoom,
-    member: MemberState,
-    resume: str,
-    since: int | None,
-) -> Welcome:
-    """The ``welcome`` (protocol §4), with the facilitator's extras (§6).
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A welcome but its history: where its history starts, and whose messages it leaves out."""
 
-    Everything but the history is read from the replica at once, at the moment the member's
-    connection started to hear the room (events after it are held behind the welcome); the
-    history is then read up to the same ``seq``, so nothing comes twice and nothing is lost.
+    welcome: Welcome
+    after: int
+    ignored: set[str]
+
+
+def draft_welcome(
+    services: Services, room: LocalRoom, member: MemberState, resume: str, since: int | None
+) -> Draft:
+    """The ``welcome`` (protocol §4, with the facilitator's extras of §6) but its history, and
+    the ``seq`` after which its history starts.
+
+    Taken from the replica at the very moment the member's connection starts to hear the room
+    (events after it are held behind the welcome): the history is then read up to the same
+    ``seq`` (:func:`with_history`), so nothing comes twice and nothing is lost.
     """
     state = current(room)
     settings = services.settings
@@ -239,32 +247,39 @@ async def welcome(
     waiting = [m.public() for m in state.members.values() if m.waiting] if staff else None
     max_age_ms = int(settings.history_seconds * 1000)
     held = held_list(state, now_ms(), max_age_ms) if staff else None  # §14
-    ignored = set(member.ignores)  # §14: what they ignore stays out of a resume too
+    draft = Welcome(
+        about, member.public(), resume, members, [], seq, reports, log_entries, waiting, held
+    )
     # Facilitators see the recent history whatever the room's mode: they need the context.
     floor = 0 if state.history == "recent" or staff else member.joined_seq
-    after = max(floor, since) if since is not None else floor
-    history: list[Message] = []
-    if after < seq:
-        entries = await services.hub.backend.history(room.id, after)
-        history = [
-            message
-            for entry in entries
-            if entry.seq <= seq
-            and (message := message_event(entry)) is not None
-            and message.get("pid") not in ignored
-        ]
-    return Welcome(
-        about, member.public(), resume, members, history, seq, reports, log_entries, waiting, held
-    )
+    return Draft(draft, max(floor, since) if since is not None else floor, set(member.ignores))
 
 
-async def admitted(services: Services, caller: Caller, member: MemberState, resume: str) -> None:
+async def with_history(services: Services, room_id: str, draft: Draft) -> Welcome:
+    """The drafted welcome with the room's messages after ``draft.after``, up to its own
+    ``seq``, leaving out those of members the reader ignores (§14: a resume included)."""
+    welcome = draft.welcome
+    if draft.after >= welcome.seq:
+        return welcome
+    entries = await services.hub.backend.history(room_id, draft.after)
+    history: list[Message] = [
+        message
+        for entry in entries
+        if entry.seq <= welcome.seq
+        and (message := message_event(entry)) is not None
+        and message.get("pid") not in draft.ignored
+    ]
+    return replace(welcome, history=history)
+
+
+async def admitted(services: Services, caller: Caller, draft: Draft) -> None:
     """Complete the join of a waiting participant whom a facilitator admitted: the session
-    already holds room events; send the welcome (with the join's id) and let them through."""
+    drafted the welcome and held room events at the admission; send the welcome (with the
+    join's id), then let the held events through."""
     room = caller.room
     if room is None:
         return
-    answer = (await welcome(services, caller, room, member, resume, None)).wire()
+    answer = (await with_history(services, room.id, draft)).wire()
     if caller.join_id is not None:
         answer["id"] = caller.join_id
     caller.reply(answer)

@@ -25,6 +25,7 @@ from chat.protocol import Encoding, Message, encode
 from chat.roomstate import MemberDrop, MemberState, Op, RoomState
 
 log = logging.getLogger("hearth.room")
+DIGESTS_KEPT = 256  # recent entries whose digest a replica keeps (fork detection)
 
 # Why a member left, as the close code its own connection gets (protocol §6, §8).
 CLOSE_FOR = {
@@ -88,15 +89,44 @@ class LocalRoom:
     release: asyncio.TimerHandle | None = None
     closed: bool = False
     ignoring: IgnoreIndex = field(default_factory=IgnoreIndex)  # who ignores whom (§14)
+    needs_reload: bool = False  # the stream cannot be followed here: reload a snapshot
+    past_epochs: set[int] = field(default_factory=set)  # epochs the replica has left behind
+    digests: dict[int, int] = field(default_factory=dict)  # off -> hash of the entry applied
 
     @property
     def empty(self) -> bool:
         return not self.present and not self.waiting and self.users == 0
 
     def holds(self, position: Position) -> bool:
-        """Whether the replica has applied ``position`` (or moved on to another epoch)."""
+        """Whether the replica has applied ``position`` (or left its epoch behind)."""
         state = self.state
-        return state is not None and (state.epoch != position.epoch or state.off >= position.off)
+        if state is None:
+            return False
+        if state.epoch == position.epoch:
+            return state.off >= position.off
+        return position.epoch in self.past_epochs
+
+    def remember(self, entry: Entry) -> None:
+        """Keep a digest of an applied entry, to tell a repeat from a fork of the stream."""
+        digests = self.digests
+        digests[entry.off] = hash(entry.data)
+        if len(digests) > DIGESTS_KEPT:
+            del digests[next(iter(digests))]
+
+    def seen_before(self, entry: Entry) -> bool:
+        """Whether an entry at an offset already applied is the same one (or unknown)."""
+        known = self.digests.get(entry.off)
+        return known is None or known == hash(entry.data)
+
+    def adopt(self, state: RoomState) -> None:
+        """Replace the replica with a snapshot (a reload)."""
+        old = self.state
+        if old is not None and old.epoch != state.epoch:
+            self.past_epochs.add(old.epoch)
+        self.state = state
+        self.digests.clear()
+        self.needs_reload = False
+        self.wake()
 
     def wake(self) -> None:
         """Resolve the commits waiting for the replica to catch up with them."""

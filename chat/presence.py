@@ -58,9 +58,8 @@ async def _beat(services: Services, slack_ms: int) -> None:
     for room in list(hub.rooms.values()):
         if room.state is None or room.closed:
             continue
-        await hub.backend.vouch(room.id, room.here())
         cutoff = now_ms() - slack_ms
-        for pid in await hub.backend.lapsed(room.id, cutoff):
+        for pid in await hub.backend.vouch(room.id, room.here(), cutoff):
             member = room.state.members.get(pid) if room.state else None
             waiting = member.waiting if member is not None else False
             pending = services.departures.pop((room.id, pid), None)

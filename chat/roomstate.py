@@ -198,6 +198,9 @@ class RoomSet:
     fields: Mapping[str, Value]
     require: Mapping[str, Value] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        _only(self.fields, ROOM_MUTABLE, "room setting")
+
 
 @dataclass(frozen=True, slots=True)
 class MemberAdd:
@@ -209,6 +212,9 @@ class MemberSet:
     pid: str
     fields: Mapping[str, Value]
     require: Mapping[str, Value] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _only(self.fields, MEMBER_MUTABLE, "member field")
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +320,14 @@ Op = (
 )
 
 
+def _only(fields: Mapping[str, Value], allowed: frozenset[str], what: str) -> None:
+    """A change names only what may change: a bug, caught where the op is made (a replica
+    applying an entry from a newer version ignores what it does not know instead)."""
+    unknown = set(fields) - allowed
+    if unknown:
+        raise ValueError(f"not a mutable {what}: {sorted(unknown)}")
+
+
 class Refused(Exception):
     """An op's precondition does not hold; nothing of the commit happened.
 
@@ -406,9 +420,8 @@ def apply(state: RoomState, op: Op) -> None:
     """Apply one committed op (its precondition held when it was committed)."""
     if isinstance(op, RoomSet):
         for name, value in op.fields.items():
-            if name not in ROOM_MUTABLE:
-                raise ValueError(f"not a mutable room setting: {name}")
-            setattr(state, name, value)
+            if name in ROOM_MUTABLE:
+                setattr(state, name, value)
     elif isinstance(op, MemberAdd):
         # Present from the room's seq at this point: what was said before stays unseen (§3).
         state.members[op.member.pid] = replace(op.member, joined_seq=state.seq)
@@ -416,9 +429,8 @@ def apply(state: RoomState, op: Op) -> None:
         member = state.members.get(op.pid)
         if member is not None:
             for name, value in op.fields.items():
-                if name not in MEMBER_MUTABLE:
-                    raise ValueError(f"not a mutable member field: {name}")
-                setattr(member, name, value)
+                if name in MEMBER_MUTABLE:
+                    setattr(member, name, value)
     elif isinstance(op, MemberDrop):
         member = state.members.pop(op.pid, None)
         if member is not None and op.ban:
@@ -500,12 +512,14 @@ def op_from_wire(raw: list[Any]) -> Op:
     """
     try:
         kind = raw[0]
+        # What a newer version adds (fields, settings) is left out, not refused: an older
+        # worker in a rolling upgrade follows the stream without it.
         if kind == "rs":
-            return RoomSet(raw[1], raw[2])
+            return RoomSet(_known(raw[1], ROOM_MUTABLE), raw[2])
         if kind == "ma":
-            return MemberAdd(MemberState(*raw[1]))
+            return MemberAdd(MemberState(*raw[1][: len(MEMBER_FIELDS)]))
         if kind == "ms":
-            return MemberSet(raw[1], raw[2], raw[3])
+            return MemberSet(raw[1], _known(raw[2], MEMBER_MUTABLE), raw[3])
         if kind == "md":
             return MemberDrop(raw[1], raw[2], raw[3], bool(raw[4]), raw[5])
         if kind == "ad":
@@ -537,6 +551,10 @@ def op_from_wire(raw: list[Any]) -> Op:
     except (IndexError, TypeError) as exc:
         raise ValueError("malformed op") from exc
     raise ValueError("unknown op")
+
+
+def _known(fields: Mapping[str, Value], allowed: frozenset[str]) -> dict[str, Value]:
+    return {name: value for name, value in fields.items() if name in allowed}
 
 
 def touched_pids(ops: Iterable[Op]) -> set[str]:

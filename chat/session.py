@@ -50,6 +50,7 @@ class Session:
     # Thousands of these live at once: slots keep each one small.
     __slots__ = (
         "_bucket",
+        "_close_ack",
         "_mute_timer",
         "_phase",
         "_resume",
@@ -93,6 +94,7 @@ class Session:
         self._resume = ""
         self._bucket = TokenBucket(settings.rate, settings.burst, time.monotonic())
         self._mute_timer: asyncio.TimerHandle | None = None
+        self._close_ack: int | None = None
         self._tasks: set[asyncio.Task[None]] | None = None
 
     @property
@@ -115,14 +117,23 @@ class Session:
     def ended(self, code: CloseCode, reason: str) -> None:
         """The hub says the member's presence on this connection is over."""
         self._forget_member()
+        if self._close_ack is not None and code is CloseCode.ROOM_CLOSED:
+            self.reply({**Ack().wire(), "id": self._close_ack})
+        self._close_ack = None
         self.end(code, reason)
 
+    def ack_on_close(self, request_id: int | None) -> None:
+        self._close_ack = request_id
+
     def changed(self, member: MemberState) -> None:
-        if self._phase is Phase.WAITING and not member.waiting:
-            # Admitted: hold what follows behind the welcome, which is built off the loop turn.
+        room = self.room
+        if self._phase is Phase.WAITING and not member.waiting and room is not None:
+            # Admitted: the welcome is drafted now, as the connection starts to hear the room,
+            # and what follows is held behind it while its history is read.
             self._phase = Phase.PRESENT
             self.out.hold()
-            self._spawn(joining.admitted(self.services, self, member, self._resume))
+            draft = joining.draft_welcome(self.services, room, member, self._resume, None)
+            self._spawn(joining.admitted(self.services, self, draft))
         self._watch_mute(member)
 
     # --- the handlers' view (context.Caller) ----------------------------------------------
@@ -170,7 +181,7 @@ class Session:
         finally:
             try:
                 await joining.went_away(self.services, self)
-            except Unavailable:
+            except (Unavailable, Refused, RoomGone):
                 log.warning("could not record a departure: backend unavailable")
             await self.out.drain(self.services.settings.close_timeout)
             self.out.stop()

@@ -464,3 +464,32 @@ async def test_redis_errors_are_unavailable(redis_server: RedisServer) -> None:
     finally:
         redis_server.cli("CONFIG", "SET", "maxmemory", "0")
         await a.aclose()
+
+
+@pytest.mark.redis
+async def test_the_worker_that_heard_more_restores_last(redis_server: RedisServer) -> None:
+    """After a memory loss, a restore from a replica that had heard less is replaced by one
+    that had heard more, unless something was committed in between."""
+    prefix = "t" + secrets.token_hex(4)
+    a = redis_backend(redis_server, prefix)
+    await a.start(Inbox(), lambda: None)
+    try:
+        room = new_room()
+        await a.create_room(room)
+        await commit(a, room.id, MemberAdd(member("p1")))
+        behind = await a.snapshot(room.id)
+        await commit(a, room.id, MemberSet("p1", {"muted": True, "muted_until": None}))
+        ahead = await a.snapshot(room.id)
+        assert behind is not None and ahead is not None
+        redis_server.cli("FLUSHALL")
+        assert await a.restore(copy_state(behind))  # the first to notice had missed the mute
+        assert await a.restore(copy_state(ahead))  # the one that heard it wins
+        restored = await a.snapshot(room.id)
+        assert restored is not None and restored.members["p1"].muted
+        assert not await a.restore(copy_state(behind))
+        redis_server.cli("FLUSHALL")
+        assert await a.restore(copy_state(behind))
+        await commit(a, room.id, RoomSet({"slow": 3}))  # then someone acted on it
+        assert not await a.restore(copy_state(ahead))
+    finally:
+        await a.aclose()

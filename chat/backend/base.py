@@ -159,12 +159,12 @@ class Backend(Protocol):
         missed without noticing (a lost publish)."""
         ...
 
-    async def vouch(self, room: str, pids: Sequence[str]) -> None:
-        """Presence: this worker holds these members now (keeps the room alive too)."""
-        ...
+    async def vouch(self, room: str, pids: Sequence[str], cutoff_ms: int = 0) -> list[str]:
+        """Presence: this worker holds these members now (keeps the room alive too).
 
-    async def lapsed(self, room: str, cutoff_ms: int) -> list[str]:
-        """Presence: members no worker has vouched for since ``cutoff_ms``."""
+        Returns:
+            The members no worker has vouched for since ``cutoff_ms``.
+        """
         ...
 
     async def sweep(self, now_ms: int) -> int:

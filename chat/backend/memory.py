@@ -186,10 +186,7 @@ class MemoryBackend:
         found = {r: self._rooms[r].state for r in rooms if r in self._rooms}
         return {r: (state.epoch, state.off) for r, state in found.items()}
 
-    async def vouch(self, room: str, pids: Sequence[str]) -> None:
-        return None
-
-    async def lapsed(self, room: str, cutoff_ms: int) -> list[str]:
+    async def vouch(self, room: str, pids: Sequence[str], cutoff_ms: int = 0) -> list[str]:
         return []
 
     async def sweep(self, now_ms: int) -> int:

@@ -387,7 +387,7 @@ class RedisBackend:
 
     # --- presence ------------------------------------------------------------------------
 
-    async def vouch(self, room: str, pids: Sequence[str]) -> None:
+    async def vouch(self, room: str, pids: Sequence[str], cutoff_ms: int = 0) -> list[str]:
         """Vouch for the members connected here, and keep the room's keys alive.
 
         ``XX``: a member removed meanwhile (by a facilitator) is not brought back.
@@ -395,17 +395,13 @@ class RedisBackend:
         now = now_ms()
         in_redis = "1" if await self._history_in_redis() else "0"
         oldest = now - self._max_age_ms
-        args: list[str | int] = [now, self._space.ttl_ms, oldest, STREAM_MS, in_redis, *pids]
+        args: list[str | int] = [
+            now, self._space.ttl_ms, oldest, STREAM_MS, in_redis, cutoff_ms, *pids
+        ]  # fmt: skip
         async with unavailable():
-            await self._vouch(keys=self._space.keys(room), args=args)
+            lapsed = await self._vouch(keys=self._space.keys(room), args=args)
             await self._client.zadd(self._rooms_key, {room: now + self._space.ttl_ms}, xx=True)
-
-    async def lapsed(self, room: str, cutoff_ms: int) -> list[str]:
-        async with unavailable():
-            found = await self._client.zrangebyscore(
-                self._space.key(room, "alive"), "-inf", cutoff_ms
-            )
-        return [as_text(pid) for pid in found]
+        return [as_text(pid) for pid in lapsed]
 
     # --- helpers -------------------------------------------------------------------------
 

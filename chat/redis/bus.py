@@ -143,6 +143,7 @@ class Bus:
             await self._send_and_confirm("SUBSCRIBE", channel)
         except BaseException:
             self._rooms.pop(channel, None)
+            self._unsubscribe_quietly(channel)  # a reconnect meanwhile may have subscribed it
             raise
 
     async def unsubscribe(self, room: str) -> None:
@@ -152,10 +153,19 @@ class Bus:
         conn = self._conn
         if conn is None or not self._ready or not conn.is_connected:
             return  # a reconnect subscribes only the rooms still wanted
+        await self._send_unsubscribe(conn, channel)
+
+    def _unsubscribe_quietly(self, channel: bytes) -> None:
+        conn = self._conn
+        if conn is not None and conn.is_connected:
+            task = asyncio.ensure_future(self._send_unsubscribe(conn, channel))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send_unsubscribe(self, conn: AbstractConnection, channel: bytes) -> None:
         try:
             await conn.send_command("UNSUBSCRIBE", channel, check_health=False)
         except (RedisError, OSError):
-            # The reader notices the broken connection too; nothing is subscribed after it.
             log.debug("unsubscribe not sent: connection lost")
 
     # --- the reader ----------------------------------------------------------------------

@@ -44,6 +44,9 @@ from chat.roomstate import (
 
 RECORD_FIELDS = ("title", "rules", "key_hash", "salt", "created_ms")
 # Member fields kept one by one (the name is sealed on its own; joined_seq is set by Lua).
+# A member's name is user text: sealed, as the `members` hash's value. (Its key ``label`` is a
+# token, a salted hash of the key's label, so that the commit script can find a revoked
+# key's members: chat.staff.)
 STORED_FIELDS = tuple(f for f in MEMBER_FIELDS if f not in {"pid", "name"})
 ADDED_FIELDS = tuple(f for f in STORED_FIELDS if f != "joined_seq")
 
@@ -61,13 +64,16 @@ class Layout:
     def _seal(self, data: bytes, kind: str, room: str) -> bytes:
         return self._sealer.seal(data, context(kind, room))
 
+    def _sealed_member(self, member: MemberState, room: str) -> bytes:
+        return self._seal(pack_value(member.name), "member", room)
+
     def whole_state(self, state: RoomState, *, held_in_redis: bool = True) -> bytes:
         """The whole room, as the restore script reads it (held messages only where history
         may be: ``held_in_redis``)."""
         members = [
             [
                 m.pid,
-                self._seal(pack_value(m.name), "member", state.id),
+                self._sealed_member(m, state.id),
                 {name: pack_value(getattr(m, name)) for name in STORED_FIELDS},
             ]
             for m in state.members.values()
@@ -118,7 +124,7 @@ class Layout:
             return [
                 "ma",
                 m.pid,
-                self._seal(pack_value(m.name), "member", room),
+                self._sealed_member(m, room),
                 {name: pack_value(getattr(m, name)) for name in ADDED_FIELDS},
                 m.name_token,
                 m.resume_hash,
@@ -187,10 +193,10 @@ class Layout:
             if name in STORED_FIELDS:
                 fields.setdefault(pid, {})[name] = unpack_value(value)
         for pid, sealed in _pairs(reply[4]).items():
-            opened = open_value(self._sealer, sealed, "member", room)
-            if opened is None:
+            name = open_value(self._sealer, sealed, "member", room)
+            if not isinstance(name, str):
                 continue
-            state.members[pid] = MemberState(pid=pid, name=opened, **fields.get(pid, {}))
+            state.members[pid] = MemberState(pid=pid, name=name, **fields.get(pid, {}))
         state.bans = {as_text(b) for b in reply[6]}
         for key, sealed in _pairs(reply[7]).items():
             report = open_record(self._sealer, sealed, "report", room)
@@ -211,7 +217,7 @@ class Layout:
 
 
 def open_value(sealer: Sealer, blob: bytes, kind: str, room: str) -> Any:
-    """A sealed single value (a member's name), or None when it cannot be opened."""
+    """A sealed value (a member's name), or None when it cannot be opened."""
     try:
         return unpack_value(sealer.open(as_bytes(blob), context(kind, room)))
     except (SealError, ValueError):

@@ -180,6 +180,9 @@ end
 -- 2. The entry's place on the stream.
 local epoch = counters[1]
 local off = redis.call('HINCRBY', KEYS[K_CTR], 'off', 1)
+-- Members added or admitted by this entry are present from the seq before it (as in
+-- roomstate.apply, which applies ops before the entry's own seq).
+local seq_before = tonumber(redis.call('HGET', KEYS[K_CTR], 'seq') or '0')
 local seq = 0
 if message then
   -- The highest seq the worker has seen (any epoch): seq never goes back, even when a
@@ -202,8 +205,7 @@ for _, op in ipairs(ops) do
     local pid = op[2]
     redis.call('HSET', KEYS[K_MEMBERS], pid, op[3])
     for name, v in pairs(op[4]) do redis.call('HSET', KEYS[K_FIELDS], pid .. '|' .. name, v) end
-    local current = tonumber(redis.call('HGET', KEYS[K_CTR], 'seq') or '0')
-    redis.call('HSET', KEYS[K_FIELDS], pid .. '|joined_seq', cmsgpack.pack(current))
+    redis.call('HSET', KEYS[K_FIELDS], pid .. '|joined_seq', cmsgpack.pack(seq_before))
     redis.call('HSET', KEYS[K_NAMES], op[5], pid)
     redis.call('HSET', KEYS[K_RESUME], op[6], pid)
     redis.call('ZADD', KEYS[K_ALIVE], now, pid)
@@ -228,9 +230,8 @@ for _, op in ipairs(ops) do
     redis.call('ZREM', KEYS[K_ALIVE], pid)
   elseif kind == 'ad' then
     local pid = op[2]
-    local current = tonumber(redis.call('HGET', KEYS[K_CTR], 'seq') or '0')
     redis.call('HSET', KEYS[K_FIELDS], pid .. '|waiting', FALSE)
-    redis.call('HSET', KEYS[K_FIELDS], pid .. '|joined_seq', cmsgpack.pack(current))
+    redis.call('HSET', KEYS[K_FIELDS], pid .. '|joined_seq', cmsgpack.pack(seq_before))
   elseif kind == 'ba' then
     redis.call('SADD', KEYS[K_BANS], op[2])
   elseif kind == 'ra' then
@@ -306,20 +307,21 @@ return 1
 )
 
 # KEYS: the room's keys. ARGV: 1 now, 2 ttl, 3 oldest history ts, 4 stream ms kept, 5 history
-# and stream in Redis ('1'), then the pids this worker vouches for. The presence heartbeat:
-# vouch (XX: a member removed meanwhile is not brought back), keep every key alive, and trim
-# history and stream by age now, not only when someone reads them (§11).
+# and stream in Redis ('1'), 6 the presence cutoff, then the pids this worker vouches for. The
+# presence heartbeat: vouch (XX: a member removed meanwhile is not brought back), keep every
+# key alive, trim history and stream by age now, not only when someone reads them (§11), and
+# return the members nobody has vouched for since the cutoff.
 VOUCH = (
     _KEYS
     + """
 local now, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
-for i = 6, #ARGV do redis.call('ZADD', KEYS[K_ALIVE], 'XX', now, ARGV[i]) end
+for i = 7, #ARGV do redis.call('ZADD', KEYS[K_ALIVE], 'XX', now, ARGV[i]) end
 if ARGV[5] == '1' then
   trim(KEYS[K_HISTORY], 1000000, tonumber(ARGV[3]))
   trim(KEYS[K_STREAM], 1000000, now - tonumber(ARGV[4]))
 end
 for i = 1, K_ALIVE do redis.call('PEXPIRE', KEYS[i], ttl) end
-return 1
+return redis.call('ZRANGEBYSCORE', KEYS[K_ALIVE], '-inf', ARGV[6])
 """
 )
 
@@ -358,18 +360,28 @@ return {
 # 5 state (msgpack: {rec, settings map, members [[pid, sealed name, fields map]...], bans,
 # reports map, log list, held map, keys map}), 6 sealed envelope of a Reset, 7 channel,
 # 8 now, 9 ttl.
-# Writes the room back when Redis lost it (and it was not closed), or holds it at an older
-# offset of the same epoch (a failover that lost writes). Returns {epoch, off} or nil.
+# Writes the room back, as a new epoch starting with a Reset entry, when Redis lost it (and it
+# was not closed); or holds it at an older offset of the worker's epoch (a failover that lost
+# writes); or was restored from the worker's epoch at an older offset by another worker and
+# nothing was committed since (the worker that heard more wins). History is kept: its entries
+# are valid by seq. Returns {epoch, off}, or nil when the store is as good as the worker.
 RESTORE = (
     _KEYS
     + """
-local counters = redis.call('HMGET', KEYS[K_CTR], 'ep', 'off')
-if counters[1] then
-  if counters[1] ~= ARGV[1] or tonumber(counters[2]) >= tonumber(ARGV[2]) then return nil end
+local ctr = redis.call('HMGET', KEYS[K_CTR], 'ep', 'off', 'seq', 'rfrom_ep', 'rfrom_off', 'rstart')
+local my_epoch, my_off, my_seq = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local seq = my_seq
+if ctr[1] then
+  local behind = ctr[1] == my_epoch and tonumber(ctr[2]) < my_off
+  local outheard = ctr[4] == my_epoch and tonumber(ctr[5]) < my_off and ctr[2] == ctr[6]
+  if not behind and not outheard then return nil end
+  seq = math.max(seq, tonumber(ctr[3]))
 elseif redis.call('EXISTS', KEYS[K_CLOSED]) == 1 then
   return nil
 end
-for i = 1, K_ALIVE do redis.call('DEL', KEYS[i]) end
+for i = 1, K_ALIVE do
+  if i ~= K_HISTORY then redis.call('DEL', KEYS[i]) end
+end
 local state = cmsgpack.unpack(ARGV[5])
 local now, ttl = tonumber(ARGV[8]), tonumber(ARGV[9])
 redis.call('HSET', KEYS[K_ROOM], 'rec', state[1])
@@ -387,8 +399,9 @@ for key, r in pairs(state[5]) do redis.call('HSET', KEYS[K_REPORTS], key, r) end
 for _, e in ipairs(state[6]) do redis.call('RPUSH', KEYS[K_LOG], e) end
 for mid, h in pairs(state[7]) do redis.call('HSET', KEYS[K_HELD], mid, h) end
 for token, k in pairs(state[8]) do redis.call('HSET', KEYS[K_KEYS], token, k) end
-local off = tonumber(ARGV[2]) + 1
-redis.call('HSET', KEYS[K_CTR], 'ep', ARGV[4], 'off', off, 'seq', ARGV[3])
+local off = my_off + 1
+redis.call('HSET', KEYS[K_CTR], 'ep', ARGV[4], 'off', off, 'seq', seq,
+  'rfrom_ep', my_epoch, 'rfrom_off', my_off, 'rstart', off)
 local frame = ARGV[4] .. ':' .. off .. ':0:' .. ARGV[6]
 redis.call('PUBLISH', ARGV[7], frame)
 for i = 1, K_ALIVE do
@@ -406,7 +419,8 @@ READ_AFTER = (
 local counters = redis.call('HMGET', KEYS[K_CTR], 'ep', 'off')
 if not counters[1] or counters[1] ~= ARGV[1] then return nil end
 local last, after = tonumber(counters[2]), tonumber(ARGV[2])
-if last <= after then return {} end
+if last < after then return nil end  -- the store is behind the reader: it must reload
+if last == after then return {} end
 local entries = redis.call('ZRANGEBYSCORE', KEYS[K_STREAM], '(' .. after, '+inf', 'WITHSCORES')
 if #entries == 0 or tonumber(entries[2]) ~= after + 1 or #entries / 2 ~= last - after then
   return nil
