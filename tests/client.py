@@ -12,7 +12,7 @@ import msgpack
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.timing import WAIT
+from tests.timing import MS, WAIT
 
 MSGPACK = "hearth.v1.msgpack"
 JSON = "hearth.v1.json"
@@ -107,8 +107,9 @@ class Client:
             return exc.rcvd.code
         raise AssertionError("unreachable")
 
-    async def quiet(self, period: float = 0.3) -> list[dict[str, Any]]:
-        """Everything that arrives within ``period`` (to check that nothing does)."""
+    async def quiet(self, period: float = 300 * MS) -> list[dict[str, Any]]:
+        """Everything that arrives within ``period`` seconds: a window to show that something
+        does NOT arrive (what a test expects to arrive it awaits with :meth:`next`)."""
         got: list[dict[str, Any]] = []
         try:
             while True:

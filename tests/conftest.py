@@ -8,8 +8,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
+from websockets.exceptions import InvalidStatus
 
 from chat.app import create_app
 from chat.cli import uvicorn_options
@@ -33,9 +35,59 @@ class Server(Listening):
     async def room(self, **body: Any) -> dict[str, Any]:
         return await create_room(self.http, **body)
 
+    async def hosted(self, name: str = "Guide", **body: Any) -> tuple[dict[str, Any], Client]:
+        """A new room and its facilitator, joined with the room's key as ``name``."""
+        room = await self.room(**body)
+        host = await self.client()
+        await host.join(room["room"], key=room["facilitator_key"], name=name)
+        return room, host
+
+    async def member(self, room: str, name: str, **client: Any) -> Client:
+        """A client that has joined ``room`` as ``name`` (its welcome in ``.welcome``)."""
+        joined = await self.client(**client)
+        welcome = await joined.join(room, name=name)
+        assert welcome["t"] == "welcome", welcome
+        return joined
+
     async def client(self, encoding: str | None = MSGPACK, **kwargs: Any) -> Client:
         """A client; ``source="127.0.0.2"`` binds it to another loopback address."""
         return await Client.open(self.ws, encoding, **kwargs)
+
+    async def admitted(self, encoding: str | None = MSGPACK, **kwargs: Any) -> Client:
+        """A client as soon as the handshake is admitted again (a refused one is retried until
+        a place frees up, within :data:`~tests.timing.WAIT`)."""
+
+        async def attempt() -> Client | None:
+            try:
+                return await self.client(encoding, **kwargs)
+            except InvalidStatus:
+                return None
+
+        return await wait_until(attempt, what="a handshake admitted")
+
+    async def status(self, path: str) -> int:
+        """The status code of GET ``path``."""
+        async with httpx.AsyncClient(base_url=self.http) as http:
+            return (await http.get(path)).status_code
+
+    @asynccontextmanager
+    async def closing(self, count: int = 1) -> AsyncIterator[None]:
+        """The block closes or cuts ``count`` connections; when it ends, this server has
+        finished with them (each departure recorded: the connection gauge went down)."""
+        before = await self.metric("hearth_connections")
+
+        async def finished() -> bool:
+            return await self.metric("hearth_connections") <= before - count
+
+        yield
+        await wait_until(finished, what="the server finished with the closed connections")
+
+    async def metric(self, name: str) -> float:
+        """One sample of GET /metrics (for example ``hearth_rooms``). Metrics are the
+        process's: with several servers in one test they add up."""
+        async with httpx.AsyncClient(base_url=self.http) as http:
+            text = (await http.get("/metrics")).text
+        return float(next(x for x in text.splitlines() if x.startswith(f"{name} ")).split()[1])
 
 
 def uvicorn_config(app: Any, settings: Settings, ws: str | None = None) -> uvicorn.Config:

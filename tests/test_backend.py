@@ -48,7 +48,7 @@ from chat.roomstate import (
     copy_state,
 )
 from tests.redis_server import RedisServer, redis_server
-from tests.timing import WAIT
+from tests.timing import WAIT, wait_until
 
 __all__ = ["redis_server"]  # fixture, imported for pytest
 
@@ -339,12 +339,30 @@ async def test_entries_reach_every_subscriber_in_order_and_read_back(pair: Pair)
     await pair.a.publish(room.id, envelope(event={"t": "typing", "pid": "p1"}))
     got = await pair.inbox_b.wait_for(6)
     assert got[-1][1].off == 0  # ephemeral: not on the stream
-    if pair.kind == "redis":  # two workers: one stops hearing the room, the other does not
-        await pair.b.unsubscribe(room.id)
-        await commit(pair.a, room.id, RoomSet({"slow": 4}))
-        await pair.inbox_a.wait_for(7)
-        await asyncio.sleep(0.1)
-        assert len(pair.inbox_b.got) == 6
+
+
+async def test_only_subscribed_rooms_are_heard(pair: Pair) -> None:
+    """A worker hears the rooms it subscribes to and no other; after unsubscribing, not that
+    one either. (No sleeps: a later entry of a room still heard shows that an earlier one of
+    another room was not delivered, since a worker hears entries in commit order.)"""
+    heard, unheard, marker = new_room("heard"), new_room("unheard"), new_room("marker")
+    for room in (heard, unheard, marker):
+        await pair.a.create_room(room)
+    for backend in (pair.a, pair.b):
+        await backend.subscribe(heard.id)
+        await backend.subscribe(marker.id)
+    await commit(pair.a, unheard.id, RoomSet({"slow": 1}))
+    await commit(pair.a, heard.id, RoomSet({"slow": 1}))
+    for inbox in (pair.inbox_a, pair.inbox_b):
+        assert [room for room, _ in await inbox.wait_for(1)] == ["heard"]
+
+    await pair.b.unsubscribe(heard.id)  # on the embedded backend, a is b: nobody hears it
+    await commit(pair.a, heard.id, RoomSet({"slow": 2}))
+    await commit(pair.a, marker.id, RoomSet({"slow": 2}))
+    still = ["heard"] if pair.kind == "redis" else []  # A's own subscription is untouched
+    for inbox, expected in ((pair.inbox_a, [*still, "marker"]), (pair.inbox_b, ["marker"])):
+        await wait_until(lambda inbox=inbox: inbox.got[-1][0] == "marker", what="the marker")
+        assert [room for room, _ in inbox.got] == ["heard", *expected]
 
 
 async def test_history_is_bounded_and_deletable(pair: Pair) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.client import JSON
+from tests.timing import scaled, wait_until
 
 
 async def test_join_without_a_name_gets_a_pseudonym(server, encoding) -> None:
@@ -150,14 +153,13 @@ async def test_history_is_bounded_by_count(start_server) -> None:
 
 async def test_history_is_bounded_by_age(start_server) -> None:
     """History forgets messages older than --history-seconds."""
-    import asyncio
-
-    server = await start_server(history_seconds=0.3)
+    server = await start_server(history_seconds=scaled(0.6))
     room = await server.room(settings={"history": "recent"})
     first = await server.client()
     await first.join(room["room"])
     await first.request({"t": "say", "text": "old"})
-    await asyncio.sleep(0.5)
+    # Wall-clock time must pass (history is trimmed by age when read): not a settle sleep.
+    await asyncio.sleep(scaled(0.7))
     await first.request({"t": "say", "text": "new"})
     welcome = await (await server.client()).join(room["room"])
     assert [m["text"] for m in welcome["history"]] == ["new"]
@@ -165,10 +167,12 @@ async def test_history_is_bounded_by_age(start_server) -> None:
 
 async def test_idle_room_ends(start_server) -> None:
     """An empty room ends after --room-idle; a later join finds no room."""
-    import asyncio
-
     server = await start_server(room_idle=0.3)
     room = await server.room()
-    await asyncio.sleep(1.0)
+
+    async def gone() -> bool:
+        return await server.status(f"/api/rooms/{room['room']}") == 404
+
+    await wait_until(gone, what="the idle sweep ended the room")
     client = await server.client()
     assert (await client.join(room["room"]))["code"] == "not_found"

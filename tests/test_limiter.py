@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from chat.limiter import (
     AddressHasher,
@@ -18,7 +19,7 @@ from chat.limiter import (
     RedisRoomRate,
 )
 from tests.redis_server import RedisServer, own_redis, redis_server
-from tests.timing import WAIT
+from tests.timing import WAIT, wait_until
 
 __all__ = ["own_redis", "redis_server"]  # fixtures, imported for pytest
 
@@ -113,8 +114,9 @@ async def test_a_dead_workers_connections_lapse(client: Redis) -> None:
         assert await dying.acquire("203.0.113.8")
         assert await living.acquire("203.0.113.9")
     assert not await other.acquire("203.0.113.8")
-    await asyncio.sleep(1.5)  # the dying worker's lease ran out; the living one renewed twice
-    assert await other.acquire("203.0.113.8")
+    # A refused acquire changes nothing, so it can be polled: the dying worker's lease (1 s)
+    # runs out; by then the living one's (0.6 s) would have too, had it not been renewed.
+    await wait_until(lambda: other.acquire("203.0.113.8"), what="the dead worker's lease lapsed")
     assert not await other.acquire("203.0.113.9")
     await living.aclose()
 
@@ -167,14 +169,24 @@ async def test_counts_come_back_after_redis_lost_them(own_redis: RedisServer) ->
     new salt and rewrite what they hold, so the limit holds again."""
     redis = Redis.from_url(own_redis.url)
     space = prefix()
+    hasher = AddressHasher(redis, space, None)
     holder = RedisConnections(redis, space, 3, AddressHasher(redis, space, None), lease=0.6)
-    other = RedisConnections(redis, space, 3, AddressHasher(redis, space, None), lease=0.6)
+    other = RedisConnections(redis, space, 3, hasher, lease=0.6)
     holder.start()
     other.start()
     for _ in range(3):
         assert await holder.acquire("192.0.2.10")
     own_redis.restart()
-    await asyncio.sleep(1.0)  # several heartbeats (every 0.2 s)
+
+    async def rewritten() -> bool:
+        """Redis holds the holder's 3 under the key ``other`` now computes (a new salt)."""
+        try:
+            name = f"{space}:limits:conn:" + await hasher.key("192.0.2.10")
+            return (await redis.hget(name, holder.worker) or b"").startswith(b"3:")
+        except (LimiterUnavailable, RedisError):
+            return False  # Redis is still coming back
+
+    await wait_until(rewritten, what="a heartbeat rewrote the count")  # heartbeats: 0.2 s
     assert not await other.acquire("192.0.2.10")
     await holder.release("192.0.2.10")
     assert await other.acquire("192.0.2.10")

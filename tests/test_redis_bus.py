@@ -18,17 +18,11 @@ from chat.redis.client import RedisSpace, connect, room_key
 from chat.roomstate import MemberAdd, MemberDrop, Refused, RoomSet
 from tests.redis_server import RedisServer, monitor, own_redis, redis_server
 from tests.test_backend import KEY, Inbox, commit, member, new_room, now_ms, redis_backend, say
-from tests.timing import WAIT
+from tests.timing import WAIT, scaled, wait_until
 
 __all__ = ["own_redis", "redis_server"]  # fixtures, imported for pytest
 
 pytestmark = pytest.mark.redis
-
-
-async def wait_until(condition: Any, timeout: float = WAIT) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():  # noqa: ASYNC110 - polls another process's state
-            await asyncio.sleep(0.02)
 
 
 async def started(backend: RedisBackend, inbox: Inbox | None = None, **kwargs: Any) -> Inbox:
@@ -174,7 +168,7 @@ async def test_lapsed_members_are_dropped_once(redis_server: RedisServer) -> Non
         room = new_room()
         await a.create_room(room)
         await commit(a, room.id, MemberAdd(member("gone")), MemberAdd(member("here")))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # wall-clock time must pass: "gone" is older than the cutoff
         await b.vouch(room.id, ["here"])
         cutoff = now_ms() - 20
         assert await a.vouch(room.id, [], cutoff) == ["gone"]
@@ -306,15 +300,17 @@ async def test_silent_partition_is_noticed_by_the_health_probe(
         await backend.subscribe(room.id)
         assert backend.ready
         proxy.freeze()
-        await wait_until(lambda: not backend.ready, timeout=4.0)
+        await wait_until(lambda: not backend.ready, timeout=scaled(4.0))
         await wait_until(lambda: backend.ready, timeout=3 * WAIT)
-        async with asyncio.timeout(3 * WAIT):
-            while True:  # the pool may still hand out a frozen command connection once
-                try:
-                    await commit(backend, room.id, RoomSet({"slow": 2}))
-                    break
-                except Unavailable:
-                    await asyncio.sleep(0.1)
+
+        async def committed() -> bool:
+            try:
+                await commit(backend, room.id, RoomSet({"slow": 2}))
+                return True
+            except Unavailable:  # the pool may still hand out a frozen connection once
+                return False
+
+        await wait_until(committed, 3 * WAIT, "a commit through a fresh connection")
         assert (await inbox.wait_for(1))[-1][1].off >= 1
     finally:
         await backend.aclose()

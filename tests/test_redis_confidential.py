@@ -3,7 +3,6 @@ names or text in MONITOR or in a dump of every key."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from pathlib import Path
@@ -15,6 +14,7 @@ from chat.settings import bus_key
 from tests.conftest import running
 from tests.redis_server import RedisServer, monitor, own_redis, redis_server, running_redis
 from tests.test_redis_workers import two_workers, worker_settings
+from tests.timing import wait_until
 
 __all__ = ["own_redis", "redis_server"]  # fixture, imported for pytest
 
@@ -161,8 +161,17 @@ async def test_a_worker_that_stopped_hearing_a_room_forgets_its_history() -> Non
             await fac.next("msg", seq=said["seq"])
             await speaker.send({"t": "leave"})
             await speaker.closed()  # B has nobody in the room now
-            # B keeps hearing the room for the resume grace, then stops and lets it go.
-            await asyncio.sleep(b.settings.resume_grace + 0.5)
+            # B lets the room go shortly after: only A still subscribes to its channel.
+            spy = aioredis.Redis.from_url(server.url)
+            channel = f"{b.settings.redis_prefix}:{{{room['room']}}}:bus"
+
+            async def only_a_hears() -> bool:
+                return int((await spy.pubsub_numsub(channel))[0][1]) == 1
+
+            try:
+                await wait_until(only_a_hears, what="worker B let the room go")
+            finally:
+                await spy.aclose()
             assert (await fac.request({"t": "delete", "mid": said["mid"]}))["t"] == "ack"
             newcomer = await b.client()
             welcome = await newcomer.join(room["room"], name="Newcomer")

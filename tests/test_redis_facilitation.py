@@ -12,6 +12,7 @@ from tests.client import JSON, MSGPACK, Client
 from tests.conftest import Server
 from tests.redis_server import RedisServer, redis_server
 from tests.test_redis_workers import two_workers
+from tests.timing import MS, WAIT
 
 __all__ = ["redis_server"]  # a fixture, imported for pytest
 
@@ -37,7 +38,7 @@ async def test_mute_expiry_and_unmute_cross_workers(redis_server: RedisServer) -
         assert (await guide.request({"t": "mute", "pid": one.pid, "seconds": 1}))["t"] == "ack"
         assert (await two.next("muted"))["pid"] == one.pid
         assert (await one.request({"t": "say", "text": "x"}))["code"] == "muted"
-        assert (await guide.next("unmuted", timeout=4))["pid"] == one.pid
+        assert (await guide.next("unmuted", timeout=WAIT))["pid"] == one.pid
         assert (await two.next("unmuted"))["pid"] == one.pid
         assert (await one.request({"t": "say", "text": "free"}))["t"] == "ack"
         await guide.request({"t": "mute", "pid": two.pid})
@@ -162,5 +163,5 @@ async def test_report_whisper_help_cross_workers(redis_server: RedisServer) -> N
         resources = await two.request({"t": "help"})
         assert resources["t"] == "resources"
         assert (await guide.next("help"))["pid"] == two.pid
-        leaked = {m["t"] for m in await two.quiet(0.4)}  # a bystander to the whisper
+        leaked = {m["t"] for m in await two.quiet(400 * MS)}  # a bystander to the whisper
         assert not leaked & {"report", "whisper", "help"}

@@ -14,7 +14,7 @@ from tests.conftest import running
 from tests.process import ServerProcess
 from tests.redis_server import RedisServer, redis_server
 from tests.test_redis_workers import worker_settings
-from tests.timing import WAIT
+from tests.timing import MS, WAIT
 
 __all__ = ["redis_server"]  # fixture, imported for pytest
 
@@ -69,7 +69,7 @@ async def test_worker_killed_members_resume_elsewhere(
         async with asyncio.timeout(GRACE + 4 * WAIT):
             left = await carol.next("left", timeout=GRACE + 4 * WAIT)
         assert left["pid"] == dave.welcome["you"]["pid"]
-        assert all(m["t"] != "left" for m in await carol.quiet(1.0))
+        assert all(m["t"] != "left" for m in await carol.quiet(1000 * MS))
         members = (await (await b.client()).join(room["room"], name="Eve"))["members"]
         assert {m["name"] for m in members} == {"Carol", "Alice", "Eve"}
         await back.close()
@@ -120,6 +120,6 @@ async def test_sigterm_then_restart_lets_members_resume(
         assert (await bob.join(room["room"], resume=welcome_b["resume"]))["you"]["name"] == "Bob"
         await bob.request({"t": "say", "text": "after the restart"})
         assert (await alice.next("msg"))["text"] == "after the restart"
-        assert [m for m in await alice.quiet(0.3) if m["t"] in {"left", "joined"}] == []
+        assert [m for m in await alice.quiet(300 * MS) if m["t"] in {"left", "joined"}] == []
     finally:
         second.kill()

@@ -21,7 +21,7 @@ from chat.settings import Settings
 from tests.conftest import Server, running
 from tests.ports import free_port
 from tests.redis_server import RedisServer, monitor, own_redis, redis_server
-from tests.timing import WAIT
+from tests.timing import MS, WAIT, wait_until
 
 __all__ = ["own_redis", "redis_server"]  # fixtures, imported for pytest
 
@@ -53,15 +53,13 @@ async def two_workers(url: str, **overrides: Any) -> AsyncIterator[tuple[Server,
         yield a, b
 
 
-async def ready(server: Server) -> int:
-    async with httpx.AsyncClient(base_url=server.http) as http:
-        return (await http.get("/readyz")).status_code
-
-
 async def wait_ready(server: Server, status: int, timeout: float = 3 * WAIT) -> None:
-    async with asyncio.timeout(timeout):
-        while await ready(server) != status:  # noqa: ASYNC110 - polls over HTTP
-            await asyncio.sleep(0.05)
+    """Poll /readyz until it answers ``status``."""
+
+    async def answers() -> bool:
+        return await server.status("/readyz") == status
+
+    await wait_until(answers, timeout, f"/readyz answers {status}")
 
 
 async def test_chat_across_workers_in_one_seq_order(redis_server: RedisServer) -> None:
@@ -89,9 +87,7 @@ async def test_chat_across_workers_in_one_seq_order(redis_server: RedisServer) -
 async def test_presence_agrees_across_workers(redis_server: RedisServer) -> None:
     """welcome.members is the same on both workers, and ``joined`` crosses over."""
     async with two_workers(redis_server.url) as (a, b):
-        room = await a.room()
-        fac = await b.client()
-        await fac.join(room["room"], name="Guide", key=room["facilitator_key"])
+        room, fac = await b.hosted()
         alice = await a.client()
         welcome_a = await alice.join(room["room"], name="Alice")
         joined = await fac.next("joined")
@@ -112,11 +108,8 @@ async def test_presence_agrees_across_workers(redis_server: RedisServer) -> None
 async def test_moderation_binds_across_workers(redis_server: RedisServer) -> None:
     """Mute on A refuses say on B; lock on A refuses join on B (4005); remove on A closes 4001."""
     async with two_workers(redis_server.url) as (a, b):
-        room = await a.room()
-        fac = await a.client()
-        await fac.join(room["room"], name="Guide", key=room["facilitator_key"])
-        bob = await b.client()
-        await bob.join(room["room"], name="Bob")
+        room, fac = await a.hosted()
+        bob = await b.member(room["room"], "Bob")
         await fac.next("joined")
 
         assert (await fac.request({"t": "mute", "pid": bob.pid}))["t"] == "ack"
@@ -147,8 +140,7 @@ async def test_resume_on_another_worker_replays_missed(redis_server: RedisServer
         room = await a.room()
         alice = await a.client()
         welcome = await alice.join(room["room"], name="Alice")
-        carol = await b.client()
-        await carol.join(room["room"], name="Carol")
+        carol = await b.member(room["room"], "Carol")
         await alice.next("joined")
         await carol.request({"t": "say", "text": "before"})
         first = await alice.next("msg")
@@ -160,7 +152,7 @@ async def test_resume_on_another_worker_replays_missed(redis_server: RedisServer
         assert again["t"] == "welcome"
         assert again["you"]["pid"] == welcome["you"]["pid"]
         assert [m["text"] for m in again["history"]] == ["missed-1", "missed-2"]
-        assert all(m["t"] != "left" for m in await carol.quiet(0.5))
+        assert all(m["t"] != "left" for m in await carol.quiet(500 * MS))
         await back.close()
         await carol.close()
 
@@ -171,8 +163,7 @@ async def test_a_say_costs_one_redis_command(redis_server: RedisServer) -> None:
     says = 5
     async with two_workers(redis_server.url) as (a, b):
         room = await a.room(settings={"history": "recent"})
-        alice = await a.client()
-        await alice.join(room["room"], name="Alice")
+        alice = await a.member(room["room"], "Alice")
         # The first run of a script on a fresh Redis is NOSCRIPT, SCRIPT LOAD, EVALSHA again.
         assert (await alice.request({"t": "say", "text": "m0"}))["t"] == "ack"
         async with monitor(redis_server) as seen:
@@ -204,10 +195,8 @@ async def test_redis_restart_mid_conversation(own_redis: RedisServer) -> None:
     """Redis killed: say answers unavailable and /readyz is 503; restarted: chat goes on."""
     async with two_workers(own_redis.url) as (a, b):
         room = await a.room()
-        alice = await a.client()
-        await alice.join(room["room"], name="Alice")
-        bob = await b.client()
-        await bob.join(room["room"], name="Bob")
+        alice = await a.member(room["room"], "Alice")
+        bob = await b.member(room["room"], "Bob")
         assert (await alice.request({"t": "say", "text": "one"}))["t"] == "ack"
         last = (await bob.next("msg"))["seq"]
         own_redis.kill()
@@ -230,7 +219,7 @@ async def test_redis_down_at_start(own_redis: RedisServer) -> None:
     own_redis.kill()
     settings = worker_settings(own_redis.url, "t" + secrets.token_hex(4))
     async with running(settings) as server:
-        assert await ready(server) == 503
+        assert await server.status("/readyz") == 503
         async with httpx.AsyncClient(base_url=server.http) as http:
             refused = await http.post("/api/rooms", json={})
         assert refused.status_code == 503 and refused.json()["error"] == "unavailable"
@@ -268,8 +257,7 @@ async def test_an_odd_bus_frame_does_not_stop_the_worker(redis_server: RedisServ
 
     async with two_workers(redis_server.url) as (a, _):
         room = await a.room()
-        alice = await a.client()
-        await alice.join(room["room"], name="Alice")
+        alice = await a.member(room["room"], "Alice")
         channel = f"{a.settings.redis_prefix}:{{{room['room']}}}:bus"
         client = aioredis.Redis.from_url(redis_server.url)
         try:
@@ -277,8 +265,9 @@ async def test_an_odd_bus_frame_does_not_stop_the_worker(redis_server: RedisServ
                 await client.publish(channel, b"0:\x00" + msgpack.packb(odd))  # a clear frame
         finally:
             await client.aclose()
-        await asyncio.sleep(0.2)
-        await wait_ready(a, 200)
+        # Alice's say goes out on the same channel after them: once it comes back, the worker
+        # has read past the odd frames.
+        assert await a.status("/readyz") == 200
         assert (await alice.request({"t": "say", "text": "still here"}))["t"] == "ack"
         assert (await alice.next("msg"))["text"] == "still here"
         await alice.close()

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from tests.client import JSON, MSGPACK
+from tests.timing import MS, scaled
 
 
 async def test_resume_keeps_identity_and_fills_the_gap(server, encoding) -> None:
@@ -24,7 +23,7 @@ async def test_resume_keeps_identity_and_fills_the_gap(server, encoding) -> None
     assert welcome["you"] == first["you"]
     assert [m["text"] for m in welcome["history"]] == ["missed one", "missed two"]
     assert welcome["seq"] == 3
-    assert [m["t"] for m in await stayer.quiet(0.4) if m["t"] in {"left", "joined"}] == []
+    assert [m["t"] for m in await stayer.quiet(400 * MS) if m["t"] in {"left", "joined"}] == []
     await stayer.request({"t": "say", "text": "welcome back"})
     assert (await back.next("msg"))["text"] == "welcome back"
 
@@ -46,14 +45,14 @@ async def test_resume_without_since_gives_everything_since_joining(server) -> No
 
 async def test_left_comes_when_the_grace_ends(start_server) -> None:
     """Without a reconnect the others see ``left`` once the grace has passed, not before."""
-    server = await start_server(resume_grace=0.6)
+    server = await start_server(resume_grace=scaled(0.6))
     room = await server.room()
     stayer, leaver = await server.client(), await server.client()
     await stayer.join(room["room"])
     await leaver.join(room["room"])
     await stayer.next("joined")
     leaver.ws.transport.abort()
-    assert [m for m in await stayer.quiet(0.3) if m["t"] == "left"] == []
+    assert [m for m in await stayer.quiet(300 * MS) if m["t"] == "left"] == []
     assert (await stayer.next("left")) == {"t": "left", "pid": leaver.pid}
 
 
@@ -61,10 +60,11 @@ async def test_expired_or_unknown_resume_is_bad_resume(start_server) -> None:
     """A token past its grace, or an unknown one, answers bad_resume and grants nothing."""
     server = await start_server(resume_grace=0.2)
     room = await server.room()
-    leaver = await server.client()
+    watcher, leaver = await server.client(), await server.client()
+    await watcher.join(room["room"])
     first = await leaver.join(room["room"])
     leaver.ws.transport.abort()
-    await asyncio.sleep(0.5)
+    await watcher.next("left", pid=first["you"]["pid"])  # the grace is over
     back = await server.client()
     assert (await back.join(room["room"], resume=first["resume"]))["code"] == "bad_resume"
     assert (await back.join(room["room"], resume="made-up"))["code"] == "bad_resume"
@@ -76,7 +76,8 @@ async def test_name_is_reserved_during_the_grace(server) -> None:
     room = await server.room()
     leaver = await server.client()
     await leaver.join(room["room"], name="Heron")
-    leaver.ws.transport.abort()
+    async with server.closing():  # the server has marked it away
+        leaver.ws.transport.abort()
     other = await server.client()
     assert (await other.join(room["room"], name="heron"))["code"] == "name_taken"
 
@@ -91,7 +92,7 @@ async def test_a_second_connection_takes_over(server) -> None:
     welcome = await new.join(room["room"], resume=first["resume"])
     assert welcome["you"]["pid"] == first["you"]["pid"]
     assert await old.closed() == 1000
-    churn = [m for m in await watcher.quiet(0.3) if m["t"] in {"left", "joined"}]
+    churn = [m for m in await watcher.quiet(300 * MS) if m["t"] in {"left", "joined"}]
     assert churn == [{"t": "joined", "member": first["you"]}]  # the first join only
     await watcher.request({"t": "say", "text": "hi"})
     assert (await new.next("msg"))["text"] == "hi"

@@ -16,14 +16,13 @@ from tests.conftest import Server
 from tests.redis_server import RedisServer, redis_server
 from tests.test_backend import Inbox, new_room, redis_backend, say
 from tests.test_redis_workers import two_workers
-from tests.timing import WAIT
+from tests.timing import wait_until
 
 __all__ = ["redis_server"]  # fixture, imported for pytest
 
 
-async def status(server: Server, path: str) -> int:
-    async with httpx.AsyncClient(base_url=server.http) as http:
-        return (await http.get(path)).status_code
+async def ended(server: Server, room: dict[str, str]) -> bool:
+    return await server.status(f"/api/rooms/{room['room']}") == 404
 
 
 async def test_max_rooms_answers_503(start_server) -> None:
@@ -55,10 +54,8 @@ async def test_a_room_nobody_joined_ends_after_room_unused(start_server) -> None
     unused, used = await server.room(), await server.room()
     member = await server.client()
     await member.join(used["room"])
-    async with asyncio.timeout(WAIT):
-        while await status(server, f"/api/rooms/{unused['room']}") != 404:  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
-    assert await status(server, f"/api/rooms/{used['room']}") == 200
+    await wait_until(lambda: ended(server, unused), what="the unused room ended")
+    assert await server.status(f"/api/rooms/{used['room']}") == 200
 
 
 @pytest.mark.redis
@@ -66,10 +63,8 @@ async def test_a_room_nobody_joined_expires_in_redis(redis_server: RedisServer) 
     """With Redis, an unused room's keys live for --room-unused, not the idle timeout."""
     async with two_workers(redis_server.url, room_unused=1.0, room_idle=60) as (a, _):
         room = await a.room()
-        assert await status(a, f"/api/rooms/{room['room']}") == 200
-        async with asyncio.timeout(WAIT):
-            while await status(a, f"/api/rooms/{room['room']}") != 404:  # noqa: ASYNC110
-                await asyncio.sleep(0.2)
+        assert not await ended(a, room)
+        await wait_until(lambda: ended(a, room), what="the unused room's keys expired")
 
 
 async def test_memory_history_is_dropped_by_age_unread() -> None:
@@ -79,7 +74,7 @@ async def test_memory_history_is_dropped_by_age_unread() -> None:
     room = new_room()
     await backend.create_room(room)
     await say(backend, room.id, "f", "soon gone", guarded=False)
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(0.4)  # wall-clock time must pass: history is kept for 0.3 s
     await backend.sweep(int(time.time() * 1000))
     assert not backend._history._rooms  # dropped from memory, not just hidden on read
 
@@ -97,7 +92,7 @@ async def test_redis_history_is_dropped_by_age_unread(redis_server: RedisServer)
         await say(backend, room.id, "f", "soon gone", guarded=False)
         key = f"{prefix}:{{{room.id}}}:history"
         assert await client.zcard(key) == 1
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(0.4)  # wall-clock time must pass: history is kept for 0.3 s
         await backend.vouch(room.id, [])
         assert await client.zcard(key) == 0
     finally:
