@@ -168,8 +168,10 @@ def test_text_limit_counts_code_points_after_nfkc() -> None:
 
 
 def test_slow_allows_zero_but_mute_does_not() -> None:
-    """``slow`` takes 0 (off); a mute of 0 seconds is meaningless."""
+    """``slow`` takes 0 (off); a mute of 0 seconds is meaningless (bad_request), and a mute
+    without seconds is open-ended."""
     assert decode('{"t":"slow","seconds":0}', Encoding.JSON, LIMITS) == Slow(seconds=0)
+    assert code_of('{"t":"mute","pid":"p","seconds":0}') is ErrorCode.BAD_REQUEST
     assert decode('{"t":"mute","pid":"p"}', Encoding.JSON, LIMITS) == Mute(pid="p")
 
 
