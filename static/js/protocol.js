@@ -5,7 +5,7 @@
  * JSON object in one text frame and no MessagePack library is vendored. A server frame holds one
  * message or a JSON array of messages (batching); `decodeFrame` accepts both.
  *
- * Message table (mirrors /work/shared/protocol.md §4–§8; keep in step with chat/protocol.py):
+ * Message table (mirrors docs/protocol.md §4–§8; keep in step with chat/protocol.py):
  *
  *   client → server                          server → client(s)
  *   join {room, name?, key?, resume?,        welcome {room{id,title,rules,locked,slow,history,
