@@ -10,12 +10,15 @@ serve: $(STAMP)
 	$(BIN)/hearth serve
 
 # The whole suite on the embedded broker, then the core server tests once more on Redis.
+# Four pytest-xdist workers: the server tests mostly wait on sockets and timers, so they overlap
+# well even on two cores; the browser tests stay on one worker (tests/conftest.py).
+XDIST := -n 4 --dist loadgroup
 CORE_TESTS := tests/test_app.py tests/test_join.py tests/test_talking.py tests/test_resume.py \
 	tests/test_facilitation.py tests/test_room_language.py tests/test_safety.py
 
 test: $(STAMP) system-deps lint
-	$(BIN)/pytest
-	$(BIN)/pytest --core-broker=redis $(CORE_TESTS)
+	$(BIN)/pytest $(XDIST)
+	$(BIN)/pytest $(XDIST) --core-broker=redis $(CORE_TESTS)
 
 # uvicorn's range (pyproject.toml) at both ends: the venv above gets the newest release when
 # it is made, so `make test` covers that end; this runs the transport and core server tests

@@ -128,6 +128,15 @@ async def running(settings: Settings, ws: str | None = None) -> AsyncIterator[Se
 ServerFactory = Callable[..., Any]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``pytest -n`` (pytest-xdist, ``--dist loadgroup``) the browser tests run one after
+    another on one worker: Chromium is CPU-bound and one instance per worker would starve a
+    2-core machine, while the other workers take the server tests, which mostly wait."""
+    for item in items:
+        if item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.xdist_group("browser"))
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--core-broker",
