@@ -11,6 +11,7 @@ import pytest
 
 from chat.cli import parser, settings_from
 from chat.settings import OPTIONS, Settings, SettingsError
+from tests.timing import START
 
 
 def test_contract_options_exist() -> None:
@@ -94,7 +95,7 @@ def test_cli_prints_one_line_error_not_a_traceback() -> None:
     """``hearth serve --port x`` exits 2 with one line naming --port."""
     done = subprocess.run(
         [sys.executable, "-m", "chat", "serve", "--port", "x"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True, text=True, timeout=START,
     )  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
