@@ -8,6 +8,7 @@ without changing anything, and reach every subscriber in offset order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -91,6 +92,19 @@ def redis_backend(server: RedisServer, prefix: str, **kwargs: Any) -> RedisBacke
     options: dict[str, Any] = {"history_messages": 3, "history_seconds": 600}
     options.update(kwargs)
     return RedisBackend(space, **options)
+
+
+@contextlib.asynccontextmanager
+async def alone(
+    server: RedisServer, prefix: str, inbox: Inbox | None = None
+) -> AsyncIterator[RedisBackend]:
+    """One started Redis backend on ``prefix`` (a worker on its own), closed afterwards."""
+    backend = redis_backend(server, prefix)
+    await backend.start(inbox or Inbox(), lambda: None)
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
@@ -401,9 +415,8 @@ async def test_a_room_lost_with_redis_memory_is_restored(redis_server: RedisServ
     """FLUSHALL: no room, but not ended; a worker's replica writes it back in a new epoch,
     with a Reset entry; a closed room is never brought back."""
     prefix = "t" + secrets.token_hex(4)
-    a, inbox = redis_backend(redis_server, prefix), Inbox()
-    await a.start(inbox, lambda: None)
-    try:
+    inbox = Inbox()
+    async with alone(redis_server, prefix, inbox) as a:
         room = new_room()
         await a.create_room(room)
         await a.subscribe(room.id)
@@ -433,8 +446,6 @@ async def test_a_room_lost_with_redis_memory_is_restored(redis_server: RedisServ
         assert await say(a, room.id, "f", "again", guarded=False) == replica.seq + 1
         await commit(a, room.id, RoomClose())
         assert not await a.restore(copy_state(replica))
-    finally:
-        await a.aclose()
 
 
 @pytest.mark.redis
@@ -442,9 +453,7 @@ async def test_a_store_behind_a_worker_refuses_and_is_restored(redis_server: Red
     """A failover that lost writes leaves the store behind a worker's replica: commits are
     refused (``behind``) until the worker writes its state back."""
     prefix = "t" + secrets.token_hex(4)
-    a = redis_backend(redis_server, prefix)
-    await a.start(Inbox(), lambda: None)
-    try:
+    async with alone(redis_server, prefix) as a:
         room = new_room()
         await a.create_room(room)
         await a.subscribe(room.id)
@@ -460,28 +469,24 @@ async def test_a_store_behind_a_worker_refuses_and_is_restored(redis_server: Red
         assert await a.restore(copy_state(replica))
         back = await a.snapshot(room.id)
         assert back is not None and back.members["p1"].muted
-    finally:
-        await a.aclose()
 
 
 @pytest.mark.redis
 async def test_redis_errors_are_unavailable(redis_server: RedisServer) -> None:
     """OOM (maxmemory with noeviction) answers Unavailable, not a crash (§11)."""
     prefix = "t" + secrets.token_hex(4)
-    a = redis_backend(redis_server, prefix)
-    await a.start(Inbox(), lambda: None)
-    room = new_room()
-    await a.create_room(room)
-    redis_server.cli("CONFIG", "SET", "maxmemory-policy", "noeviction")
-    redis_server.cli("CONFIG", "SET", "maxmemory", "1")
-    try:
-        with pytest.raises(Unavailable):
-            await a.create_room(new_room("room2"))
-        with pytest.raises(Unavailable):
-            await commit(a, room.id, MemberAdd(member("p1")))
-    finally:
-        redis_server.cli("CONFIG", "SET", "maxmemory", "0")
-        await a.aclose()
+    async with alone(redis_server, prefix) as a:
+        room = new_room()
+        await a.create_room(room)
+        redis_server.cli("CONFIG", "SET", "maxmemory-policy", "noeviction")
+        redis_server.cli("CONFIG", "SET", "maxmemory", "1")
+        try:
+            with pytest.raises(Unavailable):
+                await a.create_room(new_room("room2"))
+            with pytest.raises(Unavailable):
+                await commit(a, room.id, MemberAdd(member("p1")))
+        finally:
+            redis_server.cli("CONFIG", "SET", "maxmemory", "0")
 
 
 @pytest.mark.redis
@@ -489,9 +494,7 @@ async def test_the_worker_that_heard_more_restores_last(redis_server: RedisServe
     """After a memory loss, a restore from a replica that had heard less is replaced by one
     that had heard more, unless something was committed in between."""
     prefix = "t" + secrets.token_hex(4)
-    a = redis_backend(redis_server, prefix)
-    await a.start(Inbox(), lambda: None)
-    try:
+    async with alone(redis_server, prefix) as a:
         room = new_room()
         await a.create_room(room)
         await commit(a, room.id, MemberAdd(member("p1")))
@@ -509,5 +512,3 @@ async def test_the_worker_that_heard_more_restores_last(redis_server: RedisServe
         assert await a.restore(copy_state(behind))
         await commit(a, room.id, RoomSet({"slow": 3}))  # then someone acted on it
         assert not await a.restore(copy_state(ahead))
-    finally:
-        await a.aclose()

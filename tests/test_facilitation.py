@@ -79,6 +79,11 @@ async def refused(client: Client, message: dict[str, Any], code: str) -> dict[st
     return answer
 
 
+def room_event(locked: bool = False, slow: int = 0) -> dict[str, Any]:
+    """The ``room`` event with these settings and the others at their defaults."""
+    return {"t": "room", "locked": locked, "slow": slow, "review": "off", "contact": "nudge"}
+
+
 async def said(client: Client, text: str) -> dict[str, Any]:
     """Say ``text``; return the ``ack`` (with ``mid`` and ``seq``)."""
     return await acked(client, {"t": "say", "text": text})
@@ -305,13 +310,7 @@ async def test_lock_and_unlock(server, encoding):
     host, person = circle.host, circle.people[0]
     await acked(host, {"t": "lock"})
     for client in (host, person):
-        assert await client.next("room") == {
-            "t": "room",
-            "locked": True,
-            "slow": 0,
-            "review": "off",
-            "contact": "nudge",
-        }
+        assert await client.next("room") == room_event(locked=True, slow=0)
 
     shut_out, answer = await newcomer(server, circle, encoding=encoding)
     assert answer["t"] == "error" and answer["code"] == "room_locked"
@@ -323,13 +322,7 @@ async def test_lock_and_unlock(server, encoding):
 
     await acked(host, {"t": "unlock"})
     for client in (host, person):
-        assert await client.next("room") == {
-            "t": "room",
-            "locked": False,
-            "slow": 0,
-            "review": "off",
-            "contact": "nudge",
-        }
+        assert await client.next("room") == room_event(locked=False, slow=0)
     _, answer = await newcomer(server, circle, encoding=encoding)
     assert answer["t"] == "welcome" and answer["room"]["locked"] is False
 
@@ -340,13 +333,7 @@ async def test_slow_mode_applies_to_participants_only(server, encoding):
     host, person = circle.host, circle.people[0]
     await acked(host, {"t": "slow", "seconds": 30})
     for client in (host, person):
-        assert await client.next("room") == {
-            "t": "room",
-            "locked": False,
-            "slow": 30,
-            "review": "off",
-            "contact": "nudge",
-        }
+        assert await client.next("room") == room_event(locked=False, slow=30)
 
     await said(person, "first")
     error = await refused(person, {"t": "say", "text": "second"}, "slow_mode")

@@ -17,6 +17,7 @@ from chat.protocol import Encoding, Limits
 from chat.roomstate import RoomSet, RoomState
 from chat.session import Session
 from chat.settings import Settings
+from tests.timing import MS, wait_until
 
 KEY = "k" * 32
 
@@ -98,7 +99,8 @@ async def test_an_admitted_member_gets_no_message_twice() -> None:
         fac._handle(json.dumps({"t": "admit", "pid": guest.pid})),
         talker._handle(json.dumps({"t": "say", "text": "hello, newcomer"})),
     )
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: wire.of("welcome"), what="the admitted guest's welcome")
+    await asyncio.sleep(50 * MS)  # a window to show: no message comes a second time
     [welcome] = wire.of("welcome")
     seen = [m["seq"] for m in welcome["history"]] + [m["seq"] for m in wire.of("msg")]
     assert len(seen) == len(set(seen)), f"seqs received twice: {seen}"
@@ -174,8 +176,7 @@ async def test_a_reload_does_not_drop_the_events_it_had_heard() -> None:
 
         flare = Envelope((), [Delivery(HelpEvent("p9", 1), facilitators=True)]).pack()
         await backend.commit(state.id, [], flare)  # heard here, parked behind the recovery
-        await asyncio.sleep(0.1)
-        assert [m for m in conn.got if m["t"] == "help"], f"help flare lost: {conn.got}"
+        await wait_until(lambda: [m for m in conn.got if m["t"] == "help"], what="the flare")
 
 
 async def test_a_fork_of_the_stream_makes_the_replica_reload() -> None:
@@ -201,8 +202,7 @@ async def test_a_fork_of_the_stream_makes_the_replica_reload() -> None:
 
         backend.snapshot = counted  # type: ignore[method-assign]
         hub.deliver(state.id, same)  # a repeat: nothing to do
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(50 * MS)  # a window to show: no reload starts
         assert reloads == []
         hub.deliver(state.id, other)
-        await asyncio.sleep(0.1)
-        assert reloads == [state.id] and not room.needs_reload
+        await wait_until(lambda: reloads == [state.id] and not room.needs_reload, what="reload")

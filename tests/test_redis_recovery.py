@@ -14,6 +14,7 @@ from chat.hub import Hub
 from chat.roomstate import MemberAdd, MemberSet, RoomSet
 from tests.redis_server import RedisServer, redis_server
 from tests.test_backend import member, new_room, redis_backend
+from tests.timing import WAIT, wait_until
 
 __all__ = ["redis_server"]
 pytestmark = pytest.mark.redis
@@ -38,13 +39,17 @@ async def test_a_store_behind_the_replica_is_restored_through_the_hub(
             await hub.commit(room, [MemberAdd(member("p1"))])
             await hub.commit(room, [MemberSet("p1", {"muted": True, "muted_until": None})])
             redis_server.cli("HSET", f"{prefix}:{{{state.id}}}:ctr", "off", "1")
-            for _ in range(3):
+
+            async def committed() -> bool:
                 try:
                     await hub.commit(room, [RoomSet({"slow": 1})])
-                    break
+                    return True
                 except Unavailable:
-                    await asyncio.sleep(0.5)
-            else:
+                    return False
+
+            try:
+                await wait_until(committed, 2 * WAIT, "a commit once the worker restored")
+            except TimeoutError:
                 stored = await backend.snapshot(state.id)
                 assert stored is not None
                 pytest.fail(

@@ -401,7 +401,7 @@ async def test_inbox_hands_items_over_in_order_and_survives_a_cancelled_get() ->
     assert await getter == 1
     assert await inbox.get() == 2 and inbox.empty()
     with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.01):
+        async with asyncio.timeout(10 * MS):  # a window: nothing to get yet
             await inbox.get()
     inbox.put_nowait(3)
     assert await inbox.get() == 3
@@ -414,7 +414,7 @@ async def test_flag_wakes_every_waiter_when_set() -> None:
     flag.clear()
     waiters = [asyncio.ensure_future(flag.wait()) for _ in range(3)]
     with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.01):
+        async with asyncio.timeout(10 * MS):  # a window: nothing to get yet
             await flag.wait()
     await asyncio.sleep(0)
     assert not any(w.done() for w in waiters)
