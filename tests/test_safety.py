@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.client import JSON, MSGPACK, Client, http_client
-from tests.test_facilitation import acked, ask, newcomer, refused, room_with, said
+from tests.test_facilitation import acked, newcomer, refused, room_with, said
 
 CRISIS = "some days I want to kill myself"
 
@@ -166,7 +166,7 @@ async def test_help_seen_tells_the_participant_and_the_facilitators(server, enco
     circle = await room_with(server, 2, encoding)
     host, (asker, other) = circle.host, circle.people
     second, _ = await newcomer(server, circle, facilitator=True, encoding=encoding)
-    await ask(asker, {"t": "help"})
+    await asker.request({"t": "help"})
     await acked(host, {"t": "help_seen", "pid": asker.pid})
     assert await asker.next("help_seen") == {"t": "help_seen"}
     expected = {"t": "help_seen", "pid": asker.pid, "by": host.pid}
