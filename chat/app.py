@@ -1,48 +1,35 @@
-"""The HTTP and WebSocket application: routes, lifespan, Origin check, security headers."""
+"""The application: the lifespan (services, guard, sweeps), the WebSocket endpoint and its
+handshake checks, the Host check and security headers. The HTTP routes are :mod:`chat.routes`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import gc
-import hmac
-import html
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from chat import intake, metrics, presence, recovery
+from chat import metrics, presence, recovery, routes
 from chat.address import limit_key
 from chat.backends import build_backend
 from chat.context import Services, now_ms
 from chat.errors import Unavailable
 from chat.guard import Guard, Refusal, build_guard, header
 from chat.hub import Hub
-from chat.identity import hash_secret, new_room_id, new_salt, new_secret
-from chat.limiter import LimiterUnavailable, retry_after
 from chat.protocol import Encoding, Limits
-from chat.rooms import RoomRequestError, parse_room_request
-from chat.roomstate import Refused, RoomState
 from chat.session import Session
 from chat.settings import Settings
 from chat.transport import CLOSE_TIMEOUT_STATE, WRITE_EXTENSION
 
 log = logging.getLogger("hearth.app")
-STATIC = Path(__file__).resolve().parent.parent / "static"
-# The pages carry the operator's --quick-exit-url in this tag, so that quick exit works before
-# any script has fetched anything.
-QUICK_EXIT_META = '<meta name="hearth-quick-exit" content="">'
 
 SECURITY_HEADERS = [
     (
@@ -130,23 +117,23 @@ def create_app(settings: Settings) -> ASGIApp:
             await services.hub.aclose()
             await guard.aclose()
 
-    routes = [
-        Route("/api/rooms", create_room, methods=["POST"]),
-        Route("/api/rooms/{room}", room_info, methods=["GET"]),
-        Route("/api/languages", language_list, methods=["GET"]),
-        Route("/api/languages/{tag}", language_catalogue, methods=["GET"]),
-        Route("/healthz", healthz),
-        Route("/favicon.ico", favicon),
-        Route("/readyz", readyz),
-        Route("/metrics", metrics_text),
-        Route("/", page("index.html", settings)),
-        Route("/r/{room}", page("room.html", settings)),
-        Mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static"),
+    table = [
+        Route("/api/rooms", routes.create_room, methods=["POST"]),
+        Route("/api/rooms/{room}", routes.room_info, methods=["GET"]),
+        Route("/api/languages", routes.language_list, methods=["GET"]),
+        Route("/api/languages/{tag}", routes.language_catalogue, methods=["GET"]),
+        Route("/healthz", routes.healthz),
+        Route("/favicon.ico", routes.favicon),
+        Route("/readyz", routes.readyz),
+        Route("/metrics", routes.metrics_text),
+        Route("/", routes.page("index.html", settings)),
+        Route("/r/{room}", routes.page("room.html", settings)),
+        Mount("/static", StaticFiles(directory=routes.STATIC, check_dir=False), name="static"),
     ]
     app = Starlette(
-        routes=routes,
+        routes=table,
         lifespan=lifespan,
-        exception_handlers={Unavailable: unavailable},
+        exception_handlers={Unavailable: routes.unavailable},
     )
     app.add_middleware(HostCheck)
     app.add_middleware(SecurityHeaders)  # the outermost: refusals carry the headers too
@@ -206,189 +193,6 @@ async def _sweep_idle_rooms(services: Services) -> None:
             log.exception("idle sweep failed")
 
 
-def _services(conn: Request | WebSocket) -> Services:
-    services: Services = conn.state.services
-    return services
-
-
-# --- HTTP ----------------------------------------------------------------------------------
-
-
-async def create_room(request: Request) -> Response:
-    """``POST /api/rooms`` (§3), with the limits of §11: JSON only, 16 KiB read at most, the
-    whole body within ``body_timeout`` of the headers, and without an operator token at most
-    ``--room-create-rate`` rooms per address a minute."""
-    services = _services(request)
-    deadline = asyncio.get_running_loop().time() + services.settings.body_timeout
-    token = services.settings.operator_token
-    if token is not None and not _bearer_matches(request, token):
-        return JSONResponse(
-            {"error": "unauthorized", "message": "An operator token is needed."},
-            status_code=401,
-            headers={"www-authenticate": "Bearer"},
-        )
-    guard: Guard = request.state.guard
-    try:
-        body = await guard.room_request(
-            _peer(request),
-            request.scope["headers"],
-            request.receive,
-            limited=token is None,
-            deadline=deadline,
-        )
-        settings = services.settings
-        wanted = parse_room_request(body, settings.languages, settings.default_lang)
-    except intake.BodyRefused as refused:
-        return _refused(refused)
-    except intake.ClientGone:
-        return Response(status_code=400)  # nobody reads it; the server needs an answer
-    except RoomRequestError as exc:
-        return JSONResponse({"error": "bad_request", "message": str(exc)}, status_code=400)
-    except LimiterUnavailable:
-        return await unavailable(request, Unavailable())
-    key = new_secret()
-    record = RoomState(
-        id=new_room_id(), key_hash=hash_secret(key), salt=new_salt(), created_ms=now_ms(), **wanted
-    )
-    try:
-        await services.hub.backend.create_room(record)
-    except Refused:
-        return JSONResponse(
-            {"error": "unavailable", "message": "No more rooms can be opened here just now."},
-            status_code=503,
-            headers={"retry-after": "60"},
-        )
-    return JSONResponse(
-        {
-            "room": record.id,
-            "facilitator_key": key,
-            "join_url": f"/r/{record.id}",
-            "facilitator_url": f"/r/{record.id}#key={key}",
-        },
-        status_code=201,
-    )
-
-
-_REFUSED_ERRORS = {
-    400: "bad_request",
-    408: "timeout",
-    413: "too_large",
-    415: "bad_media_type",
-    429: "rate_limited",
-}
-
-
-def _refused(refused: intake.BodyRefused) -> Response:
-    # The body was not read to its end: close the connection rather than read the rest.
-    headers = {"connection": "close"}
-    if refused.retry_after is not None:
-        headers["retry-after"] = retry_after(refused.retry_after)
-    return JSONResponse(
-        {"error": _REFUSED_ERRORS[refused.status], "message": refused.message},
-        status_code=refused.status,
-        headers=headers,
-    )
-
-
-def _peer(conn: Request | WebSocket) -> str | None:
-    return conn.client.host if conn.client else None
-
-
-def _bearer_matches(request: Request, token: str) -> bool:
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    expected = hash_secret(token)
-    return scheme.lower() == "bearer" and hmac.compare_digest(hash_secret(given.strip()), expected)
-
-
-async def room_info(request: Request) -> Response:
-    """The public part of ``welcome.room`` (protocol §3, v1.1): id, title, rules and every
-    setting at the top level, and the retention it states; no members, no messages. ``room``
-    repeats ``id`` (v1 pages)."""
-    services = _services(request)
-    record = await services.hub.backend.snapshot(request.path_params["room"])
-    if record is None:
-        return JSONResponse(
-            {"error": "not_found", "message": "There is no such room."}, status_code=404
-        )
-    settings = services.settings
-    return JSONResponse(
-        {
-            "id": record.id,
-            "room": record.id,
-            "title": record.title,
-            "rules": record.rules,
-            **record.public_settings(),
-            "retention": {
-                "messages": settings.history_messages,
-                "seconds": int(settings.history_seconds),
-                "on_disk": False,
-            },
-        }
-    )
-
-
-async def language_list(request: Request) -> Response:
-    """The languages rooms and pages may use (protocol §15): tag, own name, direction."""
-    settings = _services(request).settings
-    return JSONResponse(
-        {"default": settings.default_lang, "languages": settings.languages.listing()}
-    )
-
-
-async def language_catalogue(request: Request) -> Response:
-    """One language's page sentences, complete (docs/languages.md)."""
-    languages = _services(request).settings.languages
-    tag = languages.known(request.path_params["tag"])
-    lang = languages.get(tag) if tag is not None else None
-    if lang is None:
-        return JSONResponse(
-            {"error": "not_found", "message": "There is no such language."}, status_code=404
-        )
-    return JSONResponse(lang.catalogue())
-
-
-async def unavailable(request: Request, exc: Exception) -> Response:
-    """Room state lives in the backend: while it is unreachable, say so and when to retry."""
-    return JSONResponse(
-        {"error": "unavailable", "message": "The service is briefly unavailable; try again."},
-        status_code=503,
-        headers={"retry-after": "2"},
-    )
-
-
-async def favicon(request: Request) -> Response:
-    """No icon, said explicitly: 204 (cached for a day) instead of a 404 that every page's
-    console would report."""
-    return Response(status_code=204, headers={"cache-control": "public, max-age=86400"})
-
-
-async def healthz(request: Request) -> Response:
-    return PlainTextResponse("ok")
-
-
-async def readyz(request: Request) -> Response:
-    if _services(request).hub.backend.ready:
-        return PlainTextResponse("ready")
-    return PlainTextResponse("backend unavailable", status_code=503)
-
-
-async def metrics_text(request: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-
-def page(name: str, settings: Settings) -> Any:
-    meta = f'<meta name="hearth-quick-exit" content="{html.escape(settings.quick_exit_url)}">'
-
-    async def serve(request: Request) -> Response:
-        path = STATIC / name
-        if not path.is_file():
-            return PlainTextResponse("Hearth is running. The browser client is not installed.")
-        text = await run_in_threadpool(path.read_text, encoding="utf-8")
-        return HTMLResponse(text.replace(QUICK_EXIT_META, meta))
-
-    return serve
-
-
 # --- WebSocket -----------------------------------------------------------------------------
 
 
@@ -397,7 +201,7 @@ async def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> None
     services: Services = scope["state"]["services"]
     guard: Guard = scope["state"]["guard"]
     websocket = WebSocket(scope, receive, send)
-    address = guard.address(_peer(websocket), scope["headers"])
+    address = guard.address(routes.peer(websocket), scope["headers"])
     counted = limit_key(address)
     refusal = await guard.admit(
         scope["headers"], counted, services.connections, services.settings.max_connections
