@@ -17,7 +17,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from chat import metrics, presence, recovery, routes
+from chat import metrics, presence, recovery, routes, schedule
 from chat.address import limit_key
 from chat.backends import build_backend
 from chat.context import Services, now_ms
@@ -100,6 +100,7 @@ def create_app(settings: Settings) -> ASGIApp:
         janitor = asyncio.create_task(_sweep_idle_rooms(services))
         vouching = asyncio.create_task(presence.keep_presence(services))
         watching = asyncio.create_task(recovery.watch(services.hub))
+        clock = asyncio.create_task(schedule.keep_time(services))  # §13: rooms' times
         log.info("hearth started", extra={"backend": type(services.hub.backend).__name__})
         try:
             # The transport reads its close timeout from the lifespan state (chat.transport).
@@ -112,6 +113,7 @@ def create_app(settings: Settings) -> ASGIApp:
             janitor.cancel()
             vouching.cancel()
             watching.cancel()
+            clock.cancel()
             for handle in services.departures.values():
                 handle.cancel()
             await services.hub.aclose()

@@ -1,7 +1,8 @@
 """Which handler answers each client message, and the request-id rule of protocol §2.
 
 Handlers are peers, one module per kind of work: ``joining`` (join, leave), ``talking`` (say,
-typing, report, whisper, help) and ``facilitation`` (the facilitator's powers). Each returns
+typing, report, whisper, help), ``facilitation`` (the facilitator's powers) and ``structure``
+(pause, rounds, stepping out, extend: §13). Each returns
 its answer (:data:`~chat.context.Answer`) or raises; the session turns that into the wire's
 ``ack``/``error``/answer with the request's ``id``, in one place.
 """
@@ -11,18 +12,23 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from chat import facilitation, joining, review, safety, staff, talking
+from chat import facilitation, joining, review, safety, staff, structure, talking
 from chat.context import Answer, Caller, Phase, Services
 from chat.errors import ErrorCode, RequestError
 from chat.protocol import (
     Admit,
     Announce,
+    Away,
     ClientMessage,
     Close,
     Cw,
     Delete,
     Deny,
     Discard,
+    Done,
+    EndRound,
+    Extend,
+    Hand,
     Help,
     HelpSeen,
     Hold,
@@ -32,12 +38,15 @@ from chat.protocol import (
     Leave,
     Lock,
     Mute,
+    Next,
+    Pause,
     Release,
     Remove,
     Report,
     Resolve,
     Revoke,
     RoomSettings,
+    Round,
     Say,
     Slow,
     Typing,
@@ -45,6 +54,7 @@ from chat.protocol import (
     Unignore,
     Unlock,
     Unmute,
+    Unpause,
     Warn,
     Whisper,
 )
@@ -84,6 +94,16 @@ HANDLERS: dict[type[ClientMessage], Handler] = {
     Invite: staff.invite,
     Revoke: staff.revoke,
     RoomSettings: safety.room_settings,
+    # Session structure (§13)
+    Pause: structure.pause,
+    Unpause: structure.pause,
+    Extend: structure.extend,
+    Round: structure.start_round,
+    Hand: structure.hand,
+    Done: structure.done,
+    Next: structure.next_turn,
+    EndRound: structure.end_round,
+    Away: structure.away,
 }
 
 

@@ -39,6 +39,7 @@ class CloseCode(IntEnum):
     FORBIDDEN = 4003
     NOT_FOUND = 4004
     LOCKED = 4005
+    ROOM_FULL = 4006
     TOO_SLOW = 4008
     ROOM_CLOSED = 4010
 
@@ -66,6 +67,10 @@ class ErrorCode(StrEnum):
     RULES_NOT_ACCEPTED = "rules_not_accepted"
     CHECK_FIRST = "check_first"  # §14: contact details under "nudge" (resend with confirm)
     NOT_ALLOWED = "not_allowed"  # §14: contact details under "block"
+    # v1.1, §13
+    PAUSED = "paused"
+    ROOM_FULL = "room_full"
+    NOT_YOUR_TURN = "not_your_turn"
 
 
 class HearthError(Exception):

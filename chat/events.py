@@ -8,8 +8,9 @@ are left out of the wire map unless the contract says they are sent as ``null``.
 =================  ==========================================================================
 type               fields
 =================  ==========================================================================
-welcome            room, you, resume, members, history, seq (+ reports, log, waiting, held)
-waiting            –
+welcome            room, you, resume, members, history, seq, round (+ reports, log, waiting,
+                   held, flares)
+waiting            opens_at? (before the room's opening, §13)
 joined             member
 knock              member
 left               pid, removed?
@@ -25,9 +26,13 @@ muted              pid, until (null: until unmuted), reason? (the target's copy 
 unmuted            pid
 removed            pid, reason
 deleted            mid
-room               locked, slow, review, contact (from the room's state as of its entry)
+room               locked, slow, paused, ends_at, review, contact (from the room's state as of
+                   its entry)
 closed             –
 denied             pid
+ending             at (§13: five minutes before the end)
+round              active, mode, strict, speaker, queue (§13; only active when none)
+away               pid, on (§13: stepping out)
 warned             reason, count                                  (§14 from here on)
 held               mid, pid, name, text, ts, cw?
 reviewed           mid, action ("release" or "discard")
@@ -71,7 +76,9 @@ class Event:
 @dataclass(frozen=True, slots=True)
 class Welcome(Event):
     t: ClassVar[str] = "welcome"
-    optional: ClassVar[frozenset[str]] = frozenset({"reports", "log", "waiting", "held"})
+    optional: ClassVar[frozenset[str]] = frozenset(
+        {"reports", "log", "waiting", "held", "round", "flares"}
+    )
     room: Message
     you: Message
     resume: str
@@ -82,11 +89,15 @@ class Welcome(Event):
     log: list[Message] | None = None
     waiting: list[Message] | None = None
     held: list[Message] | None = None
+    round: Message | None = None  # §13: the round as it stands ({"active": false}: none)
+    flares: list[Message] | None = None  # §13: unanswered help flares, for facilitators
 
 
 @dataclass(frozen=True, slots=True)
 class Waiting(Event):
     t: ClassVar[str] = "waiting"
+    optional: ClassVar[frozenset[str]] = frozenset({"opens_at"})
+    opens_at: int | None = None  # §13: waiting for the room's opening, not for a facilitator
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,9 +232,13 @@ class Room(Event):
     of the entry (``localroom.room_event``), so that it is the same everywhere."""
 
     t: ClassVar[str] = "room"
-    optional: ClassVar[frozenset[str]] = frozenset({"locked", "slow", "review", "contact"})
+    optional: ClassVar[frozenset[str]] = frozenset(
+        {"locked", "slow", "paused", "review", "contact"}
+    )
     locked: bool | None = None
     slow: int | None = None
+    paused: bool | None = None
+    ends_at: int | None = None  # sent as null when the room has no end time (§13)
     review: str | None = None
     contact: str | None = None
 
@@ -237,6 +252,49 @@ class Closed(Event):
 class Denied(Event):
     t: ClassVar[str] = "denied"
     pid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ending(Event):
+    """``ending``: the room closes at ``at`` (five minutes from now, or less, §13)."""
+
+    t: ClassVar[str] = "ending"
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoundEvent(Event):
+    """``round``: the talking order as it stands (§13); an inactive one is only
+    ``{"t":"round","active":false}``, an active one sends ``speaker`` as null when nobody
+    holds the turn."""
+
+    t: ClassVar[str] = "round"
+    active: bool
+    mode: str = ""
+    strict: bool = False
+    speaker: str | None = None
+    queue: list[str] = field(default_factory=list)
+
+    def wire(self) -> Message:
+        if not self.active:
+            return {"t": self.t, "active": False}
+        return {
+            "t": self.t,
+            "active": True,
+            "mode": self.mode,
+            "strict": self.strict,
+            "speaker": self.speaker,
+            "queue": list(self.queue),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Away(Event):
+    """``away``: a member stepped out ("back in a moment") or came back (§13)."""
+
+    t: ClassVar[str] = "away"
+    pid: str
+    on: bool
 
 
 # --- §14: safety tools ---------------------------------------------------------------------

@@ -9,6 +9,7 @@ gap and catches up (``chat.recovery``).
 
 from __future__ import annotations
 
+from chat import lobby
 from chat.backend.base import MessageMeta
 from chat.context import ANSWERED, Answer, Caller, Services, facilitator, now_ms
 from chat.envelope import Delivery
@@ -174,10 +175,13 @@ async def admit(services: Services, caller: Caller, msg: Admit) -> Answer:
     room, me = facilitator(caller)
     target = _target(room, msg.pid, waiting=True)
     joined = Delivery(Joined(target.public()), exclude=target.pid)
-    ops: list[Op] = [AdmitOp(target.pid), _logged(room, msg, me, pid=target.pid)]
+    checks = lobby.admit_checks(room.state) if room.state is not None else []  # capacity, §13
+    ops: list[Op] = [*checks, AdmitOp(target.pid), _logged(room, msg, me, pid=target.pid)]
     try:
         await services.hub.commit(room, ops, [joined])
-    except Refused:
+    except Refused as exc:
+        if exc.reason == "capacity":
+            raise lobby.full_for_facilitator() from None
         # Gone from the waiting room (left, disconnected): nobody could take the seat.
         raise RequestError(ErrorCode.NOT_FOUND, "That person is no longer waiting.") from None
     return None

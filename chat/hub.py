@@ -27,8 +27,20 @@ from chat import metrics
 from chat.backend.base import Backend, Entry, MessageMeta, Position
 from chat.envelope import Delivery, Envelope
 from chat.errors import Unavailable
-from chat.localroom import Connection, LocalRoom, RoomGone, room_event
-from chat.roomstate import MemberState, Op, Refused, Reset, RoomClose, apply, touched_pids
+from chat.localroom import Connection, LocalRoom, RoomGone, room_event, view_changes, views
+from chat.roomstate import (
+    Admit,
+    MemberAdd,
+    MemberDrop,
+    MemberState,
+    Op,
+    Refused,
+    Reset,
+    RoomClose,
+    RoomSet,
+    apply,
+    touched_pids,
+)
 
 log = logging.getLogger("hearth.hub")
 
@@ -36,6 +48,10 @@ RELEASE_AFTER = 1.0  # seconds a room stays subscribed after its last local memb
 NUDGE_AFTER = 0.5  # seconds a commit waits for its own entry before recovery looks for it
 CATCH_UP_LIMIT = 5.0  # seconds a commit waits for its entry at most (then: unavailable)
 PENDING_LIMIT = 10_000  # entries buffered behind a gap; beyond, recovery reloads instead
+# Ops after which what members see of the room may change without the entry saying so: the
+# staffed pause follows facilitators coming and going, the round loses a speaker who left
+# (protocol §13). Say's entries carry none of them, so the hot path pays nothing.
+_RESHAPING = (RoomSet, MemberAdd, MemberDrop, Admit)
 
 
 class Hub:
@@ -308,6 +324,8 @@ class Hub:
             return False
         ending = any(isinstance(op, RoomClose) for op in envelope.ops)
         reset = any(isinstance(op, Reset) for op in envelope.ops)
+        reshaping = any(isinstance(op, _RESHAPING) for op in envelope.ops)
+        before = views(state) if reshaping and not ending else None
         for op in envelope.ops:
             if not isinstance(op, RoomClose | Reset):
                 apply(state, op)
@@ -323,7 +341,10 @@ class Hub:
                 # A room event carries every setting as of its entry, the same on every worker,
                 # however the facilitators' changes interleaved.
                 message.update(room_event(state))
-        room.fan_out(envelope.out, entry.seq)
+        out = envelope.out
+        if before is not None:
+            out = [*out, *view_changes(before, state, out)]
+        room.fan_out(out, entry.seq)
         if ending:
             self.close_room(room)
         elif room.reconcile(touched_pids(envelope.ops), envelope.ops):

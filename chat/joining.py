@@ -18,6 +18,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, replace
 
+from chat import lobby, rounds, structure
 from chat.address import limit_key
 from chat.context import ANSWERED, Answer, Caller, Phase, Services, now_ms
 from chat.envelope import Delivery
@@ -87,6 +88,8 @@ async def _join(services: Services, caller: Caller, room: LocalRoom, msg: Join) 
             raise RequestError(
                 ErrorCode.RULES_NOT_ACCEPTED, "Please read and accept the room's rules."
             )
+    now = now_ms()
+    waits, checks = lobby.admission(state, role, now, services.settings.max_waiting)  # §13
     resume = new_secret()
     member = MemberState(
         pid=new_pid(),
@@ -96,10 +99,11 @@ async def _join(services: Services, caller: Caller, room: LocalRoom, msg: Join) 
         address_hash=banned_as,
         name_token="",
         label=label,
-        waiting=role == PARTICIPANT and state.admission == "knock",
+        waiting=waits,
         holder=caller.conn_id,
         tokens=float(services.settings.burst),
-        stamp=now_ms(),
+        stamp=now,
+        arrived=now,
     )
     settings = services.settings  # §15: generated names come from the room language's words
     words = settings.languages.words(state.lang, settings.default_lang)
@@ -112,7 +116,7 @@ async def _join(services: Services, caller: Caller, room: LocalRoom, msg: Join) 
         member.name = wished or pseudonym({name_key(m.name) for m in state.members.values()}, words)
         member.name_token = name_token(state.salt, member.name)
         try:
-            await services.hub.commit(room, [MemberAdd(member)], [_arrival(member)])
+            await services.hub.commit(room, [*checks, MemberAdd(member)], [_arrival(member)])
             break
         except Refused as exc:
             _refused_join(exc)
@@ -148,6 +152,8 @@ def _refused_join(exc: Refused) -> None:
         raise _ended(CloseCode.LOCKED, ErrorCode.ROOM_LOCKED, "This room is locked.")
     if exc.reason == "revoked":  # the key was revoked while we joined with it (§14)
         raise _ended(CloseCode.FORBIDDEN, ErrorCode.FORBIDDEN, "That key is not valid here.")
+    if exc.reason == "capacity":
+        raise lobby.full()  # another worker took the last seat first (§13)
     if exc.reason != "taken":
         raise Unavailable(f"join refused: {exc.reason}")
 
@@ -201,7 +207,7 @@ async def _enter(
         raise _bad_resume()  # removed, or taken over, between our commit and now
     caller.seat(room, member, resume, answer_id)
     if member.waiting:
-        return Waiting()
+        return Waiting(lobby.opens_for(state))
     return await with_history(
         services, room.id, draft_welcome(services, room, member, resume, since)
     )
@@ -244,11 +250,23 @@ def draft_welcome(
     seq = state.seq
     reports = list(state.reports.values()) if staff else None
     log_entries = list(state.log) if staff else None
-    waiting = [m.public() for m in state.members.values() if m.waiting] if staff else None
+    waiting = [m.public() for m in lobby.waiting_in_order(state)] if staff else None
     max_age_ms = int(settings.history_seconds * 1000)
     held = held_list(state, now_ms(), max_age_ms) if staff else None  # §14
+    flares = structure.recent_flares(state, now_ms()) if staff else None  # §13
     draft = Welcome(
-        about, member.public(), resume, members, [], seq, reports, log_entries, waiting, held
+        about,
+        member.public(),
+        resume,
+        members,
+        [],
+        seq,
+        reports,
+        log_entries,
+        waiting,
+        held,
+        round=rounds.as_welcome(state),
+        flares=flares,
     )
     # Facilitators see the recent history whatever the room's mode: they need the context.
     floor = 0 if state.history == "recent" or staff else member.joined_seq

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from chat import rounds
 from chat.backend.base import Entry, Position
 from chat.envelope import Delivery, Envelope, message_of
 from chat.errors import CloseCode
@@ -34,6 +35,7 @@ CLOSE_FOR = {
     "left": (CloseCode.NORMAL, "left"),
     "expired": (CloseCode.NORMAL, "left"),
     "revoked": (CloseCode.FORBIDDEN, "facilitator key revoked"),
+    "full": (CloseCode.ROOM_FULL, "the room is full"),  # §13: beyond the capacity at opening
 }
 
 
@@ -265,10 +267,36 @@ class LocalRoom:
 
 
 def room_event(state: RoomState) -> Message:
-    """The ``room`` event for a state: every setting a facilitator can change (§6, §13)."""
+    """The ``room`` event for a state: every setting that can change (§6, §13)."""
     return Room(
-        locked=state.locked, slow=state.slow, review=state.review, contact=state.contact
+        locked=state.locked,
+        slow=state.slow,
+        paused=state.paused,
+        ends_at=state.ends_at,
+        review=state.review,
+        contact=state.contact,
     ).wire()
+
+
+Views = tuple[Message, Message]
+
+
+def views(state: RoomState) -> Views:
+    """What members see of the room that the state derives: the ``room`` and ``round``
+    events as they would be now."""
+    return room_event(state), rounds.view(state).wire()
+
+
+def view_changes(before: Views, state: RoomState, out: Sequence[Delivery]) -> list[Delivery]:
+    """The ``room`` and ``round`` events an entry implies without carrying them (the same on
+    every worker: every replica derives them from the same state at the same offset)."""
+    room_now, round_now = views(state)
+    extra: list[Delivery] = []
+    if room_now != before[0] and not any(d.message["t"] == "room" for d in out):
+        extra.append(Delivery(room_now))
+    if round_now != before[1]:
+        extra.append(Delivery(round_now))
+    return extra
 
 
 def message_event(entry: Entry) -> Message | None:

@@ -40,6 +40,16 @@ invite     label (1..40 chars)                                     ack with key 
 revoke     label                                                   ack; close 4003 for its
 settings   review? ("off"/"all"), contact? ("allow"/"nudge"/       ack; room to the room
            "block")
+pause      – (§13, facilitators)                                   ack; room (paused)
+unpause    – (§13, facilitators)                                   ack; room (paused)
+extend     minutes (1..120) (§13, facilitators)                    ack; room (ends_at)
+round      mode ("queue"/"order"), order? (pids or "random"),      ack; round
+           strict? (§13, facilitators)
+hand       down? (§13, participants in a queue round)              ack; round
+done       – (§13, the speaker)                                    ack; round
+next       – (§13, facilitators)                                   ack; round
+end_round  – (§13, facilitators)                                   ack; round (active false)
+away       on (§13, anyone)                                        ack; away to the room
 =========  ======================================================  =====================
 
 Server → client: the typed messages of :mod:`chat.events`, encoded here. A server frame holds
@@ -65,6 +75,9 @@ MAX_ID = 2**31
 MAX_TOKEN = 128  # room ids, pids, mids, keys and resume tokens are short ASCII strings
 MAX_SECONDS = 30 * 24 * 3600
 MAX_SLOW = 3600
+MAX_EXTEND = 120  # minutes one extend may add (§13)
+MAX_ORDER = 1000  # pids in a round's order: the most participants a room may have (§13)
+ROUND_MODES = ("queue", "order")
 
 Frame = bytes | str
 """A received frame: bytes (binary, MessagePack) or str (text, JSON)."""
@@ -295,6 +308,60 @@ class RoomSettings(ClientMessage):
     contact: str | None = None
 
 
+# --- §13: session structure -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Pause(ClientMessage):
+    t: ClassVar[str] = "pause"
+
+
+@dataclass(frozen=True, slots=True)
+class Unpause(ClientMessage):
+    t: ClassVar[str] = "unpause"
+
+
+@dataclass(frozen=True, slots=True)
+class Extend(ClientMessage):
+    t: ClassVar[str] = "extend"
+    minutes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Round(ClientMessage):
+    t: ClassVar[str] = "round"
+    mode: str = ""
+    order: list[str] | str | None = None  # pids, or "random"; absent: the order they came
+    strict: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hand(ClientMessage):
+    t: ClassVar[str] = "hand"
+    down: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Done(ClientMessage):
+    t: ClassVar[str] = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class Next(ClientMessage):
+    t: ClassVar[str] = "next"
+
+
+@dataclass(frozen=True, slots=True)
+class EndRound(ClientMessage):
+    t: ClassVar[str] = "end_round"
+
+
+@dataclass(frozen=True, slots=True)
+class Away(ClientMessage):
+    t: ClassVar[str] = "away"
+    on: bool = False
+
+
 MESSAGE_TYPES: dict[str, type[ClientMessage]] = {
     cls.t: cls
     for cls in (
@@ -329,12 +396,27 @@ MESSAGE_TYPES: dict[str, type[ClientMessage]] = {
         Invite,
         Revoke,
         RoomSettings,
+        Pause,
+        Unpause,
+        Extend,
+        Round,
+        Hand,
+        Done,
+        Next,
+        EndRound,
+        Away,
     )
 }
 
 # Which fields are required, and which carry free text checked against max_text.
 _REQUIRED = {"room", "text", "mid", "pid", "to", "label"}
-_REQUIRED_BY_TYPE = {"slow": {"seconds"}, "cw": {"cw"}}
+_REQUIRED_BY_TYPE = {
+    "slow": {"seconds"},
+    "cw": {"cw"},
+    "extend": {"minutes"},  # §13
+    "round": {"mode"},
+    "away": {"on"},
+}
 # §14: short fields with limits of their own (code points after NFKC): (least, most).
 _SHORT_TEXT = {"cw": (1, 60), "label": (1, 40)}
 _SHORT_TEXT_BY_TYPE = {
@@ -343,10 +425,10 @@ _SHORT_TEXT_BY_TYPE = {
     "mute": {"reason": (0, 200)},
 }
 _CHOICES = {"review": ("off", "all"), "contact": ("allow", "nudge", "block")}
-_BOOLEANS = {"agree", "confirm"}
+_BOOLEANS = {"agree", "confirm", "strict", "down", "on"}  # strict, down, on: §13
 _TEXT_FIELDS = {"text", "reason"}
 _TOKEN_FIELDS = {"room", "key", "resume", "mid", "pid", "to"}
-_INT_RANGES = {"since": (0, 2**53), "seconds": (1, MAX_SECONDS)}
+_INT_RANGES = {"since": (0, 2**53), "seconds": (1, MAX_SECONDS), "minutes": (1, MAX_EXTEND)}
 _INT_RANGES_BY_TYPE = {"slow": {"seconds": (0, MAX_SLOW)}}
 
 
@@ -446,6 +528,8 @@ def _field(kind: str, name: str, value: Any, limits: Limits, request_id: int | N
         if type(value) is not bool:
             raise bad(f"Field {name} must be a boolean.")
         return value
+    if name == "order":
+        return _order(value, bad)
     if name in _INT_RANGES:
         low, high = _INT_RANGES_BY_TYPE.get(kind, {}).get(name, _INT_RANGES[name])
         if type(value) is not int or not low <= value <= high:
@@ -481,7 +565,24 @@ def _field(kind: str, name: str, value: Any, limits: Limits, request_id: int | N
         if len(value) > limits.max_name * 4:  # normalised and checked fully in identity
             raise bad("Field name is too long.")
         return value
+    if name == "mode":
+        if value not in ROUND_MODES:
+            raise bad("Field mode must be queue or order.")
+        return value
     raise bad(f"Field {name} is not understood.")  # pragma: no cover - table is complete
+
+
+def _order(value: Any, bad: Any) -> list[str] | str:
+    """A round's ``order``: ``"random"`` or a list of pids (1..MAX_ORDER of them)."""
+    if value == "random":
+        return "random"
+    if (
+        not isinstance(value, list)
+        or not 1 <= len(value) <= MAX_ORDER
+        or not all(isinstance(p, str) and 0 < len(p) <= MAX_TOKEN for p in value)
+    ):
+        raise bad(f'Field order must be "random" or a list of 1 to {MAX_ORDER} pids.')
+    return list(value)
 
 
 # --- server messages ---------------------------------------------------------------------

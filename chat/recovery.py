@@ -24,10 +24,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from chat import rounds
 from chat.backend.base import Entry
 from chat.envelope import Delivery, Envelope
 from chat.errors import Unavailable
-from chat.events import Joined, Knock, Left, Muted, Unmuted
+from chat.events import Away, Joined, Knock, Left, Muted, Unmuted
 from chat.hub import Hub
 from chat.localroom import LocalRoom, message_event, room_event
 from chat.roomstate import RoomState
@@ -232,6 +233,10 @@ def differences(old: RoomState, new: RoomState) -> list[Delivery]:
         if (member.muted, member.muted_until) != (before.muted, before.muted_until):
             change = Muted(pid, member.muted_until) if member.muted else Unmuted(pid)
             out.append(Delivery(change))
+        if member.stepped_out != before.stepped_out:
+            out.append(Delivery(Away(pid, member.stepped_out)))
     if room_event(old) != room_event(new):
         out.append(Delivery(room_event(new)))
+    if rounds.view(old) != rounds.view(new):
+        out.append(Delivery(rounds.view(new)))
     return out

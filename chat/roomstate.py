@@ -34,6 +34,8 @@ KeyAdd          label token in use (``taken``)              adds a co-facilitato
 KeyDrop         no such key (``missing``); members holding  the key is gone (its members are
                 it differ from ``pids`` (``mismatch``)      dropped by MemberDrops beside it)
 HistoryEdit     (checked by the backend: ``nomsg``)         a kept message's content warning
+SeatLimit       ``limit`` or more participants present      nothing: a check (capacity, §13;
+                (``waiting``: waiting): ``capacity``        --max-waiting, §11)
 HistoryDrop     (checked by the backend: ``nomsg``)         (history is the backend's)
 RoomClose       -                                           the room is gone
 Reset           -                                           replicas reload from the store
@@ -53,6 +55,7 @@ LOG_ENTRIES = 100
 OWNER = "owner"  # the label of the key handed out when the room was created (§14)
 
 Message = dict[str, Any]
+# A setting's value: a plain value, or a list or map of them (a round's whole state, §13).
 Value = str | int | float | bool | None | list[Any] | dict[str, Any]
 
 
@@ -90,6 +93,9 @@ class MemberState:
     held: bool = False  # a facilitator reviews this member's messages before they post
     ignores: list[str] = field(default_factory=list)  # pids whose msg/typing it never gets
     resources_at: int = 0  # ms the crisis resources were last shown to it
+    # Session structure (protocol §13).
+    arrived: int = 0  # ms of the join: the order people came in (lobby, rounds)
+    stepped_out: bool = False  # "back in a moment" (the contract's ``away``)
 
     @property
     def is_facilitator(self) -> bool:
@@ -107,6 +113,8 @@ class MemberState:
             out["muted_until"] = self.muted_until
         if staff and self.held:
             out["held"] = True
+        if self.stepped_out:
+            out["away"] = True  # §13
         return out
 
     def muted_at(self, now_ms: int) -> bool:
@@ -141,6 +149,17 @@ class RoomState:
     slow: int = 0
     review: str = "off"  # or "all": every participant message waits for a facilitator (§14)
     contact: str = "nudge"  # or "allow", "block": contact details in participants' say (§14)
+    # Session structure (protocol §13): fixed at creation...
+    staffed: str = "optional"  # or "required": paused while no facilitator is present
+    capacity: int | None = None  # participants present at most
+    opens_at: int | None = None  # ms; before it participants wait in the lobby
+    # ... and changed by facilitators or by the room's clock (chat.schedule), each a commit.
+    ends_at: int | None = None  # ms; the room closes then (``extend`` moves it)
+    pause: bool = False  # a facilitator's pause (``paused`` also counts staffing)
+    opened: bool = False  # the opening at ``opens_at`` has happened
+    warned: int = 0  # the ``ends_at`` whose five-minute notice went out
+    round: dict[str, Any] | None = None  # the talking order, its whole state (chat.rounds)
+    flares: list[Message] = field(default_factory=list)  # recent help flares [{pid, ts}]
     members: dict[str, MemberState] = field(default_factory=dict)
     bans: set[str] = field(default_factory=set)
     reports: dict[str, Message] = field(default_factory=dict)  # "<mid>|<by>" -> report
@@ -161,7 +180,19 @@ class RoomState:
 
     def public_settings(self) -> Message:
         """Every setting, as ``welcome.room`` and ``GET /api/rooms/{room}`` show them."""
-        return {name: getattr(self, name) for name in ROOM_SETTINGS}
+        out = {name: getattr(self, name) for name in ROOM_SETTINGS if name not in ROOM_PRIVATE}
+        out["paused"] = self.paused
+        return out
+
+    @property
+    def staffed_now(self) -> bool:
+        """Whether a facilitator is present (one within the resume grace counts, §13)."""
+        return any(m.role == FACILITATOR for m in self.members.values())
+
+    @property
+    def paused(self) -> bool:
+        """Paused (§13): by a facilitator, or in a ``"required"`` room with none present."""
+        return self.pause or (self.staffed == "required" and not self.staffed_now)
 
 
 ROOM_SETTINGS: tuple[str, ...] = (
@@ -173,8 +204,23 @@ ROOM_SETTINGS: tuple[str, ...] = (
     "lang",
     "review",
     "contact",
+    "staffed",
+    "capacity",
+    "opens_at",
+    "ends_at",
+    "pause",
+    "opened",
+    "warned",
+    "round",
+    "flares",
 )
-ROOM_MUTABLE = frozenset({"locked", "slow", "review", "contact"})
+ROOM_MUTABLE = frozenset(
+    {"locked", "slow", "review", "contact", "ends_at", "pause", "opened", "warned", "round"}
+    | {"flares"}
+)
+# Kept with the settings (stored, replicated) but not shown as settings: the pause flag shows
+# as ``paused``, the round has its own event and ``welcome.round``, flares are staff-only.
+ROOM_PRIVATE = frozenset({"pause", "opened", "warned", "round", "flares"})
 
 
 def copy_state(state: RoomState) -> RoomState:
@@ -187,6 +233,7 @@ def copy_state(state: RoomState) -> RoomState:
         log=list(state.log),
         held=dict(state.held),
         keys=dict(state.keys),
+        flares=list(state.flares),
     )
 
 
@@ -245,6 +292,17 @@ class ReportAdd:
 @dataclass(frozen=True, slots=True)
 class LogAdd:
     entry: Message
+
+
+@dataclass(frozen=True, slots=True)
+class SeatLimit:
+    """A check, no change: refused (``capacity``) when ``limit`` or more participants are
+    present (with ``waiting``: waiting at the door). Committed before a ``MemberAdd`` or
+    ``Admit`` so that two workers cannot both take the last seat (§13 capacity, §11
+    --max-waiting)."""
+
+    waiting: bool
+    limit: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +366,7 @@ Op = (
     | BanAdd
     | ReportAdd
     | LogAdd
+    | SeatLimit
     | HistoryDrop
     | HeldAdd
     | HeldDrop
@@ -334,8 +393,8 @@ class Refused(Exception):
     Args:
         reason: ``missing`` (member), ``mismatch`` (a required field), ``taken`` (name),
             ``locked``, ``banned``, ``waiting``, ``dup``, ``full``, ``nomsg``, ``lapsed``,
-            ``revoked`` (a facilitator's key is gone), ``noroom`` or ``guard`` (the sender
-            may not speak now, or not without review).
+            ``revoked`` (a facilitator's key is gone), ``capacity``, ``noroom`` or ``guard``
+            (the sender may not speak now, or not without review).
         index: which op of the commit was refused (-1 for the commit as a whole).
     """
 
@@ -406,6 +465,12 @@ def _refusal(state: RoomState, op: Op) -> str | None:
         holders = {m.pid for m in state.members.values() if m.label == op.token}
         if holders != set(op.pids):
             return "mismatch"
+    if isinstance(op, SeatLimit):
+        seated = sum(
+            1 for m in state.members.values() if m.role == PARTICIPANT and m.waiting == op.waiting
+        )
+        if seated >= op.limit:
+            return "capacity"
     return None
 
 
@@ -459,7 +524,8 @@ def apply(state: RoomState, op: Op) -> None:
         state.keys[op.token] = dict(op.entry)
     elif isinstance(op, KeyDrop):
         state.keys.pop(op.token, None)
-    # HistoryDrop, HistoryEdit: history is the backend's. RoomClose, Reset: the hub acts.
+    # SeatLimit: a check only. HistoryDrop, HistoryEdit: history is the backend's. RoomClose,
+    # Reset: the hub acts.
 
 
 # --- ops on the wire (inside a stream entry's envelope) ----------------------------------
@@ -485,6 +551,8 @@ def op_to_wire(op: Op) -> list[Any]:
         return ["ra", dict(op.report), op.cap]
     if isinstance(op, LogAdd):
         return ["la", dict(op.entry)]
+    if isinstance(op, SeatLimit):
+        return ["sl", op.waiting, op.limit]
     if isinstance(op, HistoryDrop):
         return ["hd", op.mid]
     if isinstance(op, HeldAdd):
@@ -530,6 +598,8 @@ def op_from_wire(raw: list[Any]) -> Op:
             return ReportAdd(raw[1], raw[2])
         if kind == "la":
             return LogAdd(raw[1])
+        if kind == "sl":
+            return SeatLimit(bool(raw[1]), int(raw[2]))
         if kind == "hd":
             return HistoryDrop(raw[1])
         if kind == "ha":

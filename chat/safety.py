@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from chat import metrics
+from chat import metrics, structure
 from chat.context import Answer, Caller, Services, facilitator, now_ms, present
 from chat.envelope import Delivery
 from chat.errors import ErrorCode, RequestError, Unavailable
@@ -170,6 +170,7 @@ async def help_seen(services: Services, caller: Caller, msg: HelpSeenRequest) ->
         Delivery(HelpSeen(member.pid, me.pid), facilitators=True),
     ]
     await decide(services, room, [logged(room, msg.t, me, pid=member.pid)], out)
+    await structure.flare_answered(services, room, member.pid)  # §13's kept flares
     return None
 
 

@@ -93,6 +93,8 @@ class Settings:
     default_lang: str = "en"
     lang_dir: Languages = field(default_factory=shipped_languages)  # shipped + --lang-dir
     quick_exit_url: str = "https://www.bbc.co.uk/weather"
+    max_waiting: int = 20  # participants waiting at one knock room's door (§11)
+    knock_timeout: float = 600.0  # seconds a knocker may wait before ``denied`` (§11)
     # Not in the contract's table, but every one is an operator's knob all the same.
     queue_frames: int = 512  # outbound frames a member may lag behind before close 4008
     flood_strikes: int = 20  # rate_limited answers in a row before close 1008
@@ -365,6 +367,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("default_lang", _lang_tag, "language of a room that names none (en)"),
     Option("lang_dir", load_languages, "directory of languages to add or correct"),
     Option("quick_exit_url", _neutral_url, "the neutral page quick exit goes to"),
+    Option("max_waiting", _positive_int, "participants who may wait at a knock room's door"),
+    Option("knock_timeout", _seconds, "seconds a knocker may wait before being turned away"),
     Option("queue_frames", _positive_int, "outbound frames a member may lag before 4008"),
     Option("ping_interval", _seconds, "seconds between keep-alive pings"),
     Option("ping_timeout", _seconds, "seconds to wait for a pong before closing"),

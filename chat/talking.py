@@ -8,7 +8,7 @@ the message through.
 
 from __future__ import annotations
 
-from chat import review, safety
+from chat import review, rounds, safety, structure
 from chat.backend.base import MessageMeta
 from chat.context import Answer, Caller, Services, now_ms, present
 from chat.envelope import Delivery
@@ -31,13 +31,16 @@ def check_can_speak(services: Services, room: LocalRoom, member: MemberState, no
     or a second connection changes nothing.
 
     Raises:
-        RequestError: ``muted`` (with ``until``), ``slow_mode`` or ``rate_limited`` (with
-            ``retry_after`` in ms).
+        RequestError: ``muted`` (with ``until``), ``paused``, ``not_your_turn``, ``slow_mode``
+            or ``rate_limited`` (with ``retry_after`` in ms).
     """
     if member.muted_at(now):
         raise RequestError(ErrorCode.MUTED, "You are muted in this room.", until=member.muted_until)
     state = room.state
     assert state is not None
+    refusal = rounds.speech_refusal(state, member)  # §13: paused, or not this one's turn
+    if refusal is not None:
+        raise refusal
     if member.role == PARTICIPANT and state.slow:
         wait = member.last_say + state.slow * 1000 - now
         if wait > 0:
@@ -147,6 +150,8 @@ async def whisper(services: Services, caller: Caller, msg: Whisper) -> Answer:
         raise RequestError(
             ErrorCode.FORBIDDEN, "Whispers go between a participant and a facilitator."
         )
+    if member.role == PARTICIPANT and state.paused:
+        raise RequestError(ErrorCode.PAUSED, "The room is paused for a moment.")  # §13
     event = WhisperEvent(member.pid, target.pid, msg.text, now_ms())
     await services.hub.commit(room, [], [Delivery(event, to=(member.pid, target.pid))])
     return None
@@ -156,7 +161,7 @@ async def help_flare(services: Services, caller: Caller, msg: Help) -> Answer:
     """Alert the facilitators at once and answer with the operator's crisis resources."""
     room, member = present(caller)
     alert = HelpEvent(member.pid, now_ms())
-    await services.hub.commit(room, [], [Delivery(alert, facilitators=True)])
+    await structure.flare(services, room, alert)  # kept for a facilitator who comes later (§13)
     settings = services.settings  # §15: in the room's language, else the default language
     lang = room.state.lang if room.state is not None else settings.default_lang
     return Resources(**settings.crisis_resources.answer(lang, settings.default_lang))

@@ -25,6 +25,7 @@ from chat.errors import Unavailable
 from chat.redis.backend import RedisBackend
 from chat.redis.client import RedisSpace, connect
 from chat.roomstate import (
+    ROOM_PRIVATE,
     Admit,
     BanAdd,
     HeldAdd,
@@ -45,6 +46,7 @@ from chat.roomstate import (
     RoomClose,
     RoomSet,
     RoomState,
+    SeatLimit,
     apply,
     copy_state,
 )
@@ -132,6 +134,9 @@ async def pair(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
     await b.aclose()
 
 
+ROUND = {"mode": "queue", "strict": False, "speaker": None, "queue": ["p2", "f1"]}
+
+
 def new_room(room_id: str = "room1") -> RoomState:
     return RoomState(
         id=room_id, title="Tuesday", rules="Be kind", key_hash="h" * 64,
@@ -175,6 +180,7 @@ def comparable(state: RoomState) -> dict[str, Any]:
     """What the store must agree on with a replica (positions aside)."""
     return {
         "settings": state.public_settings(),
+        "kept": {name: getattr(state, name) for name in ROOM_PRIVATE},
         "record": (state.title, state.rules, state.key_hash, state.salt, state.created_ms),
         "members": {pid: m for pid, m in sorted(state.members.items())},
         "bans": state.bans,
@@ -220,6 +226,12 @@ async def test_commits_leave_the_store_as_the_replica_rule_says(pair: Pair) -> N
         [MemberAdd(cofacilitator("c1", "tok1"))],
         [ReportDrop(mid_text)],
         [KeyDrop("tok1", ("c1",)), MemberDrop("c1", "revoked", {"label": "tok1"})],
+        # §13: settings whose values are whole states, changed by compare-and-set.
+        [SeatLimit(False, 5), SeatLimit(True, 5), RoomSet({"round": ROUND}, {"round": None})],
+        [RoomSet({"round": {**ROUND, "speaker": "p2"}}, {"round": ROUND})],
+        [RoomSet({"pause": True, "ends_at": 10**12, "flares": [{"pid": "p2", "ts": 5}]})],
+        [RoomSet({"warned": 10**12, "opened": True}, {"ends_at": 10**12, "warned": 0})],
+        [MemberSet("p2", {"stepped_out": True})],
     ]
     for ops in steps:
         for op in ops:
@@ -266,6 +278,9 @@ async def test_refused_commits_change_nothing(pair: Pair) -> None:
         ([Admit("p1")], "waiting"),
         ([RoomSet({"slow": 5}, {"locked": True})], "mismatch"),
         ([HistoryDrop("no-such-mid")], "nomsg"),
+        ([MemberAdd(member("p8")), SeatLimit(False, 1)], "capacity"),  # p1 is present
+        ([SeatLimit(True, 1)], "capacity"),  # w1 is waiting
+        ([RoomSet({"round": ROUND}, {"round": {**ROUND, "strict": True}})], "mismatch"),
         ([ReportAdd({"mid": "no-such-mid", "by": "p1", "reason": "", "ts": 1}, 10)], "nomsg"),
         # §14
         ([HeldDrop("no-such-mid")], "nomsg"),

@@ -81,7 +81,15 @@ async def refused(client: Client, message: dict[str, Any], code: str) -> dict[st
 
 def room_event(locked: bool = False, slow: int = 0) -> dict[str, Any]:
     """The ``room`` event with these settings and the others at their defaults."""
-    return {"t": "room", "locked": locked, "slow": slow, "review": "off", "contact": "nudge"}
+    return {
+        "t": "room",
+        "locked": locked,
+        "slow": slow,
+        "paused": False,  # §13
+        "ends_at": None,
+        "review": "off",  # §14
+        "contact": "nudge",
+    }
 
 
 async def said(client: Client, text: str) -> dict[str, Any]:

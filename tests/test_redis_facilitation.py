@@ -17,6 +17,8 @@ from tests.timing import MS, WAIT
 __all__ = ["redis_server"]  # a fixture, imported for pytest
 
 pytestmark = pytest.mark.redis
+# A room event also carries §13's and §14's settings; in a room without them, these.
+PLAIN = {"paused": False, "ends_at": None, "review": "off", "contact": "nudge"}
 
 
 async def circle(a: Server, b: Server, **settings: object) -> tuple[dict, Client, Client, Client]:
@@ -73,13 +75,7 @@ async def test_delete_slow_announce_cross_workers(redis_server: RedisServer) -> 
         late = await a.client()
         assert (await late.join(room["room"], name="Late"))["history"] == []
         await guide.request({"t": "slow", "seconds": 30})
-        assert (await two.next("room")) == {
-            "t": "room",
-            "locked": False,
-            "slow": 30,
-            "review": "off",
-            "contact": "nudge",
-        }
+        assert (await two.next("room")) == {"t": "room", "locked": False, "slow": 30, **PLAIN}
         assert (await two.request({"t": "say", "text": "first"}))["t"] == "ack"
         slowed = await two.request({"t": "say", "text": "second"})
         assert slowed["code"] == "slow_mode" and slowed["retry_after"] > 0

@@ -39,6 +39,7 @@ from chat.roomstate import (
     RoomClose,
     RoomSet,
     RoomState,
+    SeatLimit,
     report_key,
 )
 
@@ -171,6 +172,8 @@ class Layout:
         if isinstance(op, HistoryEdit):
             old, new = (edits or {}).get(op.mid, (b"", b""))
             return ["he", op.mid, old, new]
+        if isinstance(op, SeatLimit):
+            return ["sl", op.waiting, op.limit, pack_value(PARTICIPANT)]
         if isinstance(op, RoomClose):
             return ["rc"]
         return ["rr"]

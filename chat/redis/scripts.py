@@ -174,6 +174,15 @@ for i, op in ipairs(ops) do
     if in_redis and not redis.call('ZSCORE', KEYS[K_HISTORY], op[3]) then
       return {0, 'nomsg', index}
     end
+  elseif kind == 'sl' then
+    -- Participants present (op[2] false) or waiting (true); op[4] is the packed role.
+    local seated = 0
+    for _, pid in ipairs(redis.call('HKEYS', KEYS[K_MEMBERS])) do
+      if field(pid, 'role') == op[4] and (field(pid, 'waiting') == TRUE) == op[2] then
+        seated = seated + 1
+      end
+    end
+    if seated >= op[3] then return {0, 'capacity', index} end
   end
 end
 
