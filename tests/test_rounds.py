@@ -4,13 +4,12 @@ message, error and setting, over both encodings, on one worker with real clients
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 from tests.client import Client
 from tests.test_facilitation import Circle, acked, ask, newcomer, refused, room_with, said
-from tests.timing import WAIT
+from tests.timing import MS, WAIT
 
 
 def round_of(speaker: str | None, queue: list[str], mode: str = "queue", strict: bool = False):
@@ -99,7 +98,7 @@ async def test_a_staffed_room_is_paused_while_no_facilitator_is_present(start_se
     await said(person, "thank you for coming")
 
     await host.ws.close()  # gone without leave: present for the grace (1 s), then not
-    assert all(m["t"] != "room" for m in await person.quiet(0.5))
+    assert all(m["t"] != "room" for m in await person.quiet(500 * MS))
     assert (await person.next("left", timeout=WAIT))["pid"] == host.pid
     assert (await person.next("room"))["paused"] is True
     await refused(person, {"t": "say", "text": "still here"}, "paused")
@@ -111,7 +110,7 @@ async def test_a_staffed_room_is_paused_while_no_facilitator_is_present(start_se
     assert (await person.next("room"))["paused"] is True
     await acked(again, {"t": "leave"})
     await person.next("left")
-    assert await person.quiet(0.3) == []  # still paused: no room event
+    assert await person.quiet(300 * MS) == []  # still paused: no room event
     assert (await server_info(server, room["room"]))["paused"] is True
 
 
@@ -249,7 +248,7 @@ async def test_a_speaker_who_leaves_loses_the_turn(start_server, encoding):
     await acked(host, {"t": "round", "mode": "queue"})
     for person in (one, two, three, four):
         await acked(person, {"t": "hand"})
-    await host.quiet(0.2)
+    await host.quiet(200 * MS)
     for client in circle.people:
         client.inbox.clear()
     await acked(one, {"t": "leave"})
@@ -257,10 +256,10 @@ async def test_a_speaker_who_leaves_loses_the_turn(start_server, encoding):
     await acked(host, {"t": "remove", "pid": two.pid})
     assert await host.next("round") == round_of(three.pid, [four.pid])
     await three.ws.close()  # no leave: keeps the turn for the grace, then loses it
-    assert await host.quiet(0.3) == []
+    assert await host.quiet(300 * MS) == []  # within its grace
     got = await host.next("round", timeout=WAIT)
     assert got == round_of(four.pid, [])
-    seen = [m for m in await four.quiet(0.3) if m["t"] == "round"]
+    seen = [m for m in await four.quiet(300 * MS) if m["t"] == "round"]
     assert seen[-1] == round_of(four.pid, [])  # the same sequence reached every member
 
 
@@ -274,7 +273,7 @@ async def test_stepping_out(server, encoding):
     host, (one, two) = circle.host, circle.people
     await acked(host, {"t": "round", "mode": "queue"})
     await acked(one, {"t": "hand"})
-    await host.quiet(0.2)
+    await host.quiet(200 * MS)
     await acked(one, {"t": "away", "on": True})
     for client in everyone(circle):
         assert await client.next("away") == {"t": "away", "pid": one.pid, "on": True}
@@ -307,4 +306,3 @@ async def test_rounds_and_pause_survive_a_facilitator_reconnect(server, encoding
     assert welcome["you"]["pid"] == host.pid
     assert welcome["round"]["speaker"] == one.pid and welcome["round"]["strict"] is True
     assert welcome["room"]["paused"] is True
-    await asyncio.sleep(0)
