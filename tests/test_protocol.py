@@ -76,6 +76,16 @@ def test_round_trip_of_every_type(encoding: Encoding) -> None:
         "invite": {"label": "Sam's key"},
         "revoke": {"label": "Sam's key"},
         "settings": {"review": "all", "contact": "block"},
+        # §13
+        "pause": {},
+        "unpause": {},
+        "extend": {"minutes": 120},
+        "round": {"mode": "order", "order": ["p1", "p2"], "strict": True},
+        "hand": {"down": True},
+        "done": {},
+        "next": {},
+        "end_round": {},
+        "away": {"on": False},
     }
     assert set(samples) == set(MESSAGE_TYPES)
     for kind, body in samples.items():
@@ -140,6 +150,22 @@ def test_undecodable_frames_are_bad_frame(frame: bytes | str, encoding: Encoding
         {"t": "whisper", "to": "p"},
         {"t": "report"},
         {"t": "delete", "mid": None},
+        # §13
+        {"t": "extend"},
+        {"t": "extend", "minutes": 0},
+        {"t": "extend", "minutes": 121},
+        {"t": "extend", "minutes": True},
+        {"t": "round"},
+        {"t": "round", "mode": "circle"},
+        {"t": "round", "mode": "order", "order": []},
+        {"t": "round", "mode": "order", "order": "shuffle"},
+        {"t": "round", "mode": "order", "order": ["p", 5]},
+        {"t": "round", "mode": "order", "order": ["p"] * 1001},
+        {"t": "round", "mode": "order", "order": ["x" * 500]},
+        {"t": "round", "mode": "queue", "strict": 1},
+        {"t": "hand", "down": "yes"},
+        {"t": "away"},
+        {"t": "away", "on": 1},
     ],
 )
 def test_bad_fields_are_bad_request(message: dict[str, object]) -> None:
