@@ -30,6 +30,13 @@ const LOG_SENTENCES = {
   invite: "log.invite",
   revoke: "log.revoke",
   settings: "log.settings",
+  // §13
+  pause: "log.pause",
+  unpause: "log.unpause",
+  extend: "log.extend",
+  round: "log.round",
+  next: "log.next",
+  end_round: "log.end_round",
 };
 
 export class FacilitatorTools {

@@ -9,6 +9,7 @@ import {
   browserLanguage, chosenLanguage, currentLanguage, installLanguageSwitch, languages, render, t,
   useLanguage,
 } from "./i18n.js";
+import { readPlan, showTimeZone } from "./plan.js";
 import { installQuickExit } from "./quickexit.js";
 
 let operatorToken = "";
@@ -20,6 +21,14 @@ async function createRoom(event) {
   if (!$("token-row").hidden) operatorToken = $("token").value.trim();
   const body = { title: $("title").value.trim(), rules: $("rules").value.trim() };
   if ($("room-lang").value) body.settings = { lang: $("room-lang").value };
+  const plan = readPlan(); // §13: staffed, capacity, opening and end
+  if (plan.error) {
+    $("plan").open = true;
+    fail(plan.error);
+    $(plan.field).focus();
+    return;
+  }
+  if (Object.keys(plan.settings).length) body.settings = { ...body.settings, ...plan.settings };
   const headers = { "Content-Type": "application/json" };
   if (operatorToken) headers.Authorization = `Bearer ${operatorToken}`;
   button.disabled = true;
@@ -118,6 +127,7 @@ async function main() {
   });
   $("copy-join").addEventListener("click", () => copy("join-link", "home.copied_join", "home.copy_by_hand_join"));
   $("copy-fac").addEventListener("click", () => copy("fac-link", "home.copied_fac", "home.copy_by_hand_fac"));
+  showTimeZone();
   const listing = await languages();
   await useLanguage(chosenLanguage() ?? browserLanguage(listing.languages) ?? listing.default);
   const own = currentLanguage().tag;

@@ -55,6 +55,16 @@ export class Members {
     return member;
   }
 
+  /** §13 stepping out: "back in a moment" next to the name. */
+  setAway(pid, on) {
+    const member = this.byPid.get(pid);
+    if (!member) return null;
+    if (on) member.away = true;
+    else delete member.away;
+    this.render();
+    return member;
+  }
+
   /** A participant's messages held for review, or not (§14; facilitators see it). */
   setHeld(pid, on) {
     const member = this.byPid.get(pid);
@@ -94,6 +104,7 @@ export class Members {
       muteLabel(m.muted_until),
       facilitatorView && m.held ? render(el("span", { class: "tag" }), "safety.held_tag") : null,
       this.hooks.isIgnored?.(m.pid) ? render(el("span", { class: "tag" }), "safety.ignored_tag") : null,
+      m.away ? render(el("span", { class: "tag" }), "members.away") : null,
     ]);
     if (self) return item;
     if (!facilitatorView && m.role === "participant" && this.hooks.onIgnore) {

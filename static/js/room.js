@@ -16,6 +16,8 @@ import { MessageList } from "./messages.js";
 import { MAX_TEXT, TYPING_INTERVAL_MS, codePoints } from "./protocol.js";
 import { installQuickExit, onQuickExit } from "./quickexit.js";
 import { forgetRoom, loadRoom, saveRoom } from "./store.js";
+import { Structure } from "./structure.js";
+import { Tabs } from "./tabs.js";
 import { describeMute, errorText, statusText } from "./wording.js";
 
 const roomId = decodeURIComponent(location.pathname.split("/")[2] ?? "") ||
@@ -58,6 +60,8 @@ const safety = new SafetyTools({
   conn, state, messages, members, notice, composer: { resend: (text, extra) => say(text, extra) },
 });
 tools.safety = safety;
+const structure = new Structure({ conn, state, members, isFacilitator, notice }); // §13
+const tabs = new Tabs($("tabbar"));
 
 /** Say something in the conversation and to screen readers: a sentence key and its params. */
 function notice(key, params = {}, tone = "info") {
@@ -89,6 +93,7 @@ function ended(explanation) {
   show($("join-view"), false);
   show($("waiting-view"), false);
   if (!state.you) show($("chat-view"), false);
+  tabs.disable();
   $("ended").focus();
 }
 
@@ -175,6 +180,10 @@ const handlers = {
     state.lastSeq = Math.max(state.lastSeq, Number(msg.seq) || 0);
     tools.enable(msg);
     safety.enable(msg);
+    structure.welcome(msg);
+    tabs.enable(isFacilitator());
+    // §13: help flares raised before this facilitator came (one alert per person, with Seen).
+    if (isFacilitator()) for (const flare of msg.flares ?? []) safety.helpAlert(flare);
     $("help-btn").hidden = isFacilitator();
     if (!previous) {
       notice(isFacilitator() ? "notice.welcome_facilitator" : "notice.welcome", { name: msg.you.name });
@@ -186,9 +195,10 @@ const handlers = {
     }
     messages.scrollToEnd();
   },
-  waiting() {
+  waiting(msg) {
     show($("join-view"), false);
     show($("waiting-view"));
+    structure.waiting(msg);
     $("waiting-view").focus();
   },
   denied() {
@@ -196,12 +206,14 @@ const handlers = {
   },
   joined(msg) {
     if (members.add(msg.member)) presence("joined", msg.member.name);
+    structure.membersChanged();
   },
   left(msg) {
     const member = members.remove(msg.pid);
     if (!member) return;
     if (msg.removed) notice("notice.removed", { name: member.name });
     else presence("left", member.name);
+    structure.membersChanged();
   },
   msg(msg, fromHistory = false) {
     if (messages.has(msg.mid) || (typeof msg.seq === "number" && msg.seq <= state.lastSeq)) return;
@@ -251,12 +263,26 @@ const handlers = {
     if (before.slow !== msg.slow) {
       notice(msg.slow ? "notice.slow_on" : "notice.slow_off", { count: msg.slow });
     }
-    state.room = { ...before, locked: msg.locked, slow: msg.slow, review: msg.review, contact: msg.contact };
+    state.room = {
+      ...before, locked: msg.locked, slow: msg.slow, review: msg.review, contact: msg.contact,
+      paused: msg.paused, ends_at: msg.ends_at,
+    };
     tools.roomChanged();
     safety.roomChanged(state.room);
+    structure.room(before, state.room);
+  },
+  // §13: the round, the end's notice, stepping out.
+  round(msg) {
+    structure.roundChanged(msg);
+  },
+  ending(msg) {
+    structure.ending(msg);
+  },
+  away(msg) {
+    structure.awayChanged(msg);
   },
   closed() {
-    state.terminalReason = { key: "close.room_closed" };
+    state.terminalReason = { key: structure.endedOnTime() ? "ended.on_time" : "close.room_closed" };
   },
   resources(msg) {
     state.pending.delete(msg.id);
@@ -395,6 +421,7 @@ function askForHelp() {
 function relocalized() {
   members.render();
   tools.roomChanged();
+  structure.renderAll();
 }
 
 async function main() {

@@ -21,6 +21,9 @@ const ERRORS = {
   already_joined: "error.already_joined",
   bad_request: "error.bad_request",
   room_locked: "close.locked",
+  paused: "error.paused", // §13
+  not_your_turn: "error.not_your_turn",
+  room_full: "error.room_full",
   banned: "close.banned",
 };
 
