@@ -127,9 +127,9 @@ async function main() {
   });
   $("copy-join").addEventListener("click", () => copy("join-link", "home.copied_join", "home.copy_by_hand_join"));
   $("copy-fac").addEventListener("click", () => copy("fac-link", "home.copied_fac", "home.copy_by_hand_fac"));
-  showTimeZone();
   const listing = await languages();
   await useLanguage(chosenLanguage() ?? browserLanguage(listing.languages) ?? listing.default);
+  showTimeZone(); // once the sentences are here
   const own = currentLanguage().tag;
   fillRoomLanguages(listing.languages, listing.languages.some((l) => l.tag === own) ? own : listing.default);
   await installLanguageSwitch($("lang-select"), (tag) => {

@@ -38,13 +38,9 @@ export class Structure {
     this.endingShown = false;
     this.timer = null;
     for (const id of ["extend-now", "extend-later"]) {
-      const select = $(`${id}-minutes`);
-      select.replaceChildren(...EXTEND_CHOICES.map((minutes) =>
-        render(el("option", { attrs: { value: minutes } }), "ending.minutes", { count: minutes })));
-      select.value = "10";
       $(id).addEventListener("submit", (event) => {
         event.preventDefault();
-        this.ask({ t: "extend", minutes: Number(select.value) });
+        this.ask({ t: "extend", minutes: Number($(`${id}-minutes`).value) });
       });
     }
     $("pause-btn").addEventListener("click", () => this.ask({ t: this.state.room?.paused ? "unpause" : "pause" }));
@@ -73,6 +69,12 @@ export class Structure {
   /* ---------- what the server says ---------- */
 
   welcome(msg) {
+    for (const select of [$("extend-now-minutes"), $("extend-later-minutes")]) {
+      if (select.options.length) continue; // filled once the page's language is known
+      select.replaceChildren(...EXTEND_CHOICES.map((minutes) =>
+        render(el("option", { attrs: { value: minutes } }), "ending.minutes", { count: minutes })));
+      select.value = "10";
+    }
     this.away = Boolean((msg.members ?? []).find((m) => m.pid === msg.you?.pid)?.away);
     this.round = msg.round ?? { active: false };
     this.endingShown = false;

@@ -108,19 +108,29 @@ def test_arabic_room_is_right_to_left_and_mirrored(server, new_page, ui, screens
         facilitator.emulate_media(color_scheme=scheme)
         for label, size in (("320", PHONE), ("desktop", DESKTOP)):
             facilitator.set_viewport_size(size)
+
+            def tab(key: str, phone: bool = label == "320") -> None:
+                """On a phone the panes are tabs (§13's tab bar): show the one named."""
+                if phone:
+                    facilitator.get_by_role("tab", name=AR[key]).click()
+
+            tab("tabs.chat")
             composer, send = box(facilitator, "#composer-text"), box(facilitator, "#send")
             assert send["x"] + send["width"] <= composer["x"] + 1  # Send sits at the left
+            alert = box(facilitator, ".help-alert p")
+            whisper = box(facilitator, ".help-alert button")
+            assert whisper["x"] + whisper["width"] > alert["x"] + alert["width"] - 24
+            tab("tabs.tools")
             panel = box(facilitator, "#facilitator-panel")
             lock = box(facilitator, "#lock-btn")
             # The tools start at the right: the lock button hugs the panel's right padding.
             assert panel["x"] + panel["width"] - (lock["x"] + lock["width"]) < 24
             assert lock["x"] - panel["x"] > 24
+            tab("tabs.people")
             name = box(facilitator, "#members li.member:has(button) .member-name")
             actions = box(facilitator, "#members li.member:has(button) button")
             assert actions["x"] + actions["width"] <= name["x"]  # actions at the far left
-            alert = box(facilitator, ".help-alert p")
-            whisper = box(facilitator, ".help-alert button")
-            assert whisper["x"] + whisper["width"] > alert["x"] + alert["width"] - 24
+            tab("tabs.chat")
             if label == "desktop":
                 side, talk = box(facilitator, ".side"), box(facilitator, ".conversation")
                 assert side["x"] + side["width"] <= talk["x"]  # the tools column on the left

@@ -268,7 +268,7 @@ def test_the_phone_tab_bar_keeps_everything_one_tap_away(server, new_page, ui, s
     guide.get_by_role("tab", name="Tools").click()
     expect(guide.get_by_role("button", name="Pause the room")).to_be_visible()
     guide.screenshot(path=str(screenshots / "tabs-tools-phone.png"))
-    guide.get_by_role("tab", name="Chat").click()
+    guide.get_by_role("tab", name="Messages").click()
     expect(guide.locator("#speaking-text")).to_have_text("Now speaking: Wren")
     expect(person.locator("#speaking-text")).to_contain_text("It's your turn to speak.")
     person.screenshot(path=str(screenshots / "round-speaker-phone.png"))
