@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from tests.client import Client
-from tests.test_facilitation import Circle, acked, ask, newcomer, refused, room_with, said
+from tests.test_facilitation import Circle, acked, newcomer, refused, room_with, said
 from tests.timing import MS, WAIT
 
 
@@ -53,7 +53,7 @@ async def test_pause_and_unpause(server, encoding):
     error = await refused(one, {"t": "say", "text": "can I?"}, "paused")
     assert error["message"]
     await refused(one, {"t": "whisper", "to": host.pid, "text": "psst"}, "paused")
-    assert (await ask(one, {"t": "help"}))["t"] == "resources"
+    assert (await one.request({"t": "help"}))["t"] == "resources"
     await acked(two, {"t": "report", "mid": first["mid"]})
     await acked(one, {"t": "typing"})
     await said(host, "let us take a breath together")
@@ -86,7 +86,7 @@ async def test_a_staffed_room_is_paused_while_no_facilitator_is_present(start_se
     assert welcome["room"]["paused"] is True and welcome["room"]["staffed"] == "required"
     await refused(person, {"t": "say", "text": "hello?"}, "paused")
     asked = time.time() * 1000
-    assert (await ask(person, {"t": "help"}))["t"] == "resources"
+    assert (await person.request({"t": "help"}))["t"] == "resources"
 
     host = await server.client(encoding)
     welcome = await host.join(room["room"], key=room["facilitator_key"])
