@@ -17,6 +17,7 @@ import hmac
 import re
 import secrets
 import unicodedata
+from collections.abc import Callable
 
 import icu
 
@@ -171,18 +172,19 @@ def _impersonates_role(name: str) -> bool:
     return False
 
 
-def pseudonym(taken: set[str], words: NameWords) -> str:
-    """A friendly random pseudonym not in ``taken`` (a set of name keys).
+def pseudonym(taken: Callable[[str], bool], words: NameWords) -> str:
+    """A friendly random pseudonym that ``taken`` says is free.
 
     Args:
-        taken: the name keys (:func:`name_key`) of the names present in the room.
+        taken: whether a name is taken in the room (as its name key compares); a lookup, so
+            that a room of a thousand does not compare every name for every newcomer.
         words: the room language's words (``Languages.words``): "Quiet Heron", "Garza Serena".
     """
     for _ in range(50):
         name = words.name(secrets.randbelow(words.size))
-        if name_key(name) not in taken:
+        if not taken(name):
             return name
     while True:
         name = f"{words.name(secrets.randbelow(words.size))} {secrets.randbelow(1000)}"
-        if name_key(name) not in taken:
+        if not taken(name):
             return name

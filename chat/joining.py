@@ -27,7 +27,6 @@ from chat.events import Ack, Event, Joined, Knock, Left, Waiting, Welcome
 from chat.identity import (
     address_hash,
     hash_secret,
-    name_key,
     name_token,
     new_pid,
     new_secret,
@@ -113,7 +112,9 @@ async def _join(services: Services, caller: Caller, room: LocalRoom, msg: Join) 
             msg.name, participant=role == PARTICIPANT, max_length=services.limits.max_name
         )
     for _ in range(1 if wished is not None else PSEUDONYM_TRIES):
-        member.name = wished or pseudonym({name_key(m.name) for m in state.members.values()}, words)
+        member.name = wished or pseudonym(
+            lambda name: name_token(state.salt, name) in state.names(), words
+        )
         member.name_token = name_token(state.salt, member.name)
         try:
             await services.hub.commit(room, [*checks, MemberAdd(member)], [_arrival(member)])

@@ -25,6 +25,7 @@ from chat.outbox import Outbox
 from chat.protocol import Encoding, batch
 
 log = logging.getLogger("hearth.outbound")
+BURST_FACTOR = 8  # what one loop turn (or a join's hold) may queue, in multiples of the limit
 
 WriteNow = Callable[[bytes, bool], bool]
 """``write_now(payload, binary)`` writes a frame at once and returns True, or returns False:
@@ -87,17 +88,23 @@ class Outbound:
         self.finished = False  # the close went out, or the peer is gone: nothing more to send
 
     def push(self, frame: bytes) -> None:
-        """A room event: held while the connection's answer to a join is being built."""
+        """A room event: held while the connection's answer to a join is being built.
+
+        ``limit`` counts what waits on a connection that cannot take it: frames queued behind
+        a writer (the transport is paused: the client reads slowly). Frames queued within one
+        loop turn leave together at its end: a burst (a storm of arrivals, every one announced)
+        is not slowness, so only a much larger bound applies to it, and to what is held.
+        """
         if self.closing is not None:
             return
         held = self._held
         if held is not None:
             held.append(frame)
-            if len(held) > self._limit:
+            if len(held) > self._limit * BURST_FACTOR:
                 self._too_slow()
             return
         queue = self._queue
-        if len(queue) >= self._limit:
+        if len(queue) >= (self._limit if self._writer is not None else self._limit * BURST_FACTOR):
             self._too_slow()
             return
         queue.append(frame)

@@ -170,10 +170,16 @@ class RoomState:
     epoch: int = 0
     off: int = 0
     seq: int = 0
+    # Derived, not state: name token -> pid (see names()); rebuilt when None.
+    names_index: dict[str, str] | None = field(default=None, repr=False, compare=False)
 
     def names(self) -> dict[str, str]:
-        """Name token -> pid, for everyone holding a name (waiting members too)."""
-        return {m.name_token: m.pid for m in self.members.values()}
+        """Name token -> pid, for everyone holding a name (waiting members too); kept as an
+        index by :func:`apply`, so that a join does not walk the whole room."""
+        index = self.names_index
+        if index is None:
+            index = self.names_index = {m.name_token: m.pid for m in self.members.values()}
+        return index
 
     def by_resume(self, resume_hash: str) -> MemberState | None:
         return next((m for m in self.members.values() if m.resume_hash == resume_hash), None)
@@ -228,6 +234,7 @@ def copy_state(state: RoomState) -> RoomState:
     return replace(
         state,
         members={pid: replace(m) for pid, m in state.members.items()},
+        names_index=None,
         bans=set(state.bans),
         reports=dict(state.reports),
         log=list(state.log),
@@ -490,6 +497,8 @@ def apply(state: RoomState, op: Op) -> None:
     elif isinstance(op, MemberAdd):
         # Present from the room's seq at this point: what was said before stays unseen (§3).
         state.members[op.member.pid] = replace(op.member, joined_seq=state.seq)
+        if state.names_index is not None:
+            state.names_index[op.member.name_token] = op.member.pid
     elif isinstance(op, MemberSet):
         member = state.members.get(op.pid)
         if member is not None:
@@ -498,6 +507,9 @@ def apply(state: RoomState, op: Op) -> None:
                     setattr(member, name, value)
     elif isinstance(op, MemberDrop):
         member = state.members.pop(op.pid, None)
+        index = state.names_index
+        if member is not None and index is not None and index.get(member.name_token) == op.pid:
+            del index[member.name_token]
         if member is not None and op.ban:
             state.bans.add(member.address_hash)
     elif isinstance(op, Admit):

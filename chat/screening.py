@@ -163,11 +163,28 @@ def _name_words(name: str) -> set[str]:
     return {*words[:1], "".join(words), "_".join(words)} if words else set()
 
 
+# A run that could be written as a phone number: digits, with the separators people put
+# between them. libphonenumber's matcher is slow (pure Python, tried once per region): it only
+# reads a run with enough digits, not the whole message, so "born in 1990, it's 12:30" costs
+# a regular expression, not eight matchers.
+_NUMBER_RUN = re.compile(r"\+?\(?\d[\d \t().\-/]*\d")
+MAX_PHONE_DIGITS = 17  # E.164's 15, with an international prefix such as 00
+
+
 def _has_phone(text: str, lang: str) -> bool:
     if sum(ch.isdigit() for ch in text) < MIN_PHONE_DIGITS:
         return False  # the common case: no number long enough to be one
+    for run in _NUMBER_RUN.finditer(text):
+        digits = sum(ch.isdigit() for ch in run.group())
+        if MIN_PHONE_DIGITS <= digits <= MAX_PHONE_DIGITS and _phone_in(run.group(), lang):
+            return True
+    return False
+
+
+def _phone_in(candidate: str, lang: str) -> bool:
+    # Not cached: a cache would keep what people typed beyond the room's bounds (§7).
     for region in PHONE_REGIONS.get(lang, PHONE_REGIONS["en"]):
-        for match in PhoneNumberMatcher(text, region, leniency=Leniency.VALID):
+        for match in PhoneNumberMatcher(candidate, region, leniency=Leniency.VALID):
             digits = sum(ch.isdigit() for ch in match.raw_string)
             if digits >= MIN_PHONE_DIGITS and phonenumbers.is_valid_number(match.number):
                 return True
