@@ -98,3 +98,20 @@ async def test_redis_history_is_dropped_by_age_unread(redis_server: RedisServer)
     finally:
         await client.aclose()
         await backend.aclose()
+
+
+@pytest.mark.parametrize("on_redis", [False, pytest.param(True, marks=pytest.mark.redis)])
+async def test_a_room_planned_for_later_is_not_unused_before_it_opens(
+    start_server, request: pytest.FixtureRequest, on_redis: bool
+) -> None:
+    """--room-unused counts from a room's opening (§13), not from its creation."""
+    overrides: dict[str, object] = {"room_unused": 0.5, "room_idle": 60}
+    if on_redis:
+        server_redis: RedisServer = request.getfixturevalue("redis_server")
+        overrides.update(redis_url=server_redis.url, redis_prefix="t" + secrets.token_hex(4))
+    server = await start_server(**overrides)
+    later = int(time.time() * 1000) + 3_600_000
+    planned = await server.room(settings={"opens_at": later})
+    unplanned = await server.room()
+    await wait_until(lambda: ended(server, unplanned), what="the unplanned room ended")
+    assert not await ended(server, planned)

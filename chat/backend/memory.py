@@ -197,7 +197,7 @@ class MemoryBackend:
             if not room.state.members
             and (
                 (room.used and now_ms - room.empty_since_ms >= self._idle_ms)
-                or (not room.used and now_ms - room.state.created_ms >= self._unused_ms)
+                or (not room.used and now_ms - _unused_from(room.state) >= self._unused_ms)
             )
         ]
         for room_id in ended:
@@ -212,6 +212,11 @@ class MemoryBackend:
         deliver = self._deliver
         if deliver is not None and room in self._subscribed:
             deliver(room, entry)
+
+
+def _unused_from(state: RoomState) -> int:
+    """When a room's unused timeout starts: at its creation, or at its opening if later (§13)."""
+    return max(state.created_ms, state.opens_at or 0)
 
 
 def _now_ms() -> int:

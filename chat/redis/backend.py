@@ -214,11 +214,14 @@ class RedisBackend:
     async def create_room(self, state: RoomState) -> None:
         state.epoch = secrets.randbelow(2**31 - 1) + 1
         now = now_ms()
+        # Unused, a room lives for the unused timeout: from its opening when that is later
+        # (§13: a meeting planned for next week is not "unused" today).
+        unused_ms = max(now, state.opens_at or 0) - now + self._unused_ms
         async with unavailable():
             # The index of live rooms is one key for the deployment (§11 --max-rooms): a slot
             # first, then the room's own keys, which live for the unused timeout until joined.
             slot = await self._room_slot(
-                keys=[self._rooms_key], args=[state.id, now, now + self._unused_ms, self._max_rooms]
+                keys=[self._rooms_key], args=[state.id, now, now + unused_ms, self._max_rooms]
             )
             if not slot:
                 raise Refused("full")
@@ -228,7 +231,7 @@ class RedisBackend:
                     self._layout.record(state),
                     self._layout.settings(state),
                     state.epoch,
-                    self._unused_ms,
+                    unused_ms,
                 ],
             )
 
