@@ -15,7 +15,7 @@ from typing import Any
 from chat import facilitation, joining, review, safety, staff, structure, talking
 from chat.context import Answer, Caller, Phase, Services
 from chat.errors import ErrorCode, RequestError
-from chat.protocol import (
+from chat.requests import (
     Admit,
     Announce,
     Away,

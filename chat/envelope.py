@@ -8,13 +8,34 @@ sealed by the backend); nothing outside the server ever sees it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from chat.events import Event
+from chat.ops import (
+    Admit,
+    BanAdd,
+    HeldAdd,
+    HeldDrop,
+    HistoryDrop,
+    HistoryEdit,
+    KeyAdd,
+    KeyDrop,
+    LogAdd,
+    MemberAdd,
+    MemberDrop,
+    MemberSet,
+    Op,
+    ReportAdd,
+    ReportDrop,
+    Reset,
+    RoomClose,
+    RoomSet,
+    SeatLimit,
+)
 from chat.protocol import Message, pack_envelope, unpack_envelope
-from chat.roomstate import Op, op_from_wire, op_to_wire
+from chat.roomstate import MEMBER_FIELDS, MEMBER_MUTABLE, ROOM_MUTABLE, MemberState, Value
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,3 +140,102 @@ def with_content_warning(data: bytes, cw: str) -> bytes:
         *envelope.out[1:],
     ]
     return Envelope(envelope.ops, out).pack()
+
+
+# --- ops on the wire ---------------------------------------------------------------------
+
+_MEMBER_WIRE = MEMBER_FIELDS
+
+
+def op_to_wire(op: Op) -> list[Any]:
+    """A msgpack-friendly form of an op (for the stream entry that carries it)."""
+    if isinstance(op, RoomSet):
+        return ["rs", dict(op.fields), dict(op.require)]
+    if isinstance(op, MemberAdd):
+        return ["ma", [getattr(op.member, name) for name in _MEMBER_WIRE]]
+    if isinstance(op, MemberSet):
+        return ["ms", op.pid, dict(op.fields), dict(op.require)]
+    if isinstance(op, MemberDrop):
+        return ["md", op.pid, op.why, dict(op.require), op.ban, op.lapsed_before]
+    if isinstance(op, Admit):
+        return ["ad", op.pid]
+    if isinstance(op, BanAdd):
+        return ["ba", op.address_hash]
+    if isinstance(op, ReportAdd):
+        return ["ra", dict(op.report), op.cap]
+    if isinstance(op, LogAdd):
+        return ["la", dict(op.entry)]
+    if isinstance(op, SeatLimit):
+        return ["sl", op.waiting, op.limit]
+    if isinstance(op, HistoryDrop):
+        return ["hd", op.mid]
+    if isinstance(op, HeldAdd):
+        return ["ha", dict(op.held), list(op.evict)]
+    if isinstance(op, HeldDrop):
+        return ["hr", op.mid]
+    if isinstance(op, ReportDrop):
+        return ["rd", op.mid]
+    if isinstance(op, KeyAdd):
+        return ["ka", op.token, dict(op.entry)]
+    if isinstance(op, KeyDrop):
+        return ["kd", op.token, list(op.pids)]
+    if isinstance(op, HistoryEdit):
+        return ["he", op.mid, op.cw]
+    if isinstance(op, RoomClose):
+        return ["rc"]
+    return ["rr"]
+
+
+def op_from_wire(raw: list[Any]) -> Op:
+    """The op :func:`op_to_wire` made.
+
+    Raises:
+        ValueError: not an op this version knows.
+    """
+    try:
+        kind = raw[0]
+        # What a newer version adds (fields, settings) is left out, not refused: an older
+        # worker in a rolling upgrade follows the stream without it.
+        if kind == "rs":
+            return RoomSet(_known(raw[1], ROOM_MUTABLE), raw[2])
+        if kind == "ma":
+            return MemberAdd(MemberState(*raw[1][: len(MEMBER_FIELDS)]))
+        if kind == "ms":
+            return MemberSet(raw[1], _known(raw[2], MEMBER_MUTABLE), raw[3])
+        if kind == "md":
+            return MemberDrop(raw[1], raw[2], raw[3], bool(raw[4]), raw[5])
+        if kind == "ad":
+            return Admit(raw[1])
+        if kind == "ba":
+            return BanAdd(raw[1])
+        if kind == "ra":
+            return ReportAdd(raw[1], raw[2])
+        if kind == "la":
+            return LogAdd(raw[1])
+        if kind == "sl":
+            return SeatLimit(bool(raw[1]), int(raw[2]))
+        if kind == "hd":
+            return HistoryDrop(raw[1])
+        if kind == "ha":
+            return HeldAdd(raw[1], tuple(raw[2]))
+        if kind == "hr":
+            return HeldDrop(raw[1])
+        if kind == "rd":
+            return ReportDrop(raw[1])
+        if kind == "ka":
+            return KeyAdd(raw[1], raw[2])
+        if kind == "kd":
+            return KeyDrop(raw[1], tuple(raw[2]))
+        if kind == "he":
+            return HistoryEdit(raw[1], raw[2])
+        if kind == "rc":
+            return RoomClose()
+        if kind == "rr":
+            return Reset()
+    except (IndexError, TypeError) as exc:
+        raise ValueError("malformed op") from exc
+    raise ValueError("unknown op")
+
+
+def _known(fields: Mapping[str, Value], allowed: frozenset[str]) -> dict[str, Value]:
+    return {name: value for name, value in fields.items() if name in allowed}

@@ -28,7 +28,9 @@ from chat.events import (
 )
 from chat.identity import new_mid
 from chat.localroom import LocalRoom
-from chat.protocol import (
+from chat.ops import Admit as AdmitOp
+from chat.ops import HistoryDrop, LogAdd, MemberDrop, MemberSet, Op, Refused, RoomClose, RoomSet
+from chat.requests import (
     Admit,
     Announce,
     ClientMessage,
@@ -42,23 +44,7 @@ from chat.protocol import (
     Unlock,
     Unmute,
 )
-from chat.roomstate import (
-    FACILITATOR,
-    PARTICIPANT,
-    HistoryDrop,
-    LogAdd,
-    MemberDrop,
-    MemberSet,
-    MemberState,
-    Op,
-    Refused,
-    RoomClose,
-    RoomSet,
-    Value,
-)
-from chat.roomstate import (
-    Admit as AdmitOp,
-)
+from chat.roomstate import FACILITATOR, PARTICIPANT, MemberState, Value
 from chat.staff import logged
 
 # A participant acted upon must still be one (and not waiting) when the decision lands.

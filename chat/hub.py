@@ -28,11 +28,10 @@ from chat.backend.base import Backend, Entry, MessageMeta, Position
 from chat.envelope import Delivery, Envelope
 from chat.errors import Unavailable
 from chat.localroom import Connection, LocalRoom, RoomGone, room_event, view_changes, views
-from chat.roomstate import (
+from chat.ops import (
     Admit,
     MemberAdd,
     MemberDrop,
-    MemberState,
     Op,
     Refused,
     Reset,
@@ -41,6 +40,7 @@ from chat.roomstate import (
     apply,
     touched_pids,
 )
+from chat.roomstate import MemberState
 
 log = logging.getLogger("hearth.hub")
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from chat.roomstate import MemberDrop, MemberSet, Op, Reset, RoomState
+from chat.ops import MemberDrop, MemberSet, Op, Reset
+from chat.roomstate import RoomState
 
 IGNORABLE = frozenset({"msg", "typing"})  # what an ignorer never gets from the ignored
 

@@ -34,19 +34,11 @@ from chat.identity import (
     pseudonym,
 )
 from chat.localroom import LocalRoom, RoomGone, message_event
-from chat.protocol import Join, Leave, Message
+from chat.ops import MemberAdd, MemberDrop, MemberSet, Refused
+from chat.protocol import Message
+from chat.requests import Join, Leave
 from chat.review import held_list
-from chat.roomstate import (
-    FACILITATOR,
-    PARTICIPANT,
-    MemberAdd,
-    MemberDrop,
-    MemberSet,
-    MemberState,
-    Refused,
-    RoomState,
-    Value,
-)
+from chat.roomstate import FACILITATOR, PARTICIPANT, MemberState, RoomState, Value
 from chat.staff import match_key
 
 log = logging.getLogger("hearth.join")

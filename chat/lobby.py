@@ -21,16 +21,8 @@ from __future__ import annotations
 from chat.envelope import Delivery
 from chat.errors import CloseCode, ErrorCode, RequestError, SessionEnded
 from chat.events import Denied, Error, Joined, Left
-from chat.roomstate import (
-    PARTICIPANT,
-    Admit,
-    MemberDrop,
-    MemberState,
-    Op,
-    RoomSet,
-    RoomState,
-    SeatLimit,
-)
+from chat.ops import Admit, MemberDrop, Op, RoomSet, SeatLimit
+from chat.roomstate import PARTICIPANT, MemberState, RoomState
 
 FULL_MESSAGE = "This room is full right now."
 

@@ -22,8 +22,9 @@ from chat.envelope import Delivery, Envelope, message_of
 from chat.errors import CloseCode
 from chat.events import Room
 from chat.ignoring import IgnoreIndex, sender_of
+from chat.ops import MemberDrop, Op
 from chat.protocol import Encoding, Message, encode
-from chat.roomstate import MemberDrop, MemberState, Op, RoomState
+from chat.roomstate import MemberState, RoomState
 
 log = logging.getLogger("hearth.room")
 DIGESTS_KEPT = 256  # recent entries whose digest a replica keeps (fork detection)

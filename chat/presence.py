@@ -25,7 +25,7 @@ from chat.context import Services, now_ms
 from chat.envelope import Delivery
 from chat.errors import Unavailable
 from chat.events import Left
-from chat.roomstate import MemberDrop, Refused
+from chat.ops import MemberDrop, Refused
 from chat.settings import Settings
 
 log = logging.getLogger("hearth.presence")

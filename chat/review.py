@@ -20,20 +20,10 @@ from chat.envelope import Delivery
 from chat.errors import ErrorCode, RequestError
 from chat.events import Ack, HeldEvent, Hold, Msg, Reviewed
 from chat.localroom import LocalRoom
-from chat.protocol import Discard, Release, Say, Unhold
-from chat.protocol import Hold as HoldRequest
-from chat.roomstate import (
-    PARTICIPANT,
-    HeldAdd,
-    HeldDrop,
-    MemberSet,
-    MemberState,
-    Message,
-    Op,
-    Refused,
-    RoomState,
-    Value,
-)
+from chat.ops import HeldAdd, HeldDrop, MemberSet, Op, Refused
+from chat.requests import Discard, Release, Say, Unhold
+from chat.requests import Hold as HoldRequest
+from chat.roomstate import PARTICIPANT, MemberState, Message, RoomState, Value
 from chat.staff import decide, logged, target
 
 _PRESENT_PARTICIPANT: dict[str, Value] = {"role": PARTICIPANT, "waiting": False}

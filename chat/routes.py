@@ -24,8 +24,9 @@ from chat.errors import Unavailable
 from chat.guard import Guard
 from chat.identity import hash_secret, new_room_id, new_salt, new_secret
 from chat.limiter import LimiterUnavailable, retry_after
+from chat.ops import Refused
 from chat.rooms import RoomRequestError, parse_room_request
-from chat.roomstate import Refused, RoomState
+from chat.roomstate import RoomState
 from chat.settings import Settings
 
 STATIC = Path(__file__).resolve().parent.parent / "static"

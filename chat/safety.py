@@ -28,20 +28,10 @@ from chat.events import (
     WhisperEvent,
 )
 from chat.localroom import LocalRoom
-from chat.protocol import Cw, Ignore, Resolve, RoomSettings, Say, Unignore, Warn, Whisper
-from chat.protocol import HelpSeen as HelpSeenRequest
-from chat.roomstate import (
-    PARTICIPANT,
-    HistoryEdit,
-    MemberSet,
-    MemberState,
-    Op,
-    Refused,
-    ReportDrop,
-    RoomSet,
-    RoomState,
-    Value,
-)
+from chat.ops import HistoryEdit, MemberSet, Op, Refused, ReportDrop, RoomSet
+from chat.requests import Cw, Ignore, Resolve, RoomSettings, Say, Unignore, Warn, Whisper
+from chat.requests import HelpSeen as HelpSeenRequest
+from chat.roomstate import PARTICIPANT, MemberState, RoomState, Value
 from chat.screening import contact_kinds, crisis
 from chat.staff import RETRIES, decide, logged, target
 

@@ -24,7 +24,8 @@ from chat.envelope import Delivery
 from chat.errors import Unavailable
 from chat.events import Closed, Ending
 from chat.localroom import LocalRoom, RoomGone
-from chat.roomstate import Op, Refused, RoomClose, RoomSet, RoomState
+from chat.ops import Op, Refused, RoomClose, RoomSet
+from chat.roomstate import RoomState
 
 log = logging.getLogger("hearth.schedule")
 

@@ -26,10 +26,11 @@ from chat.envelope import Delivery
 from chat.errors import CloseCode, ErrorCode, ProtocolError, RequestError, SessionEnded, Unavailable
 from chat.events import Ack, Error, Event, Unmuted
 from chat.localroom import LocalRoom, RoomGone
+from chat.ops import MemberSet, Refused
 from chat.outbound import Closing, Outbound, WriteNow
 from chat.protocol import Encoding, Frame, Message, decode, encode
 from chat.ratelimit import TokenBucket
-from chat.roomstate import MemberSet, MemberState, Refused
+from chat.roomstate import MemberState
 
 log = logging.getLogger("hearth.session")
 

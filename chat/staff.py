@@ -21,19 +21,9 @@ from chat.errors import ErrorCode, RequestError, Unavailable
 from chat.events import Ack, Left
 from chat.identity import hash_secret, new_secret
 from chat.localroom import LocalRoom
-from chat.protocol import Invite, Revoke
-from chat.roomstate import (
-    FACILITATOR,
-    OWNER,
-    KeyAdd,
-    KeyDrop,
-    LogAdd,
-    MemberDrop,
-    MemberState,
-    Op,
-    Refused,
-    RoomState,
-)
+from chat.ops import KeyAdd, KeyDrop, LogAdd, MemberDrop, Op, Refused
+from chat.requests import Invite, Revoke
+from chat.roomstate import FACILITATOR, OWNER, MemberState, RoomState
 from chat.screening import fold
 
 MAX_KEYS = 50  # co-facilitator keys one room may hold at once

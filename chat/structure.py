@@ -26,11 +26,13 @@ from chat.envelope import Delivery
 from chat.errors import ErrorCode, RequestError, Unavailable
 from chat.events import Away, HelpEvent
 from chat.localroom import LocalRoom, RoomGone
-from chat.protocol import Away as AwayRequest
-from chat.protocol import ClientMessage, EndRound, Extend, Hand, Message, Next, Pause, Round
-from chat.protocol import Done as DoneRequest
-from chat.protocol import Unpause as UnpauseRequest
-from chat.roomstate import LogAdd, MemberSet, MemberState, Op, Refused, RoomSet, RoomState, Value
+from chat.ops import LogAdd, MemberSet, Op, Refused, RoomSet
+from chat.protocol import Message
+from chat.requests import Away as AwayRequest
+from chat.requests import ClientMessage, EndRound, Extend, Hand, Next, Pause, Round
+from chat.requests import Done as DoneRequest
+from chat.requests import Unpause as UnpauseRequest
+from chat.roomstate import MemberState, RoomState, Value
 from chat.staff import logged
 
 # Compare-and-set attempts before answering ``unavailable``: a whole room raising hands at

@@ -16,9 +16,10 @@ from chat.errors import ErrorCode, RequestError
 from chat.events import Ack, HelpEvent, Msg, ReportEvent, Resources, Typing, WhisperEvent
 from chat.identity import new_mid
 from chat.localroom import LocalRoom
-from chat.protocol import Help, Report, Say, Whisper
-from chat.protocol import Typing as TypingRequest
-from chat.roomstate import PARTICIPANT, MemberSet, MemberState, Refused, ReportAdd
+from chat.ops import MemberSet, Refused, ReportAdd
+from chat.requests import Help, Report, Say, Whisper
+from chat.requests import Typing as TypingRequest
+from chat.roomstate import PARTICIPANT, MemberState
 
 TYPING_INTERVAL_MS = 3_000  # protocol §5: at most one typing event every 3 s per member
 REPORTS_PER_MEMBER = 10  # open reports one member may have in a room (§11)

@@ -22,10 +22,7 @@ from chat.backend.memory import MemoryBackend
 from chat.buscrypt import Sealer
 from chat.envelope import Delivery, Envelope
 from chat.errors import Unavailable
-from chat.redis.backend import RedisBackend
-from chat.redis.client import RedisSpace, connect
-from chat.roomstate import (
-    ROOM_PRIVATE,
+from chat.ops import (
     Admit,
     BanAdd,
     HeldAdd,
@@ -38,18 +35,18 @@ from chat.roomstate import (
     MemberAdd,
     MemberDrop,
     MemberSet,
-    MemberState,
     Op,
     Refused,
     ReportAdd,
     ReportDrop,
     RoomClose,
     RoomSet,
-    RoomState,
     SeatLimit,
     apply,
-    copy_state,
 )
+from chat.redis.backend import RedisBackend
+from chat.redis.client import RedisSpace, connect
+from chat.roomstate import ROOM_PRIVATE, MemberState, RoomState, copy_state
 from tests.redis_server import RedisServer, redis_server
 from tests.timing import WAIT, wait_until
 

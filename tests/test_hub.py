@@ -22,8 +22,9 @@ from chat.envelope import Delivery, Envelope
 from chat.errors import CloseCode
 from chat.hub import Hub
 from chat.localroom import LocalRoom
+from chat.ops import Admit, MemberAdd, MemberDrop, MemberSet, RoomClose
 from chat.protocol import Encoding
-from chat.roomstate import Admit, MemberAdd, MemberDrop, MemberSet, MemberState, RoomClose
+from chat.roomstate import MemberState
 from tests.test_backend import member, new_room
 from tests.timing import wait_until
 

@@ -11,19 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chat.errors import ErrorCode, ProtocolError
-from chat.protocol import (
-    MESSAGE_TYPES,
-    Encoding,
-    Join,
-    Limits,
-    Mute,
-    Say,
-    Slow,
-    batch,
-    decode,
-    encode,
-    text_length,
-)
+from chat.protocol import Encoding, Limits, batch, decode, encode, text_length
+from chat.requests import MESSAGE_TYPES, Join, Mute, Say, Slow
 
 LIMITS = Limits()
 

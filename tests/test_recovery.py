@@ -13,8 +13,9 @@ from chat.backend.memory import MemoryBackend
 from chat.context import Services
 from chat.hub import Hub
 from chat.identity import hash_secret
+from chat.ops import RoomSet
 from chat.protocol import Encoding, Limits
-from chat.roomstate import RoomSet, RoomState
+from chat.roomstate import RoomState
 from chat.session import Session
 from chat.settings import Settings
 from tests.timing import MS, wait_until
@@ -156,7 +157,8 @@ async def test_a_reload_does_not_drop_the_events_it_had_heard() -> None:
     a whisper or a report that nobody missed is dropped on the floor."""
     from chat.envelope import Delivery
     from chat.events import HelpEvent
-    from chat.roomstate import MemberAdd, MemberState
+    from chat.ops import MemberAdd
+    from chat.roomstate import MemberState
 
     services, backend, state = await start()
 

@@ -13,9 +13,9 @@ import redis.asyncio as aioredis
 from chat import metrics
 from chat.buscrypt import Sealer
 from chat.errors import Unavailable
+from chat.ops import MemberAdd, MemberDrop, Refused, RoomSet
 from chat.redis.backend import RedisBackend
 from chat.redis.client import RedisSpace, connect, room_key
-from chat.roomstate import MemberAdd, MemberDrop, Refused, RoomSet
 from tests.redis_server import RedisServer, monitor, own_redis, redis_server
 from tests.test_backend import KEY, Inbox, commit, member, new_room, now_ms, redis_backend, say
 from tests.timing import WAIT, scaled, wait_until

@@ -11,7 +11,7 @@ import pytest
 from chat import recovery
 from chat.errors import Unavailable
 from chat.hub import Hub
-from chat.roomstate import MemberAdd, MemberSet, RoomSet
+from chat.ops import MemberAdd, MemberSet, RoomSet
 from tests.redis_server import RedisServer, redis_server
 from tests.test_backend import member, new_room, redis_backend
 from tests.timing import WAIT, wait_until

@@ -23,9 +23,9 @@ from websockets.exceptions import ConnectionClosed
 
 from chat.buscrypt import Sealer
 from chat.envelope import Delivery, Envelope
+from chat.ops import MemberSet
 from chat.redis.backend import RedisBackend
 from chat.redis.client import RedisSpace, connect
-from chat.roomstate import MemberSet
 from tests.client import Client
 from tests.conftest import Server, running
 from tests.redis_server import RedisServer, own_redis, redis_server

@@ -29,7 +29,6 @@ async def until_closed(client: Client) -> tuple[list[dict[str, Any]], int, float
     raise AssertionError("unreachable")
 
 
-
 async def test_the_room_gets_a_notice_then_closes_on_time(server, encoding):
     """With less than five minutes left the room gets ``ending`` at once (``at`` = ends_at),
     once; at ends_at everyone gets ``closed`` and close 4010, and the room is gone."""

@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from chat.roomstate import Op, RoomState
+from chat.ops import Op
+from chat.roomstate import RoomState
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from chat.backend.base import Deliver, Entry, MessageMeta, Position, Reconnected
 from chat.backend.history import MessageHistory
-from chat.roomstate import (
+from chat.ops import (
     HistoryDrop,
     HistoryEdit,
     Op,
@@ -25,11 +25,10 @@ from chat.roomstate import (
     ReportAdd,
     Reset,
     RoomClose,
-    RoomState,
     apply,
     check,
-    copy_state,
 )
+from chat.roomstate import RoomState, copy_state
 
 STREAM_KEEP = 1_000  # entries kept for read_after
 

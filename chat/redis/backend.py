@@ -26,6 +26,7 @@ from chat.backend.history import MessageHistory
 from chat.buscrypt import Sealer, SealError, context
 from chat.envelope import Envelope, message_of, with_content_warning
 from chat.errors import Unavailable
+from chat.ops import HistoryDrop, HistoryEdit, Op, Refused, ReportAdd, Reset, RoomClose
 from chat.protocol import pack_value
 from chat.redis.batch import ScriptBatch
 from chat.redis.bus import Bus, parse_frame
@@ -42,16 +43,7 @@ from chat.redis.scripts import (
     SNAPSHOT,
     VOUCH,
 )
-from chat.roomstate import (
-    HistoryDrop,
-    HistoryEdit,
-    Op,
-    Refused,
-    ReportAdd,
-    Reset,
-    RoomClose,
-    RoomState,
-)
+from chat.roomstate import RoomState
 from chat.settings import Settings
 
 log = logging.getLogger("hearth.redis")

@@ -12,14 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from chat.buscrypt import Sealer, SealError, context
-from chat.protocol import pack_envelope, pack_value, unpack_value
-from chat.redis.records import as_bytes, as_text, open_record
-from chat.roomstate import (
-    LOG_ENTRIES,
-    MEMBER_FIELDS,
-    OWNER,
-    PARTICIPANT,
-    ROOM_SETTINGS,
+from chat.ops import (
     Admit,
     BanAdd,
     HeldAdd,
@@ -32,15 +25,24 @@ from chat.roomstate import (
     MemberAdd,
     MemberDrop,
     MemberSet,
-    MemberState,
     Op,
     ReportAdd,
     ReportDrop,
     RoomClose,
     RoomSet,
-    RoomState,
     SeatLimit,
     report_key,
+)
+from chat.protocol import pack_envelope, pack_value, unpack_value
+from chat.redis.records import as_bytes, as_text, open_record
+from chat.roomstate import (
+    LOG_ENTRIES,
+    MEMBER_FIELDS,
+    OWNER,
+    PARTICIPANT,
+    ROOM_SETTINGS,
+    MemberState,
+    RoomState,
 )
 
 RECORD_FIELDS = ("title", "rules", "key_hash", "salt", "created_ms")
