@@ -25,6 +25,7 @@ from chat.errors import Unavailable
 from chat.guard import Guard, Refusal, build_guard, header
 from chat.hub import Hub
 from chat.protocol import Encoding, Limits
+from chat.redis.topology import close_client, limits_client
 from chat.session import Session
 from chat.settings import Settings
 from chat.transport import CLOSE_TIMEOUT_STATE, WRITE_EXTENSION
@@ -95,7 +96,8 @@ def create_app(settings: Settings) -> ASGIApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         services = await _build_services(settings)
-        guard = await build_guard(settings)
+        limits = limits_client(settings) if settings.uses_redis else None
+        guard = await build_guard(settings, limits)
         _say_what_languages_lack(settings)
         janitor = asyncio.create_task(_sweep_idle_rooms(services))
         vouching = asyncio.create_task(presence.keep_presence(services))
@@ -118,6 +120,8 @@ def create_app(settings: Settings) -> ASGIApp:
                 handle.cancel()
             await services.hub.aclose()
             await guard.aclose()
+            if limits is not None:
+                await close_client(limits)
 
     table = [
         Route("/api/rooms", routes.create_room, methods=["POST"]),

@@ -12,11 +12,12 @@ from chat.settings import Settings
 
 
 async def build_backend(settings: Settings) -> Backend:
-    """The backend this worker uses; no ``redis_url`` means the embedded one.
+    """The backend this worker uses: Redis when the settings name one (one server, a Sentinel
+    set or a Cluster, protocol §16), else the embedded one.
 
     Never fails because Redis is down: the worker then starts not ready (``/readyz`` 503).
     """
-    if not settings.redis_url:
+    if not settings.uses_redis:
         return MemoryBackend(
             history_messages=settings.history_messages,
             history_seconds=settings.history_seconds,

@@ -2,7 +2,8 @@
 
 Who the client is (:mod:`chat.address`), which Host and Origin pass (:mod:`chat.origin`),
 and the per-address limits (:mod:`chat.limiter`): in memory for one process, in Redis for a
-deployment. :func:`limits_redis` is the one place that makes the limits' Redis client.
+deployment. The limits' Redis client is made for the deployment's topology (one server, a
+Sentinel set or a Cluster) by ``chat.redis.topology.limits_client`` and handed in.
 """
 
 from __future__ import annotations
@@ -10,10 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from chat import intake
 from chat.address import TrustedProxies, client_address, limit_key
@@ -28,11 +25,11 @@ from chat.limiter import (
     RedisRoomRate,
     RoomRate,
 )
+from chat.luascript import Client
 from chat.origin import SiteRules, parse_origin
 from chat.settings import Settings
 
 log = logging.getLogger("hearth.guard")
-POOL_SIZE = 8
 TOO_MANY_ROOMS = "Too many rooms from here; try again later."
 
 
@@ -54,7 +51,6 @@ class Guard:
     trusted: TrustedProxies
     room_rate: RoomRate
     connections: Connections
-    redis: Redis | None = None
 
     def address(self, peer: str | None, headers: Iterable[tuple[bytes, bytes]]) -> str:
         """The client address of a request (§11): the only place anything asks for it."""
@@ -116,9 +112,8 @@ class Guard:
         return body
 
     async def aclose(self) -> None:
+        """Stop the limits' heartbeat (the caller closes the Redis client it gave)."""
         await self.connections.aclose()
-        if self.redis is not None:
-            await self.redis.aclose()
 
 
 def site_rules(settings: Settings) -> SiteRules:
@@ -130,27 +125,18 @@ def site_rules(settings: Settings) -> SiteRules:
     )
 
 
-def limits_redis(url: str) -> Redis:
-    """The limits' own Redis client: a few connections, bounded waits, no retries.
-
-    The worker's other Redis client belongs to its backends; when they offer one to share,
-    pass it to :func:`build_guard` instead of making this one.
-    """
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=POOL_SIZE,
-        timeout=2.0,
-        socket_connect_timeout=2.0,
-        retry=Retry(NoBackoff(), 0),
-        client_name="hearth-limits",
-    )
-    return Redis(connection_pool=pool)
-
-
-async def build_guard(settings: Settings, redis: Redis | None = None) -> Guard:
+async def build_guard(settings: Settings, redis: Client | None = None) -> Guard:
     """The guard for one worker: limits for the deployment when there is Redis.
 
     Never fails because Redis is down: the limits then answer ``unavailable`` until it is up.
+
+    Args:
+        settings: the worker's settings.
+        redis: the limits' own client when the settings name a Redis (the caller closes it,
+            after :meth:`Guard.aclose`).
+
+    Raises:
+        ValueError: the settings name a Redis, and no client was given.
     """
     site = site_rules(settings)
     if site.knows_every_host:
@@ -159,14 +145,16 @@ async def build_guard(settings: Settings, redis: Redis | None = None) -> Guard:
             "accepted; set --public-url to the address people use (protocol §11)"
         )
     trusted = settings.trusted_proxies
-    if not settings.redis_url:
+    if not settings.uses_redis:
         return Guard(
             site,
             trusted,
             MemoryRoomRate(settings.room_create_rate),
             MemoryConnections(settings.max_per_address),
         )
-    client = redis if redis is not None else limits_redis(settings.redis_url)
+    if redis is None:
+        raise ValueError("build_guard: the per-address limits need their Redis client")
+    client = redis
     hasher = AddressHasher(client, settings.redis_prefix, settings.bus_key)
     connections = RedisConnections(client, settings.redis_prefix, settings.max_per_address, hasher)
     connections.start()
@@ -179,8 +167,7 @@ async def build_guard(settings: Settings, redis: Redis | None = None) -> Guard:
         trusted,
         RedisRoomRate(client, settings.redis_prefix, settings.room_create_rate, hasher),
         connections,
-        redis=client if redis is None else None,
     )
 
 
-__all__ = ["Guard", "Refusal", "build_guard", "header", "limit_key", "limits_redis"]
+__all__ = ["Guard", "Refusal", "build_guard", "header", "limit_key"]

@@ -13,6 +13,10 @@ its own count of an address as one field of that address's hash, stamped with a 
 deadline in Redis's clock; a heartbeat rewrites every count the worker holds well before its
 lease ends; and readers ignore (and delete) fields whose lease has run out. A dead worker's
 connections stop counting within one lease.
+
+Every script touches one key, so the limits run unchanged on a Redis Cluster, where the keys
+of different addresses live on different nodes; the scripts are loaded on the node that
+asks for them (:mod:`chat.luascript`).
 """
 
 from __future__ import annotations
@@ -29,8 +33,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from chat.luascript import FAILURES, Client, Script
 
 log = logging.getLogger("hearth.limiter")
 T = TypeVar("T")
@@ -134,7 +137,7 @@ class MemoryConnections:
 _NOW = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
 
 # KEYS[1] the key's log; ARGV limit, window ms, member (nil: only ask). Returns ms to wait.
-_RATE = (
+_RATE = Script(
     _NOW
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
@@ -173,7 +176,7 @@ end
 """
 
 # ARGV worker, lease ms, limit. Returns 1 (counted) or 0 (the address is at the limit).
-_ACQUIRE = (
+_ACQUIRE = Script(
     _NOW
     + _FIELDS
     + """
@@ -184,10 +187,10 @@ return 1
 )
 
 # ARGV worker, lease ms.
-_RELEASE = _NOW + _FIELDS + "put(mine - 1) return 1"
+_RELEASE = Script(_NOW + _FIELDS + "put(mine - 1) return 1")
 
 # KEYS[1] an address's hash; ARGV worker, lease ms, this worker's count (0: delete its field).
-_WRITE = (
+_WRITE = Script(
     _NOW
     + """
 if ARGV[3] == '0' then
@@ -204,7 +207,7 @@ return 1
 class AddressHasher:
     """HMAC-SHA256 of an address, with a key every worker of the deployment agrees on."""
 
-    def __init__(self, client: Redis, prefix: str, bus_key: bytes | None) -> None:
+    def __init__(self, client: Client, prefix: str, bus_key: bytes | None) -> None:
         self._client = client
         self._salt_key = f"{prefix}:limits:salt"
         self._fixed = bus_key is not None
@@ -240,18 +243,18 @@ async def _ask(work: Awaitable[T]) -> T:
     try:
         async with asyncio.timeout(COMMAND_TIMEOUT):
             return await work
-    except (RedisError, OSError, TimeoutError) as exc:
+    except FAILURES as exc:
         raise LimiterUnavailable(type(exc).__name__) from None
 
 
 class RedisRoomRate:
     """The sliding log in a sorted set per hashed address, timed by Redis's clock."""
 
-    def __init__(self, client: Redis, prefix: str, limit: int, hasher: AddressHasher) -> None:
+    def __init__(self, client: Client, prefix: str, limit: int, hasher: AddressHasher) -> None:
         self.limit = limit
+        self._client = client
         self._prefix = f"{prefix}:limits:create:"
         self._hasher = hasher
-        self._script = client.register_script(_RATE)
         self._member = secrets.token_hex(8)
         self._taken = 0
 
@@ -265,7 +268,7 @@ class RedisRoomRate:
     async def _run(self, key: str, *member: str) -> float:
         args: list[str | int] = [self.limit, int(WINDOW * 1000), *member]
         keys = [self._prefix + await self._hasher.key(key)]
-        wait_ms = await _ask(self._script(keys=keys, args=args))
+        wait_ms = await _ask(_RATE(self._client, keys, args))
         return int(wait_ms) / 1000
 
 
@@ -281,7 +284,7 @@ class RedisConnections:
     """
 
     def __init__(
-        self, client: Redis, prefix: str, limit: int, hasher: AddressHasher, lease: float = LEASE
+        self, client: Client, prefix: str, limit: int, hasher: AddressHasher, lease: float = LEASE
     ) -> None:
         self.limit = limit
         self.worker = secrets.token_hex(8)
@@ -290,9 +293,6 @@ class RedisConnections:
         self._hasher = hasher
         self._lease_ms = int(lease * 1000)
         self._period = lease / 3
-        self._acquire = client.register_script(_ACQUIRE)
-        self._release = client.register_script(_RELEASE)
-        self._write = client.register_script(_WRITE)
         self._counts: dict[str, int] = {}  # this worker's, by address key (memory only)
         self._stale: set[str] = set()  # released while Redis failed: rewritten on heartbeat
         self._heartbeat: asyncio.Task[None] | None = None
@@ -305,7 +305,7 @@ class RedisConnections:
         args: list[str | int] = [self.worker, self._lease_ms, self.limit]
         # An increment in Redis, not a count from here: concurrent handshakes of one address
         # on this worker must each be counted.
-        if not await _ask(self._acquire(keys=keys, args=args)):
+        if not await _ask(_ACQUIRE(self._client, keys, args)):
             return False
         self._counts[key] = self._counts.get(key, 0) + 1
         return True
@@ -318,7 +318,7 @@ class RedisConnections:
             self._counts.pop(key, None)
         try:
             keys = [self._prefix + await self._hasher.key(key)]
-            await _ask(self._release(keys=keys, args=[self.worker, self._lease_ms]))
+            await _ask(_RELEASE(self._client, keys, [self.worker, self._lease_ms]))
         except LimiterUnavailable:
             self._stale.add(key)  # the heartbeat writes the true count
 
@@ -342,16 +342,16 @@ class RedisConnections:
                 log.warning("connection counts not renewed: redis unavailable")
 
     async def _write_counts(self, counts: list[tuple[str, int]]) -> None:
-        # One key per script call, pipelined: every script touches a single key, so the
-        # limits also run where keys live on different shards.
+        # One key per script call, pipelined (one pipeline per node in a cluster).
         for start in range(0, len(counts), HEARTBEAT_BATCH):
-            pipe = self._client.pipeline(transaction=False)
-            for key, count in counts[start : start + HEARTBEAT_BATCH]:
-                name = self._prefix + await self._hasher.key(key)
-                await self._write(
-                    keys=[name], args=[self.worker, self._lease_ms, count], client=pipe
-                )
-            await _ask(pipe.execute())
+            calls = [
+                ([self._prefix + await self._hasher.key(key)], [self.worker, self._lease_ms, n])
+                for key, n in counts[start : start + HEARTBEAT_BATCH]
+            ]
+            results = await _WRITE.pipelined(self._client, calls, timeout=COMMAND_TIMEOUT)
+            failed = next((r for r in results if isinstance(r, BaseException)), None)
+            if failed is not None:
+                raise LimiterUnavailable(type(failed).__name__)
 
 
 def retry_after(seconds: float) -> str:

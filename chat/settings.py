@@ -63,6 +63,14 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     redis_url: str | None = None
+    # Protocol §16: a Sentinel set or a Cluster instead of one Redis (the three exclude each other).
+    redis_sentinel: tuple[tuple[str, int], ...] = ()
+    redis_master: str | None = None
+    redis_cluster: tuple[tuple[str, int], ...] = ()
+    redis_username: str | None = None
+    redis_password: str | None = field(default=None, repr=False)
+    redis_tls: bool = False
+    redis_sentinel_password: str | None = field(default=None, repr=False)
     workers: int = 1
     join_timeout: float = 10.0
     operator_token: str | None = None
@@ -121,14 +129,23 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values).checked()
 
+    @property
+    def uses_redis(self) -> bool:
+        """Whether rooms live in Redis (one server, a Sentinel set or a Cluster)."""
+        return bool(self.redis_url or self.redis_sentinel or self.redis_cluster)
+
     def checked(self) -> Settings:
         """Cross-field checks.
 
         Raises:
             SettingsError: the combination cannot work.
         """
-        if self.workers > 1 and not self.redis_url:
-            raise SettingsError("--workers: more than 1 worker needs --redis-url (REDIS_URL)")
+        if self.workers > 1 and not self.uses_redis:
+            raise SettingsError(
+                "--workers: more than 1 worker needs Redis "
+                "(--redis-url, --redis-sentinel or --redis-cluster)"
+            )
+        self._check_redis()
         if self.burst < 1 or self.rate <= 0:
             raise SettingsError("--rate/--burst: both must be positive")
         if self.max_frame < 256 or self.max_text < 1:
@@ -154,6 +171,40 @@ class Settings:
     def languages(self) -> Languages:
         """Every language rooms may use: the shipped ones and the operator's ``--lang-dir``."""
         return self.lang_dir
+
+    def _check_redis(self) -> None:
+        """Protocol §16: one way to reach Redis, and the options that go with it."""
+        chosen = [
+            flag
+            for flag, value in (
+                ("--redis-url", self.redis_url),
+                ("--redis-sentinel", self.redis_sentinel),
+                ("--redis-cluster", self.redis_cluster),
+            )
+            if value
+        ]
+        if len(chosen) > 1:
+            raise SettingsError(f"{' and '.join(chosen)}: give only one way to reach Redis")
+        if self.redis_sentinel and not self.redis_master:
+            raise SettingsError("--redis-master: required with --redis-sentinel")
+        if self.redis_master and not self.redis_sentinel:
+            raise SettingsError("--redis-master: only with --redis-sentinel")
+        if self.redis_sentinel_password and not self.redis_sentinel:
+            raise SettingsError("--redis-sentinel-password: only with --redis-sentinel")
+        extras = [
+            flag
+            for flag, value in (
+                ("--redis-username", self.redis_username),
+                ("--redis-password", self.redis_password),
+                ("--redis-tls", self.redis_tls),
+            )
+            if value
+        ]
+        if extras and not (self.redis_sentinel or self.redis_cluster):
+            raise SettingsError(
+                f"{'/'.join(extras)}: only with --redis-sentinel or --redis-cluster "
+                "(with --redis-url, put them in the URL: rediss://user:password@host)"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +281,37 @@ def _origin(raw: str) -> str:
 def _redis_url(raw: str) -> str:
     if not raw.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("must start with redis://, rediss:// or unix://")
+    return raw
+
+
+def endpoints(raw: str) -> tuple[tuple[str, int], ...]:
+    """``host:port[,host:port...]`` (an IPv6 host in brackets: ``[::1]:26379``)."""
+    found: list[tuple[str, int]] = []
+    for item in raw.split(","):
+        text = item.strip()
+        if not text:
+            continue
+        host, sep, port = text.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port[,host:port...]")
+        found.append((host, int(port)))
+    if not found:
+        raise ValueError("must be host:port[,host:port...]")
+    return tuple(found)
+
+
+def _name(raw: str) -> str:
+    value = raw.strip()
+    if not value or any(c.isspace() for c in value):
+        raise ValueError("must be a name without spaces")
+    return value
+
+
+def _secret(raw: str) -> str:
+    if not raw:
+        raise ValueError("must not be empty")
     return raw
 
 
@@ -340,6 +422,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("host", str, "address to listen on"),
     Option("port", _port, "port to listen on ($PORT if set)"),
     Option("redis_url", _redis_url, "Redis for multi-worker fan-out (none: embedded broker)"),
+    Option("redis_sentinel", endpoints, "Redis Sentinel host:port[,host:port...] instead"),
+    Option("redis_master", _name, "the master's name in Sentinel (with --redis-sentinel)"),
+    Option("redis_cluster", endpoints, "Redis Cluster seed nodes host:port[,host:port...]"),
+    Option("redis_username", _name, "ACL user for --redis-sentinel/--redis-cluster nodes"),
+    Option("redis_password", _secret, "password for --redis-sentinel/--redis-cluster nodes"),
+    Option("redis_tls", _flag, "TLS to --redis-sentinel/--redis-cluster nodes", True),
+    Option("redis_sentinel_password", _secret, "password of the sentinels themselves"),
     Option("workers", _positive_int, "worker processes on one port (more than 1 needs Redis)"),
     Option("join_timeout", _seconds, "seconds a connection may stay without a join"),
     Option("operator_token", str, "token required to create rooms (none: open)"),

@@ -140,26 +140,35 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--core-broker",
-        choices=("memory", "redis"),
+        choices=("memory", "redis", "cluster", "sentinel"),
         default="memory",
-        help="run the server tests on the embedded broker or on a private Redis",
+        help="run the server tests on the embedded broker, or on a private Redis, Redis "
+        "Cluster (three primaries) or Sentinel set (a primary, a replica, three sentinels)",
     )
 
 
 @pytest.fixture(scope="session")
-def core_redis_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
-    """A private Redis for the whole run when ``--core-broker=redis``; else None."""
-    if request.config.getoption("--core-broker") != "redis":
-        yield None
-        return
-    from tests.redis_server import running_redis
+def core_redis(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """The settings that point every server of the run at its ``--core-broker``: nothing for
+    the embedded one, else a private Redis, Cluster or Sentinel set for the whole run."""
+    from tests import redis_server
 
-    with running_redis() as redis:
-        yield redis.url
+    broker = request.config.getoption("--core-broker")
+    if broker == "redis":
+        with redis_server.running_redis() as redis:
+            yield {"redis_url": redis.url}
+    elif broker == "cluster":
+        with redis_server.running_cluster() as cluster:
+            yield cluster.settings()
+    elif broker == "sentinel":
+        with redis_server.running_sentinels(password="core-secret") as sentinels:
+            yield sentinels.settings()
+    else:
+        yield {}
 
 
 @pytest.fixture
-async def start_server(core_redis_url: str | None) -> AsyncIterator[Callable[..., Any]]:
+async def start_server(core_redis: dict[str, Any]) -> AsyncIterator[Callable[..., Any]]:
     """Start servers with setting overrides: ``await start_server(rate=100)``.
 
     ``ws`` names a uvicorn WebSocket protocol other than ``hearth serve``'s.
@@ -168,8 +177,8 @@ async def start_server(core_redis_url: str | None) -> AsyncIterator[Callable[...
 
     async def start(ws: str | None = None, **overrides: Any) -> Server:
         values: dict[str, Any] = {"port": free_port(), "rate": 200.0, "burst": 200}
-        if core_redis_url is not None:  # a fresh key prefix keeps servers apart
-            values.update(redis_url=core_redis_url, redis_prefix=f"t{free_port()}")
+        if core_redis:  # a fresh key prefix keeps servers apart
+            values.update(core_redis, redis_prefix=f"t{free_port()}")
         values.update(overrides)
         context = running(Settings(**values), ws)
         stack.append(context)

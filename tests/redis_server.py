@@ -4,6 +4,11 @@ Never the shared Redis on 6379: each server gets a free port and a temporary dir
 default it keeps nothing on disk (``--save "" --appendonly no``, what docs/scaling.md asks of
 operators); ``persistent=True`` starts one with RDB snapshots on, for the detection test.
 A missing binary fails the test with a clear message; it never skips (style §5).
+
+Also the two topologies of protocol §16, on loopback: a :class:`SentinelSet` (a primary, a
+replica and three sentinels) and a :class:`ClusterNodes` (three primaries made a cluster with
+``redis-cli --cluster create``). A cluster node keeps its ``nodes.conf`` (the cluster's map,
+no data) in its directory, so a node killed and started again rejoins the cluster, empty.
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
+from redis.crc import key_slot
 
 from tests.ports import free_port
 from tests.timing import WAIT, wait_until
@@ -45,11 +53,25 @@ class RedisServer:
     Args:
         port: the port (a free one when None); kept across :meth:`restart`.
         persistent: turn RDB snapshots on (``save 3600 1``) instead of keeping nothing on disk.
+        args: more ``redis-server`` options (``--cluster-enabled yes``, ``--replicaof ...``).
+        password: the ``requirepass`` the server was given (to ask it things).
+        sentinel: a sentinel's configuration: the process runs ``--sentinel`` with it.
     """
 
-    def __init__(self, port: int | None = None, *, persistent: bool = False) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        persistent: bool = False,
+        args: Sequence[str] = (),
+        password: str | None = None,
+        sentinel: str | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.persistent = persistent
+        self.args = list(args)
+        self.password = password
+        self.sentinel = sentinel
         self._dir = tempfile.TemporaryDirectory(prefix="hearth-redis-")
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -60,9 +82,15 @@ class RedisServer:
     def start(self) -> None:
         """Start the server and wait until it answers PING."""
         save = "3600 1" if self.persistent else ""
+        head = [redis_binary()]
+        if self.sentinel is not None:
+            conf = self.dir / "sentinel.conf"
+            if not conf.exists():  # a sentinel rewrites it as it learns: keep that on restart
+                conf.write_text(self.sentinel)
+            head = [redis_binary(), str(conf), "--sentinel"]
         self.process = subprocess.Popen(
             [
-                redis_binary(),
+                *head,
                 "--port",
                 str(self.port),
                 "--bind",
@@ -77,6 +105,7 @@ class RedisServer:
                 "no",
                 "--loglevel",
                 "warning",
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -93,8 +122,15 @@ class RedisServer:
         """Whether the server answers PING now."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
+                auth = f"AUTH {self.password}\r\n".encode() if self.password else b""
+                sock.sendall(auth + b"PING\r\n")
+                seen = b""
+                while seen.count(b"\r\n") < (2 if auth else 1):
+                    chunk = sock.recv(64)
+                    if not chunk:
+                        return False
+                    seen += chunk
+                return seen.endswith(b"+PONG\r\n")
         except OSError:
             return False
 
@@ -123,6 +159,8 @@ class RedisServer:
 
     def cli(self, *args: str) -> str:
         """Run one command with a raw RESP connection and return the raw reply."""
+        if self.password:
+            return str(self.ask(*args))
         parts = [f"*{len(args)}\r\n".encode()]
         for arg in args:
             data = arg.encode()
@@ -136,6 +174,13 @@ class RedisServer:
                     break
                 reply += chunk
         return reply.decode(errors="replace")
+
+    def ask(self, *args: Any) -> Any:
+        """Run one command and return redis-py's parsed reply (text)."""
+        with redis.Redis(
+            port=self.port, password=self.password, decode_responses=True, socket_timeout=5
+        ) as client:
+            return client.execute_command(*args)
 
     def close(self) -> None:
         self.stop()
@@ -200,3 +245,247 @@ async def monitor(server: RedisServer) -> AsyncIterator[bytearray]:
         task.cancel()
         await asyncio.wait([task])
         writer.close()
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> float:
+    """Poll ``condition`` (a blocking check) until it holds; the seconds it took."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"{what}: not within {timeout} s")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+MASTER = "hearth"  # the master's name in the sentinels
+
+
+class SentinelSet:
+    """A primary, its replica, and three sentinels that fail over in about two seconds.
+
+    Args:
+        password: ``requirepass`` (and ``masterauth``) of the data nodes.
+        sentinel_password: the sentinels' own ``requirepass``.
+        persistent_replica: the replica writes RDB snapshots (the primary does not).
+    """
+
+    def __init__(
+        self,
+        *,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+        persistent_replica: bool = False,
+    ) -> None:
+        auth = ["--requirepass", password, "--masterauth", password] if password else []
+        self.password = password
+        self.sentinel_password = sentinel_password
+        self.primary = RedisServer(args=auth, password=password)
+        self.replica = RedisServer(
+            args=[*auth, "--replicaof", "127.0.0.1", str(self.primary.port)],
+            password=password,
+            persistent=persistent_replica,
+        )
+        conf = [
+            f"sentinel monitor {MASTER} 127.0.0.1 {self.primary.port} 2",
+            f"sentinel down-after-milliseconds {MASTER} 1000",
+            f"sentinel failover-timeout {MASTER} 4000",
+            f"sentinel parallel-syncs {MASTER} 1",
+        ]
+        if password:
+            conf.append(f"sentinel auth-pass {MASTER} {password}")
+        if sentinel_password:
+            conf += [
+                f"requirepass {sentinel_password}",
+                f"sentinel sentinel-pass {sentinel_password}",
+            ]
+        self.sentinels = [
+            RedisServer(sentinel="\n".join(conf) + "\n", password=sentinel_password)
+            for _ in range(3)
+        ]
+
+    @property
+    def data_nodes(self) -> list[RedisServer]:
+        return [self.primary, self.replica]
+
+    def settings(self) -> dict[str, Any]:
+        """The Settings fields that point a worker at this set."""
+        return {
+            "redis_sentinel": tuple(("127.0.0.1", s.port) for s in self.sentinels),
+            "redis_master": MASTER,
+            "redis_password": self.password,
+            "redis_sentinel_password": self.sentinel_password,
+        }
+
+    def start(self) -> None:
+        self.primary.start()
+        self.replica.start()
+        wait_for(
+            lambda: self.replica.ask("INFO", "replication").get("master_link_status") == "up",
+            "the replica syncing",
+        )
+        for sentinel in self.sentinels:
+            sentinel.start()
+        wait_for(self._settled, "the sentinels finding each other and the replica")
+
+    def _settled(self) -> bool:
+        for sentinel in self.sentinels:
+            state = sentinel.ask("SENTINEL", "MASTER", MASTER)  # parsed by redis-py
+            if int(state["num-other-sentinels"]) < 2 or int(state["num-slaves"]) < 1:
+                return False
+        return True
+
+    def master_port(self) -> int:
+        """The master's port, as the first sentinel that answers names it."""
+        for sentinel in self.sentinels:
+            with contextlib.suppress(redis.RedisError, OSError):
+                return int(sentinel.ask("SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)[1])
+        raise RuntimeError("no sentinel answers")
+
+    def master(self) -> RedisServer:
+        port = self.master_port()
+        return next(node for node in self.data_nodes if node.port == port)
+
+    def close(self) -> None:
+        for server in [*self.sentinels, *self.data_nodes]:
+            server.close()
+
+
+class ClusterNodes:
+    """Three primaries on free ports, made one Redis Cluster with ``redis-cli --cluster``.
+
+    ``cluster-require-full-coverage no`` (what docs/scaling.md advises): while a node is down,
+    the rooms on the other nodes keep working.
+    """
+
+    def __init__(self, count: int = 3, *, password: str | None = None) -> None:
+        auth = ["--requirepass", password, "--masterauth", password] if password else []
+        options = [
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", "1000",
+            "--cluster-require-full-coverage", "no",
+            *auth,
+        ]  # fmt: skip
+        self.password = password
+        # Each node's cluster bus on a port of its own (by default it is the port + 10000,
+        # which may be taken, or beyond 65535).
+        self.nodes = [
+            RedisServer(args=[*options, "--cluster-port", str(free_port())], password=password)
+            for _ in range(count)
+        ]
+
+    def settings(self) -> dict[str, Any]:
+        """The Settings fields that point a worker at this cluster (every node a seed)."""
+        return {
+            "redis_cluster": tuple(("127.0.0.1", n.port) for n in self.nodes),
+            "redis_password": self.password,
+        }
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        command = ["redis-cli", "--cluster", "create", "--cluster-yes"]
+        if self.password:
+            command += ["-a", self.password, "--no-auth-warning"]
+        command += [f"127.0.0.1:{n.port}" for n in self.nodes]
+        subprocess.run(command, check=True, capture_output=True, timeout=30)
+        self.wait_ok()
+
+    def wait_ok(self, timeout: float = 20.0) -> float:
+        """Wait until every node reports ``cluster_state:ok`` and agrees on who holds each
+        slot; the seconds it took."""
+
+        def agreed() -> bool:
+            maps = []
+            for node in self.nodes:
+                try:
+                    if "cluster_state:ok" not in str(node.ask("CLUSTER", "INFO")):
+                        return False
+                    maps.append(sorted(self._slots(node).items()))
+                except (redis.RedisError, OSError):
+                    return False
+            return all(m == maps[0] for m in maps) and len(maps[0]) == 16384
+
+        return wait_for(agreed, "the cluster agreeing", timeout)
+
+    def _slots(self, node: RedisServer) -> dict[int, int]:
+        """slot -> port of the node that holds it, as ``node`` sees it."""
+        owners: dict[int, int] = {}
+        for line in node.ask("CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if "master" not in fields[2] or "fail" in fields[2]:
+                continue
+            port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+            for part in fields[8:]:
+                if part.startswith("["):
+                    continue  # a slot being migrated or imported
+                first, _, last = part.partition("-")
+                for slot in range(int(first), int(last or first) + 1):
+                    owners[slot] = port
+        return owners
+
+    def owner(self, key: str) -> RedisServer:
+        """The node that holds ``key``'s slot (a room's keys and channel: its id in braces)."""
+        port = self._slots(self.nodes[0])[key_slot(key.encode())]
+        return next(n for n in self.nodes if n.port == port)
+
+    def migrate(self, key: str, to: RedisServer) -> None:
+        """Move ``key``'s slot, with every key in it, to the node ``to`` (as ``redis-cli
+        --cluster reshard`` would): IMPORTING, MIGRATING, MIGRATE the keys, SETSLOT NODE."""
+        slot = key_slot(key.encode())
+        source = self.owner(key)
+        ids = {n.port: n.ask("CLUSTER", "MYID") for n in self.nodes}
+        to.ask("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source.port])
+        source.ask("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[to.port])
+        while keys := source.ask("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            auth = ["AUTH", self.password] if self.password else []
+            source.ask("MIGRATE", "127.0.0.1", to.port, "", 0, 5000, *auth, "KEYS", *keys)
+        for node in [to, source, *self.nodes]:
+            node.ask("CLUSTER", "SETSLOT", slot, "NODE", ids[to.port])
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+
+@contextlib.contextmanager
+def running_sentinels(**kwargs: Any) -> Iterator[SentinelSet]:
+    """A started :class:`SentinelSet`, stopped and removed afterwards."""
+    found = SentinelSet(**kwargs)
+    try:
+        found.start()
+        yield found
+    finally:
+        found.close()
+
+
+@contextlib.contextmanager
+def running_cluster(**kwargs: Any) -> Iterator[ClusterNodes]:
+    """A started :class:`ClusterNodes`, stopped and removed afterwards."""
+    found = ClusterNodes(**kwargs)
+    try:
+        found.start()
+        yield found
+    finally:
+        found.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[ClusterNodes]:
+    """One private cluster for the whole session; each test uses its own key prefix."""
+    with running_cluster() as found:
+        yield found
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[ClusterNodes]:
+    """A private cluster for one test, which may kill, restart or reshard it."""
+    with running_cluster() as found:
+        yield found
+
+
+@pytest.fixture
+def own_sentinels() -> Iterator[SentinelSet]:
+    """A private Sentinel set for one test, which may kill its primary."""
+    with running_sentinels(password="data-secret", sentinel_password="sentinel-secret") as found:
+        yield found

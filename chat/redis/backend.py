@@ -26,11 +26,12 @@ from chat.backend.history import MessageHistory
 from chat.buscrypt import Sealer, SealError, context
 from chat.envelope import Envelope, message_of, with_content_warning
 from chat.errors import Unavailable
+from chat.luascript import Script
 from chat.ops import HistoryDrop, HistoryEdit, Op, Refused, ReportAdd, Reset, RoomClose
 from chat.protocol import pack_value
 from chat.redis.batch import ScriptBatch
 from chat.redis.bus import Bus, parse_frame
-from chat.redis.client import COMMAND_TIMEOUT, RedisSpace, connect
+from chat.redis.client import COMMAND_TIMEOUT, RedisSpace
 from chat.redis.history import place_history
 from chat.redis.layout import Layout
 from chat.redis.records import as_bytes, as_text, now_ms, unavailable
@@ -42,7 +43,9 @@ from chat.redis.scripts import (
     ROOM_SLOT,
     SNAPSHOT,
     VOUCH,
+    sharded,
 )
+from chat.redis.topology import close_client, command_client
 from chat.roomstate import RoomState
 from chat.settings import Settings
 
@@ -83,17 +86,19 @@ class RedisBackend:
         self._layout = Layout(space.sealer)
         self._bus = Bus(space)
         # Commits share pipelines, one in flight at a time: one write instead of one each.
-        self._commit = ScriptBatch(client, COMMIT, timeout=COMMAND_TIMEOUT)
-        self._create = client.register_script(CREATE)
-        self._room_slot = client.register_script(ROOM_SLOT)
-        self._vouch = client.register_script(VOUCH)
+        # On a Cluster, the scripts that publish do it with SPUBLISH (sharded pub/sub).
+        commit = sharded(COMMIT) if space.sharded else COMMIT
+        self._commit = ScriptBatch(client, commit, timeout=COMMAND_TIMEOUT)
+        self._create = Script(CREATE)
+        self._room_slot = Script(ROOM_SLOT)
+        self._vouch = Script(VOUCH)
         self._rooms_key = f"{space.prefix}:rooms"
         # A room nobody joined is empty too: the shorter of the two timeouts ends it.
         self._unused_ms = min(space.ttl_ms, max(1000, int(room_unused * 1000)))
         self._max_rooms = max_rooms
-        self._snapshot = client.register_script(SNAPSHOT)
-        self._restore = client.register_script(RESTORE)
-        self._read_after = client.register_script(READ_AFTER)
+        self._snapshot = Script(SNAPSHOT)
+        self._restore = Script(sharded(RESTORE) if space.sharded else RESTORE)
+        self._read_after = Script(READ_AFTER)
         self._max_messages = history_messages
         self._max_age_ms = int(history_seconds * 1000)
         self._allow_persistent = allow_persistent
@@ -133,7 +138,7 @@ class RedisBackend:
         await self._bus.aclose()
         await self._commit.aclose()
         # A client built on our own pool does not close the pool by itself.
-        await self._client.aclose(close_connection_pool=True)
+        await close_client(self._client)
 
     # --- subscriptions -------------------------------------------------------------------
 
@@ -213,11 +218,13 @@ class RedisBackend:
             # The index of live rooms is one key for the deployment (§11 --max-rooms): a slot
             # first, then the room's own keys, which live for the unused timeout until joined.
             slot = await self._room_slot(
+                self._client,
                 keys=[self._rooms_key], args=[state.id, now, now + unused_ms, self._max_rooms]
             )
             if not slot:
                 raise Refused("full")
             await self._create(
+                self._client,
                 keys=self._space.keys(state.id),
                 args=[
                     self._layout.record(state),
@@ -229,7 +236,7 @@ class RedisBackend:
 
     async def snapshot(self, room: str) -> RoomState | None:
         async with unavailable():
-            reply = await self._snapshot(keys=self._space.keys(room))
+            reply = await self._snapshot(self._client, keys=self._space.keys(room), args=[])
         if reply is None:
             return None
         return self._layout.state_from(room, reply)
@@ -246,7 +253,7 @@ class RedisBackend:
     async def commit(
         self, room: str, ops: Sequence[Op], envelope: bytes, message: MessageMeta | None = None
     ) -> Position:
-        if not self._bus.ready:
+        if not self._bus.hears(room):
             # This worker would not hear the room right now: fail fast, the client retries.
             raise Unavailable("redis pub/sub is not connected")
         in_redis = await self._history_in_redis()
@@ -303,17 +310,22 @@ class RedisBackend:
         }
 
     async def publish(self, room: str, envelope: bytes) -> None:
-        if not self._bus.ready:
+        if not self._bus.hears(room):
             raise Unavailable("redis pub/sub is not connected")
-        blob = self._seal(envelope, "bus", room)
+        frame = b"0:0:0:" + self._seal(envelope, "bus", room)
         async with unavailable():
-            await self._client.publish(self._space.channel(room), b"0:0:0:" + blob)
+            if self._space.sharded:
+                await self._client.spublish(self._space.channel(room), frame)
+            else:
+                await self._client.publish(self._space.channel(room), frame)
 
     async def read_after(self, room: str, epoch: int, off: int) -> list[Entry] | None:
         if not await self._history_in_redis():
             return None  # the stream holds text: it is not kept in a persisting Redis
         async with unavailable():
-            reply = await self._read_after(keys=self._space.keys(room), args=[epoch, off])
+            reply = await self._read_after(
+                self._client, keys=self._space.keys(room), args=[epoch, off]
+            )
         if reply is None:
             return None
         entries: list[Entry] = []
@@ -360,6 +372,7 @@ class RedisBackend:
         new_epoch = secrets.randbelow(2**31 - 1) + 1
         async with unavailable():
             reply = await self._restore(
+                self._client,
                 keys=self._space.keys(state.id),
                 args=[
                     state.epoch,
@@ -394,7 +407,7 @@ class RedisBackend:
             now, self._space.ttl_ms, oldest, STREAM_MS, in_redis, cutoff_ms, *pids
         ]  # fmt: skip
         async with unavailable():
-            lapsed = await self._vouch(keys=self._space.keys(room), args=args)
+            lapsed = await self._vouch(self._client, keys=self._space.keys(room), args=args)
             await self._client.zadd(self._rooms_key, {room: now + self._space.ttl_ms}, xx=True)
         return [as_text(pid) for pid in lapsed]
 
@@ -444,9 +457,7 @@ class RedisBackend:
 async def build_redis_backend(settings: Settings) -> RedisBackend:
     """The Redis backend for ``settings``; logs whether what goes to Redis is encrypted."""
     sealer = Sealer(settings.bus_key, settings.bus_key_old)
-    space = RedisSpace(
-        connect(settings.redis_url or ""), settings.redis_prefix, sealer, settings.room_idle
-    )
+    space = RedisSpace(command_client(settings), settings.redis_prefix, sealer, settings.room_idle)
     if sealer.encrypting:
         log.info("bus encrypted: names and text in redis are sealed with AES-GCM")
     else:

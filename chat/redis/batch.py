@@ -10,39 +10,37 @@ flight, spent a quarter of a worker's CPU in write syscalls at the bench's capac
 Each caller still gets its own result, or its own error, and only once Redis has answered,
 so an ``ack`` still means the publish went out.
 
-Calls go out in the order they were made, one pipeline after the other, so Redis runs them
-in that order. The pipeline uses ``EVALSHA`` directly: redis-py's pipelined ``Script`` would
-first ask ``SCRIPT EXISTS``, an extra round trip per batch. A Redis that does not know the
-script (a restart, a ``SCRIPT FLUSH``) answers ``NOSCRIPT`` without running anything; the
-batch then loads it and runs the refused calls once more.
+Calls go out in the order they were made, one batch after the other, so Redis runs them in
+that order. In a Redis Cluster a batch is one pipeline per node (:mod:`chat.luascript`):
+a room's calls all go to the node that holds its slot, still in order, and a node that is
+down fails only the calls for the rooms it holds. A node that does not know the script
+(a restart, a ``SCRIPT FLUSH``, a failover) answers ``NOSCRIPT`` without running anything;
+the batch then loads it on that node and runs the refused calls once more.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from chat.luascript import Client, Script
 
 Call = tuple[list[str], list[Any], "asyncio.Future[Any]"]
 
 
 class ScriptBatch:
-    """Runs one Lua script for many callers, one pipeline in flight at a time.
+    """Runs one Lua script for many callers, one batch in flight at a time.
 
     Args:
-        client: the command client.
+        client: the command client (one Redis, a Sentinel master, or a Cluster).
         script: the Lua source.
         timeout: seconds a batch may take before every call in it fails (TimeoutError).
     """
 
-    def __init__(self, client: Redis, script: str, *, timeout: float) -> None:
+    def __init__(self, client: Client, script: str, *, timeout: float) -> None:
         self._client = client
         self._timeout = timeout
-        self._script = script
-        self._sha = hashlib.sha1(script.encode()).hexdigest()  # what SCRIPT LOAD answers
+        self._script = Script(script)
         self._pending: list[Call] = []
         self._sender: asyncio.Task[None] | None = None
 
@@ -80,33 +78,19 @@ class ScriptBatch:
 
     async def _run(self, batch: list[Call]) -> None:
         try:
-            results = await self._send(batch)
-            refused = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-            if refused:
-                async with asyncio.timeout(self._timeout):
-                    self._sha = await self._client.script_load(self._script)
-                again = await self._send([batch[i] for i in refused])
-                for i, result in zip(refused, again, strict=True):
-                    results[i] = result
+            results = await self._script.pipelined(
+                self._client, [(keys, args) for keys, args, _ in batch], timeout=self._timeout
+            )
         except asyncio.CancelledError:
             for _, _, future in batch:
                 future.cancel()
             raise
         except Exception as exc:  # handed to every caller of the batch, who handles it
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
+            results = [exc] * len(batch)
         for (_, _, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue
-            if isinstance(result, Exception):
+            if isinstance(result, BaseException):
                 future.set_exception(result)
             else:
                 future.set_result(result)
-
-    async def _send(self, batch: list[Call]) -> list[Any]:
-        async with asyncio.timeout(self._timeout), self._client.pipeline(transaction=False) as pipe:
-            for keys, args, _ in batch:
-                pipe.evalsha(self._sha, len(keys), *keys, *args)
-            return list(await pipe.execute(raise_on_error=False))

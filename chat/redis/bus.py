@@ -1,50 +1,56 @@
-"""The Redis bus: one pub/sub connection per worker that carries all of its rooms' streams.
+"""The Redis bus: the pub/sub connections that carry this worker's rooms' streams.
 
-This module owns that connection, the reader task, (un)subscribing rooms, a health probe, and
-reconnecting with capped exponential backoff. On the bus a frame is
+This module owns which connection carries which room, (un)subscribing rooms, the health
+probes, and telling the hub when it may have missed something. On the bus a frame is
 ``b"<epoch>:<off>:<seq>:" + blob``, where ``blob`` is the entry's envelope sealed by
 :mod:`chat.buscrypt` (clear when there is no bus key) with the room id bound in; an ephemeral
 publish (``typing``) has offset 0.
 
-Pub/sub delivers at most once: what is published while this worker's connection is down, or
-before Redis took a new subscription, does not arrive here. That is why every entry has an
-offset and the stream keeps it for a while: after every reconnect the bus calls
-``reconnected``, and the hub reads back what each room missed (``chat.recovery``). While the
-connection is down, or its health probe fails, :attr:`Bus.ready` is False and ``/readyz``
-answers 503.
+* One server, or a Sentinel master: one connection (a :class:`~chat.redis.link.Link`) for
+  every room, with ``SUBSCRIBE``. Under Sentinel it is made from the Sentinel pool, so each
+  reconnect asks the sentinels where the master is now, and every few seconds the link checks
+  that it still talks to the master the sentinels name (a demoted master that stayed up).
+* A Cluster: sharded pub/sub (``SSUBSCRIBE``), one link per primary, each carrying the rooms
+  whose slot that primary holds (:mod:`chat.redis.shards` keeps the map).
+
+Pub/sub delivers at most once: what is published while a connection is down, or before
+Redis took a subscription, or while a room's slot moves between nodes, does not arrive here.
+That is why every entry has an offset and the stream keeps it for a while: after every
+re-subscription (a reconnect, a slot that moved, a failover) the bus calls ``reconnected``,
+and the hub reads back what each room missed (``chat.recovery``). While a connection is down,
+or its health probe fails, :attr:`Bus.ready` is False and ``/readyz`` answers 503; in a
+Cluster, rooms on the other shards keep working meanwhile (:meth:`Bus.hears`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import RedisError
+from redis.crc import key_slot
 
 from chat import metrics
 from chat.backend.base import Entry
 from chat.buscrypt import SealError, context
 from chat.errors import Unavailable
+from chat.luascript import FAILURES
 from chat.redis.client import COMMAND_TIMEOUT, RedisSpace
+from chat.redis.link import Link
+from chat.redis.shards import Shards
+from chat.redis.topology import sentinel_pool
 
 log = logging.getLogger("hearth.bus")
 
 SUBSCRIBE_TIMEOUT = 5.0
-POLL = 0.5  # seconds the reader waits for a frame before looking at its health probe
-BACKOFF_FIRST = 0.1
-BACKOFF_CAP = 5.0
 SUBSCRIBE_CHUNK = 512  # channels per SUBSCRIBE when re-subscribing after a reconnect
+ONE = "redis"  # the link's name when there is one server
 
 OnEntry = Callable[[str, Entry], None]
-
-
-class _Unhealthy(Exception):
-    """The pub/sub connection did not echo a health probe in time."""
 
 
 def parse_frame(frame: bytes) -> tuple[int, int, int, bytes] | None:
@@ -62,11 +68,11 @@ def parse_frame(frame: bytes) -> tuple[int, int, int, bytes] | None:
 
 
 class Bus:
-    """The worker's pub/sub connection.
+    """The worker's pub/sub connections.
 
     Args:
         space: the client, key prefix and sealer shared with the backend.
-        health_interval: seconds between health probes on the pub/sub connection.
+        health_interval: seconds between health probes on each connection.
         health_timeout: seconds a probe may take before the connection counts as dead.
     """
 
@@ -75,26 +81,37 @@ class Bus:
     ) -> None:
         self._space = space
         self._client = space.client
-        self._health_interval = health_interval
-        self._health_timeout = health_timeout
+        self.health_interval = health_interval
+        self.health_timeout = health_timeout
         self._on_entry: OnEntry | None = None
         self._reconnected: Callable[[], None] | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._conn: AbstractConnection | None = None
-        self._ready = False
-        self._was_ready = False
-        self._became_ready = asyncio.Event()
+        self._links: dict[str, Link] = {}
+        self._home: dict[bytes, Link] = {}  # channel -> the link that carries it
         self._rooms: dict[bytes, str] = {}  # channel -> room, for every room wanted here
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
-        self._health_channel = f"{space.prefix}:health:{secrets.token_hex(8)}".encode()
-        self._probing = False  # the health channel is subscribed on the current connection
-        self._probe: bytes | None = None
-        self._probe_sent = 0.0
+        self._moving: set[bytes] = set()  # re-subscribed elsewhere, not yet confirmed
+        self._was_ready = False
+        self._became_ready = asyncio.Event()
+        self._token = secrets.token_hex(8)
+        self._shards = (
+            Shards(self, self._client, space.prefix)
+            if isinstance(self._client, RedisCluster)
+            else None
+        )
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def ready(self) -> bool:
-        return self._ready
+        """Every connection is up and its health probe comes back."""
+        return bool(self._links) and all(link.ready for link in self._links.values())
+
+    def hears(self, room: str) -> bool:
+        """Whether this worker hears ``room`` right now (any room: whether it is ready)."""
+        channel = self._space.channel(room).encode()
+        if channel not in self._rooms:
+            return self.ready
+        link = self._home.get(channel)
+        return link is not None and link.ready
 
     def subscribed(self, room: str) -> bool:
         return self._space.channel(room).encode() in self._rooms
@@ -102,14 +119,17 @@ class Bus:
     async def start(
         self, on_entry: OnEntry, reconnected: Callable[[], None], *, wait: float = 2.0
     ) -> None:
-        """Start the reader; wait up to ``wait`` seconds for Redis, but never fail on it.
+        """Start the readers; wait up to ``wait`` seconds for Redis, but never fail on it.
 
-        A Redis that is down at start only means "not ready yet": the reader keeps trying and
+        A Redis that is down at start only means "not ready yet": the readers keep trying and
         the worker becomes ready by itself when Redis comes up.
         """
         self._on_entry = on_entry
         self._reconnected = reconnected
-        self._reader = asyncio.create_task(self._run(), name="hearth-redis-reader")
+        if self._shards is not None:
+            self._shards.start()
+        else:
+            self.link(ONE)
         try:
             async with asyncio.timeout(wait):
                 await self._became_ready.wait()
@@ -118,11 +138,10 @@ class Bus:
 
     async def aclose(self) -> None:
         self._on_entry = None
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            # asyncio.wait, not await: the reader's CancelledError is its own; ours propagates.
-            await asyncio.wait([reader])
+        if self._shards is not None:
+            await self._shards.aclose()
+        for link in list(self._links.values()):
+            await link.aclose()
         for task in list(self._tasks):
             task.cancel()
 
@@ -138,144 +157,198 @@ class Bus:
         channel = self._space.channel(room).encode()
         if channel in self._rooms:
             return
+        link = self._links.get(ONE) if self._shards is None else self._shards.link_for(channel)
+        if link is None:
+            raise Unavailable("redis pub/sub is not connected")
         self._rooms[channel] = room
+        self._carry(link, channel)
         try:
-            await self._send_and_confirm("SUBSCRIBE", channel)
+            await self._confirm(link, channel)
         except BaseException:
             self._rooms.pop(channel, None)
-            self._unsubscribe_quietly(channel)  # a reconnect meanwhile may have subscribed it
+            home = self._home.pop(channel, None)
+            if home is not None:  # a reconnect meanwhile may have subscribed it
+                self._spawn(home.drop(channel))
             raise
 
     async def unsubscribe(self, room: str) -> None:
         channel = self._space.channel(room).encode()
         if self._rooms.pop(channel, None) is None:
             return
-        conn = self._conn
-        if conn is None or not self._ready or not conn.is_connected:
-            return  # a reconnect subscribes only the rooms still wanted
-        await self._send_unsubscribe(conn, channel)
+        self._moving.discard(channel)
+        link = self._home.pop(channel, None)
+        if link is not None:
+            await link.drop(channel)
 
-    def _unsubscribe_quietly(self, channel: bytes) -> None:
-        conn = self._conn
-        if conn is not None and conn.is_connected:
-            task = asyncio.ensure_future(self._send_unsubscribe(conn, channel))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+    # --- links ---------------------------------------------------------------------------
 
-    async def _send_unsubscribe(self, conn: AbstractConnection, channel: bytes) -> None:
+    def link(self, name: str) -> Link:
+        """The link to the node ``name``, started if new."""
+        link = self._links.get(name)
+        if link is None:
+            link = self._links[name] = Link(self, name)
+            self._became_ready.clear()
+            link.start()
+        return link
+
+    def rearrange(self, owners: set[str], route: Callable[[bytes], str | None]) -> None:
+        """Follow a cluster's map: a link to every node in ``owners`` (those that hold slots),
+        every wanted channel on its node's link (``route`` names it; None: unknown for now),
+        and no link to a node that holds no slot and carries nothing."""
+        for name in owners:
+            self.link(name)
+        self._move(route)
+        for name, link in list(self._links.items()):
+            if name not in owners and not link.channels:
+                del self._links[name]
+                self._spawn(link.aclose())
+        if self.ready:
+            self._became_ready.set()
+
+    def _move(self, route: Callable[[bytes], str | None]) -> None:
+        """Move every wanted channel whose node is not the one that carries it (a slot that
+        moved, a failover)."""
+        moved: dict[Link, list[bytes]] = {}
+        for channel in list(self._rooms):
+            target = route(channel)
+            home = self._home.get(channel)
+            if target is None or (home is not None and home.name == target):
+                continue
+            if home is not None:
+                self._spawn(home.drop(channel))
+            link = self.link(target)
+            self._carry(link, channel)
+            if link.ready:  # otherwise its (re)connect subscribes it, and says so when up
+                moved.setdefault(link, []).append(channel)
+        for link, channels in moved.items():
+            self._moving.update(channels)
+            self._spawn(self._resubscribe(link, channels))
+
+    def _carry(self, link: Link, channel: bytes) -> None:
+        link.channels.add(channel)
+        self._home[channel] = link
+
+    async def _resubscribe(self, link: Link, channels: list[bytes]) -> None:
         try:
-            await conn.send_command("UNSUBSCRIBE", channel, check_health=False)
-        except (RedisError, OSError):
-            log.debug("unsubscribe not sent: connection lost")
+            for command in self.subscriptions(channels):
+                await link.send(*command)
+        except FAILURES:
+            log.debug("re-subscription not sent: the link reconnects and sends it")
 
-    # --- the reader ----------------------------------------------------------------------
+    async def _confirm(self, link: Link, channel: bytes) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(channel, []).append(waiter)
+        try:
+            for command in self.subscriptions([channel]):
+                await link.send(*command)
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+                await waiter
+        except FAILURES as exc:
+            raise Unavailable("redis subscribe failed") from exc
+        finally:
+            waiters = self._waiters.get(channel)
+            if waiters is not None and waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._waiters[channel]
 
-    async def _run(self) -> None:
-        delay = BACKOFF_FIRST
-        while True:
-            # A connection of our own, not redis-py's PubSub: PubSub reconnects and re-subscribes
-            # inside any command that finds its socket dead, which would race with this loop.
-            conn: AbstractConnection = self._client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
-            try:
-                await conn.connect()  # type: ignore[no-untyped-call]
-                self._conn = conn
-                await self._subscribe_all(conn)
-                await self._pump(conn)
-            except (RedisError, OSError, _Unhealthy) as exc:
-                if self._ready:
-                    log.warning(
-                        "redis pub/sub lost; reconnecting", extra={"error": type(exc).__name__}
-                    )
-                    delay = BACKOFF_FIRST
-                else:
-                    log.debug("redis pub/sub not up yet", extra={"error": type(exc).__name__})
-                    delay = min(delay * 2, BACKOFF_CAP)
-            finally:
-                self._ready = False
-                self._became_ready.clear()
-                self._conn = None
-                self._probe = None
-                self._probing = False
-                await conn.disconnect(nowait=True)
-            # Jitter so that many workers do not reconnect in lockstep after an outage.
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-
-    async def _subscribe_all(self, conn: AbstractConnection) -> None:
-        # A fresh connection has no subscriptions: subscribe every room still wanted here
-        # (redis-py's PubSub.on_connect does the same), and our own health channel.
-        # The health channel last: its confirmation (which makes the worker ready) then comes
-        # after every room's, even when the rooms take several chunks.
-        channels = [*self._rooms, self._health_channel]
-        for start in range(0, len(channels), SUBSCRIBE_CHUNK):
-            chunk = channels[start : start + SUBSCRIBE_CHUNK]
-            await conn.send_command("SUBSCRIBE", *chunk, check_health=False)
-
-    async def _pump(self, conn: AbstractConnection) -> None:
-        loop = asyncio.get_running_loop()
-        next_probe = loop.time()
-        while True:
-            # An explicit timeout makes read_response return None instead of raising.
-            response = await conn.read_response(timeout=POLL, disconnect_on_error=False)
-            if response is not None:
-                self._on_response(response)
-            now = loop.time()
-            if self._probe is not None:
-                # Overdue only if nothing is coming in: while frames keep arriving the
-                # connection is alive, and the echo may just be queued behind them (a busy
-                # loop in a join storm must not look like a dead connection).
-                if response is None and now - self._probe_sent > self._health_timeout:
-                    raise _Unhealthy()
-            elif self._probing and now >= next_probe:
-                self._send_probe(now)
-                next_probe = now + self._health_interval
-
-    def _send_probe(self, now: float) -> None:
-        # The probe goes out on the command connection and must come back on the pub/sub one:
-        # that checks both, and catches a silently dead TCP peer long before keepalive would.
-        token = secrets.token_bytes(8)
-        self._probe, self._probe_sent = token, now
-        task = asyncio.create_task(self._publish_probe(token))
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _publish_probe(self, token: bytes) -> None:
-        try:
-            async with asyncio.timeout(COMMAND_TIMEOUT):
-                await self._client.publish(self._health_channel, token)
-        except (RedisError, OSError) as exc:
-            # The missing echo fails the health check; the reader then reconnects.
-            log.debug("health probe not sent", extra={"error": type(exc).__name__})
+    # --- what the links ask and tell (chat.redis.link.Owner) ------------------------------
 
-    def _on_response(self, response: Any) -> None:
-        if not isinstance(response, list) or len(response) < 3:
-            return
-        kind, channel, payload = response[0], response[1], response[2]
-        if kind == b"message":
-            if channel == self._health_channel:
-                if payload == self._probe:
-                    self._probe = None
-                    if not self._ready:
-                        self._became_up()
-                return
-            room = self._rooms.get(channel)
-            if room is not None:
-                self._on_frame(room, payload)
-        elif kind == b"subscribe":
-            if channel == self._health_channel:
-                # Probe only now: a probe published before Redis took our SUBSCRIBE is lost.
-                self._probing = True
-            for waiter in self._waiters.pop(channel, []):
-                if not waiter.done():
-                    waiter.set_result(None)
+    def connection(self, link: Link) -> AbstractConnection:
+        if self._shards is not None:
+            return self._shards.connection(link.name)
+        # A connection of our own, not redis-py's PubSub: PubSub reconnects and re-subscribes
+        # inside any command that finds its socket dead, which would race with the link. From
+        # a Sentinel pool it asks the sentinels for the master's address when it connects.
+        conn: AbstractConnection = self._client.connection_pool.make_connection()  # type: ignore[union-attr]
+        return conn
 
-    def _became_up(self) -> None:
-        self._ready = True
-        self._became_ready.set()
-        log.info("redis pub/sub ready")
-        if self._was_ready and self._reconnected is not None:
+    def health_channel(self, link: Link) -> bytes:
+        if self._shards is not None:
+            return self._shards.health_channel(link.name, self._token)
+        return f"{self._space.prefix}:health:{self._token}".encode()
+
+    def subscriptions(self, channels: Iterable[bytes]) -> list[list[Any]]:
+        """The (S)SUBSCRIBE commands for ``channels``: one per hash slot in a Cluster (Redis
+        refuses a cross-slot SSUBSCRIBE), in chunks."""
+        if self._shards is None:
+            listed = list(channels)
+            return [
+                ["SUBSCRIBE", *listed[i : i + SUBSCRIBE_CHUNK]]
+                for i in range(0, len(listed), SUBSCRIBE_CHUNK)
+            ]
+        by_slot: dict[int, list[bytes]] = {}
+        for channel in channels:
+            by_slot.setdefault(key_slot(channel), []).append(channel)
+        return [
+            ["SSUBSCRIBE", *same[i : i + SUBSCRIBE_CHUNK]]
+            for same in by_slot.values()
+            for i in range(0, len(same), SUBSCRIBE_CHUNK)
+        ]
+
+    def unsubscription(self, channel: bytes) -> list[Any]:
+        return ["SUNSUBSCRIBE" if self._shards is not None else "UNSUBSCRIBE", channel]
+
+    async def probe(self, channel: bytes, token: bytes) -> None:
+        async with asyncio.timeout(COMMAND_TIMEOUT):
+            if isinstance(self._client, RedisCluster):
+                await self._client.spublish(channel, token)
+            else:
+                await self._client.publish(channel, token)
+
+    async def stale(self, link: Link) -> bool:
+        """Sentinel: whether the link talks to a server the sentinels no longer name master."""
+        pool = sentinel_pool(self._client)
+        conn = link.conn
+        if pool is None or conn is None:
+            return False
+        async with asyncio.timeout(COMMAND_TIMEOUT):
+            host, port = await pool.get_master_address()  # type: ignore[no-untyped-call]
+        return (str(host), int(port)) != (str(getattr(conn, "host", "")), int(conn.port))  # type: ignore[attr-defined]
+
+    def frame(self, channel: bytes, payload: bytes) -> None:
+        room = self._rooms.get(channel)
+        if room is not None:
+            self._on_frame(room, payload)
+
+    def confirmed(self, channel: bytes) -> None:
+        for waiter in self._waiters.pop(channel, []):
+            if not waiter.done():
+                waiter.set_result(None)
+        if channel in self._moving:
+            self._moving.discard(channel)
+            if not self._moving:
+                self._tell_reconnected()  # what was published while it moved: read it back
+
+    def lost(self, link: Link, channels: list[bytes]) -> None:
+        for channel in channels:
+            if self._home.get(channel) is link:
+                del self._home[channel]
+        if self._shards is not None:
+            self._shards.request(refresh=True)
+
+    def up(self, link: Link) -> None:
+        if self.ready:
+            self._became_ready.set()
+            log.info("redis pub/sub ready")
+        if self._was_ready:
+            self._tell_reconnected()
+        self._was_ready = True
+
+    def down(self, link: Link, failed: bool) -> None:
+        self._became_ready.clear()
+        if failed and self._shards is not None:
+            self._shards.request(refresh=True)  # a node that left answers "refused", not MOVED
+
+    def _tell_reconnected(self) -> None:
+        if self._reconnected is not None:
             # Whatever was published while we were away did not come: the hub reads it back.
             self._reconnected()
-        self._was_ready = True
 
     def _on_frame(self, room: str, frame: bytes) -> None:
         parsed = parse_frame(frame)
@@ -297,22 +370,3 @@ class Bus:
             # One bad frame must not end the reader, which serves every room of this worker.
             log.exception("delivery failed")
             metrics.BUS_DROPPED.labels(reason="error").inc()
-
-    async def _send_and_confirm(self, command: str, channel: bytes) -> None:
-        conn = self._conn
-        if conn is None or not self._ready or not conn.is_connected:
-            raise Unavailable("redis pub/sub is not connected")
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(channel, []).append(waiter)
-        try:
-            await conn.send_command(command, channel, check_health=False)
-            async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
-                await waiter
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise Unavailable("redis subscribe failed") from exc
-        finally:
-            waiters = self._waiters.get(channel)
-            if waiters is not None and waiter in waiters:
-                waiters.remove(waiter)
-                if not waiters:
-                    del self._waiters[channel]

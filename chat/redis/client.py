@@ -1,5 +1,6 @@
-"""Hearth's Redis: the command client, and the naming of every key and channel (one prefix, a
-``{room}`` hash tag, so that all of a room lives on one Redis Cluster slot).
+"""Hearth's Redis: the command client for one server, and the naming of every key and channel
+(one prefix, a ``{room}`` hash tag, so that all of a room — its keys and its channel — lives on
+one Redis Cluster slot). Sentinel and Cluster clients: :mod:`chat.redis.topology`.
 """
 
 from __future__ import annotations
@@ -7,11 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from chat.buscrypt import Sealer
+from chat.luascript import Client
 
 CONNECT_TIMEOUT = 3.0
 COMMAND_TIMEOUT = 5.0
@@ -37,26 +40,34 @@ ROOM_PARTS = (
 )
 
 
-def connect(url: str) -> Redis:
+def connect(
+    url: str, *, pool_size: int = POOL_SIZE, wait: float = COMMAND_TIMEOUT, name: str = "hearth"
+) -> Redis:
     """A client for ``url`` (``redis://``, ``rediss://`` for TLS, ``unix://``; user and password
     in the URL for an ACL user), with bounded timeouts and no retries.
 
     No retries on purpose: a retried commit whose reply was lost would commit twice, and a
     failure must reach the session quickly as ``unavailable``.
+
+    Args:
+        url: the server.
+        pool_size: connections that commands may hold at once.
+        wait: seconds a command may wait for one.
+        name: the connections' ``CLIENT SETNAME``.
     """
     # A blocking pool: a burst (a thousand members leaving at once) waits its turn for one of
     # POOL_SIZE connections instead of failing with redis-py's "too many connections".
     pool = BlockingConnectionPool.from_url(
         url,
-        max_connections=POOL_SIZE,
-        timeout=COMMAND_TIMEOUT,
+        max_connections=pool_size,
+        timeout=wait,
         socket_connect_timeout=CONNECT_TIMEOUT,
         # No socket_timeout: with one set, redis-py wraps every command's write in
         # asyncio.wait_for, a task per command on Python 3.11 (py-spy: a quarter of a busy
         # worker). Our callers bound each command with asyncio.timeout(COMMAND_TIMEOUT).
         retry=Retry(NoBackoff(), 0),
         health_check_interval=0,
-        client_name="hearth",
+        client_name=name,
         # RESP2: the reader parses pub/sub frames itself, and under RESP3 redis-py routes them
         # to a push handler instead of returning them from read_response.
         protocol=2,
@@ -69,20 +80,23 @@ class RedisSpace:
     """What a worker's Redis parts share.
 
     Args:
-        client: the command client; the backend closes it.
+        client: the command client (one server, a Sentinel master, or a Cluster); the backend
+            closes it.
         prefix: the prefix of every key and channel.
         sealer: seals names and text before they reach Redis (a clear one without a bus key).
         room_ttl: seconds a room's keys live without activity (the room idle timeout).
     """
 
-    client: Redis
+    client: Client
     prefix: str
     sealer: Sealer
     room_ttl: float
     ttl_ms: int = field(init=False)
+    sharded: bool = field(init=False)  # a Cluster: sharded pub/sub (SPUBLISH, SSUBSCRIBE)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ttl_ms", max(1000, int(self.room_ttl * 1000)))
+        object.__setattr__(self, "sharded", isinstance(self.client, RedisCluster))
 
     def key(self, room: str, part: str) -> str:
         """The room's key for ``part``."""

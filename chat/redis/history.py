@@ -3,41 +3,42 @@
 History (and the room's stream, which carries message text too) goes to Redis memory when
 Redis does not write to disk, or the operator allowed it; otherwise it stays in each worker's
 memory, so that message text never reaches a disk. :func:`place_history` decides once.
+
+"Redis" is every data node the worker can reach (protocol §16): a replica that persists
+writes what its master sends it to disk just the same, so one persisting master or replica
+of a Sentinel set, or one persisting node of a Cluster, makes the deployment persisting.
 """
 
 from __future__ import annotations
 
 import logging
 
-from redis.asyncio import Redis
-from redis.exceptions import ResponseError
-
-from chat.redis.records import as_text, unavailable
+from chat.luascript import Client
+from chat.redis.records import unavailable
+from chat.redis.topology import every_node_config
 
 log = logging.getLogger("hearth.redis")
 
 
-async def redis_persists(client: Redis) -> bool:
-    """Whether Redis writes its data to disk (RDB snapshots or AOF), per ``CONFIG GET``.
+async def redis_persists(client: Client) -> bool:
+    """Whether any data node this worker can reach writes to disk (RDB snapshots or AOF), per
+    ``CONFIG GET`` on each.
 
     A refused ``CONFIG`` (an ACL user without it, a renamed command) counts as persisting: we
     cannot tell, so message text stays out of it (protocol §7).
 
     Raises:
-        Unavailable: Redis cannot be reached.
+        Unavailable: Redis (the master, or every cluster node) cannot be reached.
     """
     async with unavailable():
-        try:
-            save = await client.config_get("save")
-            aof = await client.config_get("appendonly")
-        except ResponseError:
-            return True
-    save_value = as_text(next(iter(save.values()), ""))
-    aof_value = as_text(next(iter(aof.values()), "no"))
-    return bool(save_value.strip()) or aof_value == "yes"
+        configs = await every_node_config(client, ("save", "appendonly"))
+    return any(
+        not config or config.get("save", "").strip() or config.get("appendonly") == "yes"
+        for config in configs
+    )
 
 
-async def place_history(client: Redis, *, allow_persistent: bool) -> bool:
+async def place_history(client: Client, *, allow_persistent: bool) -> bool:
     """Decide where history goes, and say so once in the log.
 
     Returns:

@@ -24,6 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from chat import metrics
 from chat.buscrypt import Sealer, SealError, context
 from chat.errors import Unavailable
+from chat.luascript import FAILURES
 from chat.protocol import unpack_envelope
 from chat.redis.client import COMMAND_TIMEOUT
 
@@ -34,6 +35,8 @@ def error_kind(exc: BaseException) -> str:
     """A loggable name for a Redis failure: the reply's first word (``OOM``, ``BUSY``...) or
     the exception's class — never the rest of the reply, which may quote a value."""
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+        return type(exc).__name__
+    if not isinstance(exc, RedisError):  # the cluster client's own: no reply to quote
         return type(exc).__name__
     words = str(exc).split(maxsplit=1)
     first = words[0] if words else ""
@@ -49,7 +52,7 @@ async def unavailable() -> AsyncIterator[None]:
     try:
         async with asyncio.timeout(COMMAND_TIMEOUT):
             yield
-    except (RedisError, OSError) as exc:  # TimeoutError is an OSError
+    except FAILURES as exc:
         kind = error_kind(exc)
         metrics.REDIS_ERRORS.labels(kind=kind).inc()
         log.warning("redis command failed", extra={"error": kind})

@@ -439,3 +439,11 @@ for i = 1, #entries, 2 do out[#out + 1] = entries[i] end
 return out
 """
 )
+
+
+def sharded(script: str) -> str:
+    """The script for a Redis Cluster: it publishes with ``SPUBLISH`` (sharded pub/sub) on the
+    room's channel, which lives on the room's slot like every key the script touches."""
+    publish = "redis.call('PUBLISH', "
+    assert publish in script
+    return script.replace(publish, "redis.call('SPUBLISH', ")

@@ -1,0 +1,130 @@
+"""A Lua script run by its SHA1 on whichever Redis holds its keys, loaded where it is missing.
+
+Redis answers ``NOSCRIPT`` (running nothing) when it does not know a script: after a restart,
+a ``SCRIPT FLUSH``, a failover to a replica that never saw it, or — in a Redis Cluster — on any
+node other than the one it was loaded on. :class:`Script` then loads it *on the node that
+refused it* and runs the refused calls once more. redis-py's own ``Script`` would load it on
+every primary of a cluster at once, which fails whenever one of them is down, and its cluster
+pipeline does not load scripts at all.
+
+:meth:`Script.pipelined` sends many calls as pipelines, one per node in a cluster, so that a
+node that is down fails only the calls of the rooms it holds. Both the Redis backend
+(:mod:`chat.redis`) and the per-address limits (:mod:`chat.limiter`) use it, which is why it
+sits below both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+
+Client = Redis | RedisCluster
+Call = tuple[Sequence[Any], Sequence[Any]]  # (keys, args)
+
+# Everything a Redis exchange can fail with: redis-py's errors, its cluster client's own
+# (which do not derive from RedisError: "cannot be connected", a slot no node covers), and
+# socket errors and timeouts (TimeoutError is an OSError).
+FAILURES: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
+
+
+class Script:
+    """One Lua script.
+
+    Args:
+        source: the Lua source.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()  # what SCRIPT LOAD answers
+
+    async def __call__(self, client: Client, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run the script once; its reply.
+
+        Raises:
+            RedisError: the script failed, or Redis could not be reached.
+        """
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self.load(client, [keys])
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+    async def load(self, client: Client, keyed: Sequence[Sequence[Any]]) -> None:
+        """Load the script on the node(s) that hold these calls' keys."""
+        if not isinstance(client, RedisCluster):
+            await client.script_load(self.source)
+            return
+        nodes = {_node_name(client, keys): keys[0] for keys in keyed if keys}
+        for key in nodes.values():
+            node = client.get_node_from_key(key)
+            if node is not None:
+                await client.execute_command("SCRIPT LOAD", self.source, target_nodes=node)
+
+    async def pipelined(
+        self, client: Client, calls: Sequence[Call], *, timeout: float
+    ) -> list[Any]:
+        """Run many calls in pipelines (one per node in a cluster), in order per node.
+
+        Returns:
+            One item per call: its reply, or the exception it failed with (a whole pipeline
+            that failed gives its exception to each of its calls: none is known to have run).
+        """
+        if not isinstance(client, RedisCluster):
+            return await self._guarded(client, calls, timeout)
+        groups: dict[str, list[int]] = {}
+        for index, (keys, _) in enumerate(calls):
+            groups.setdefault(_node_name(client, keys), []).append(index)
+        if len(groups) == 1:
+            return await self._guarded(client, calls, timeout)
+        parts = list(groups.values())
+        outcomes = await asyncio.gather(
+            *(self._guarded(client, [calls[i] for i in part], timeout) for part in parts)
+        )
+        results: list[Any] = [None] * len(calls)
+        for part, outcome in zip(parts, outcomes, strict=True):
+            for index, result in zip(part, outcome, strict=True):
+                results[index] = result
+        return results
+
+    async def _guarded(self, client: Client, calls: Sequence[Call], timeout: float) -> list[Any]:
+        try:
+            return await self._pipeline(client, calls, timeout)
+        except FAILURES as exc:
+            return [exc] * len(calls)
+
+    async def _pipeline(self, client: Client, calls: Sequence[Call], timeout: float) -> list[Any]:
+        async with asyncio.timeout(timeout):
+            results = await self._send(client, calls)
+            refused = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+            if refused:
+                await self.load(client, [calls[i][0] for i in refused])
+                again = await self._send(client, [calls[i] for i in refused])
+                for i, result in zip(refused, again, strict=True):
+                    results[i] = result
+        return results
+
+    async def _send(self, client: Client, calls: Sequence[Call]) -> list[Any]:
+        # EVALSHA directly: a pipelined redis-py Script would first ask SCRIPT EXISTS, an extra
+        # round trip per batch; NOSCRIPT comes back as that call's result instead. (As a raw
+        # command: redis-py's cluster pipeline blocks its evalsha() method, not the command,
+        # which is safe here since every call's keys share one slot.)
+        async with client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            return list(await pipe.execute(raise_on_error=False))
+
+
+def _node_name(client: RedisCluster, keys: Sequence[Any]) -> str:
+    """The node that holds ``keys`` per the client's slot map ("" when it does not know)."""
+    try:
+        node = client.get_node_from_key(keys[0]) if keys else None
+    except FAILURES:
+        return ""
+    return "" if node is None else str(node.name)

@@ -1,0 +1,229 @@
+"""How a worker reaches Redis (protocol §16): one server, a Sentinel set, or a Cluster.
+
+This module turns :class:`~chat.settings.Settings` into redis-py clients, and answers the
+questions that depend on the topology: is it a cluster, which nodes can this worker reach
+(for the persistence check of §7), how to close everything it opened.
+
+* ``--redis-url``: one server, through a blocking pool (:func:`chat.redis.client.connect`).
+* ``--redis-sentinel`` with ``--redis-master``: redis-py's asyncio ``Sentinel``. Every new
+  connection asks the sentinels for the master's address first, so after a failover a
+  connection that broke reconnects to the new master; the pool is blocking, like the
+  one-server pool.
+* ``--redis-cluster``: redis-py's asyncio ``RedisCluster``, with every room's keys and its
+  channel on the room's slot, sharded pub/sub (:mod:`chat.redis.bus`), and a gate that makes
+  callers wait for a connection (redis-py's cluster client raises instead).
+
+Every client has no retries and no socket timeout: a retried commit whose reply was lost
+would commit twice, and the callers bound every exchange themselves
+(:func:`chat.redis.records.unavailable`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import BlockingConnectionPool, Connection, SSLConnection
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import NoBackoff
+from redis.event import EventDispatcher
+
+from chat.luascript import FAILURES, Client
+from chat.redis.client import COMMAND_TIMEOUT, CONNECT_TIMEOUT, POOL_SIZE, connect
+from chat.settings import Settings
+
+LIMITS_POOL = 8  # the per-address limits' own connections
+LIMITS_TIMEOUT = 2.0
+SENTINEL_TIMEOUT = 2.0  # a sentinel that does not answer in time is skipped for the next
+REPLICA_TIMEOUT = 2.0  # a replica asked for its persistence settings
+
+
+class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """Sentinel's pool (connections to whichever server the sentinels name master), made
+    blocking: a burst waits its turn for a connection instead of failing."""
+
+
+class GatedCluster(RedisCluster):
+    """redis-py's cluster client, with callers waiting for one of ``gate`` command slots.
+
+    redis-py's cluster nodes raise ``MaxConnectionsError`` when their connections are all in
+    use; one Redis's blocking pool makes the caller wait instead (a thousand members leaving
+    at once). The gate restores that: at most ``gate`` commands in flight, the others queue.
+
+    Args:
+        gate: commands in flight at once (pipelines are not counted: they are few, one per
+            node per batch).
+        events: the dispatcher redis-py tells when its slot map changes (the bus listens).
+    """
+
+    def __init__(self, *args: Any, gate: int, events: EventDispatcher, **kwargs: Any) -> None:
+        kwargs["event_dispatcher"] = events
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Semaphore(gate)
+        self.events = events
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.gate:
+            return await super().execute_command(*args, **kwargs)
+
+
+def command_client(
+    settings: Settings,
+    *,
+    pool_size: int = POOL_SIZE,
+    wait: float = COMMAND_TIMEOUT,
+    name: str = "hearth",
+) -> Client:
+    """A command client for the Redis the settings name.
+
+    Args:
+        settings: ``redis_url``, or ``redis_sentinel`` and ``redis_master``, or
+            ``redis_cluster``, with credentials and TLS (protocol §16).
+        pool_size: connections (per node in a cluster) that commands may hold at once.
+        wait: seconds a command may wait for a connection.
+        name: the connections' ``CLIENT SETNAME``.
+    """
+    if settings.redis_url:
+        return connect(settings.redis_url, pool_size=pool_size, wait=wait, name=name)
+    common: dict[str, Any] = dict(
+        username=settings.redis_username,
+        password=settings.redis_password,
+        ssl=settings.redis_tls,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=None,  # see chat.redis.client.connect
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+        client_name=name,
+        protocol=2,  # the bus parses pub/sub frames itself (see chat.redis.client.connect)
+    )
+    if settings.redis_cluster:
+        return GatedCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in settings.redis_cluster],
+            # Serve the rooms of the shards that are up while another one fails over.
+            require_full_coverage=False,
+            max_connections=pool_size + 16,
+            gate=pool_size,
+            events=EventDispatcher(),
+            **common,
+        )
+    sentinels = Sentinel(  # type: ignore[no-untyped-call]
+        list(settings.redis_sentinel),
+        sentinel_kwargs=dict(
+            password=settings.redis_sentinel_password,
+            ssl=settings.redis_tls,
+            socket_connect_timeout=SENTINEL_TIMEOUT,
+            socket_timeout=SENTINEL_TIMEOUT,
+            protocol=2,
+        ),
+    )
+    client: Redis = sentinels.master_for(
+        settings.redis_master or "",
+        connection_pool_class=BlockingSentinelPool,
+        max_connections=pool_size,
+        timeout=wait,
+        **common,
+    )
+    return client
+
+
+def limits_client(settings: Settings) -> Client:
+    """The per-address limits' own client (chat.guard): a few connections, short waits."""
+    return command_client(
+        settings, pool_size=LIMITS_POOL, wait=LIMITS_TIMEOUT, name="hearth-limits"
+    )
+
+
+def sentinel_pool(client: Client) -> SentinelConnectionPool | None:
+    """The Sentinel pool behind ``client``, or None when it is not a Sentinel master client."""
+    if isinstance(client, RedisCluster):
+        return None
+    pool = client.connection_pool
+    return pool if isinstance(pool, SentinelConnectionPool) else None
+
+
+async def close_client(client: Client) -> None:
+    """Close the client, its pool, and the sentinel connections it made."""
+    if isinstance(client, RedisCluster):
+        await client.aclose()
+        return
+    sentinels = sentinel_pool(client)
+    await client.aclose(close_connection_pool=True)
+    if sentinels is not None:
+        await sentinels.sentinel_manager.aclose()
+
+
+async def every_node_config(client: Client, names: tuple[str, ...]) -> list[dict[str, str]]:
+    """``CONFIG GET`` of ``names`` on every data node this worker can reach: the master (or
+    the one server) and its replicas, or every node of a cluster. A node that refuses
+    ``CONFIG`` (an ACL without it) gives ``{}``; one that cannot be reached is left out.
+
+    Raises:
+        RedisError, RedisClusterException, OSError: the master (or no cluster node at all)
+            could not be asked.
+    """
+    if isinstance(client, RedisCluster):
+        await client.initialize()
+        nodes = client.get_nodes()
+        found = await asyncio.gather(
+            *(_config(node.execute_command, names) for node in nodes), return_exceptions=True
+        )
+        answered = [f for f in found if isinstance(f, dict)]
+        if not answered:
+            raise next(f for f in found if isinstance(f, BaseException))
+        return answered
+    configs = [await _config(client.execute_command, names)]
+    pool = sentinel_pool(client)
+    if pool is not None:
+        for host, port in await pool.sentinel_manager.discover_slaves(pool.service_name):
+            try:
+                configs.append(await _replica_config(pool, str(host), int(port), names))
+            except FAILURES:
+                continue  # a replica that cannot be reached now is not one we could use
+    return configs
+
+
+async def _config(execute: Any, names: tuple[str, ...]) -> dict[str, str]:
+    from redis.exceptions import ResponseError
+
+    out: dict[str, str] = {}
+    for name in names:
+        try:
+            reply = await execute("CONFIG GET", name)
+        except ResponseError:
+            return {}
+        out.update(_pairs(reply))
+    return out
+
+
+async def _replica_config(
+    pool: SentinelConnectionPool, host: str, port: int, names: tuple[str, ...]
+) -> dict[str, str]:
+    kwargs = {k: v for k, v in pool.connection_kwargs.items() if k != "connection_pool"}
+    ssl = issubclass(pool.connection_class, SSLConnection)
+    conn = (SSLConnection if ssl else Connection)(**{**kwargs, "host": host, "port": port})
+    try:
+        async with asyncio.timeout(REPLICA_TIMEOUT):
+            await conn.connect()  # type: ignore[no-untyped-call]
+
+            async def execute(*args: Any) -> Any:
+                await conn.send_command(*args)
+                return await conn.read_response()
+
+            return await _config(execute, names)
+    finally:
+        await conn.disconnect()
+
+
+def _pairs(reply: Any) -> dict[str, str]:
+    """A ``CONFIG GET`` reply (a dict, or a flat list from a raw connection) as text."""
+
+    def text(value: Any) -> str:
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    if isinstance(reply, dict):
+        return {text(k): text(v) for k, v in reply.items()}
+    items = list(reply or [])
+    return {text(items[i]): text(items[i + 1]) for i in range(0, len(items) - 1, 2)}
