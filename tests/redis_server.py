@@ -277,6 +277,7 @@ class SentinelSet:
         persistent_replica: bool = False,
     ) -> None:
         auth = ["--requirepass", password, "--masterauth", password] if password else []
+        auth += ["--repl-diskless-sync-delay", "0"]  # a replica syncs at once, not in 5 s
         self.password = password
         self.sentinel_password = sentinel_password
         self.primary = RedisServer(args=auth, password=password)
@@ -298,10 +299,26 @@ class SentinelSet:
                 f"requirepass {sentinel_password}",
                 f"sentinel sentinel-pass {sentinel_password}",
             ]
-        self.sentinels = [
-            RedisServer(sentinel="\n".join(conf) + "\n", password=sentinel_password)
-            for _ in range(3)
-        ]
+        # Each sentinel knows the others and the replica from the start: found by themselves
+        # (hello messages, the master's INFO every 10 s) they would take ten seconds.
+        ports = [free_port() for _ in range(3)]
+        ids = [secrets.token_hex(20) for _ in ports]
+        self.sentinels = []
+        for port, myid in zip(ports, ids, strict=True):
+            known = [
+                f"sentinel myid {myid}",
+                f"sentinel known-replica {MASTER} 127.0.0.1 {self.replica.port}",
+                *(
+                    f"sentinel known-sentinel {MASTER} 127.0.0.1 {other} {other_id}"
+                    for other, other_id in zip(ports, ids, strict=True)
+                    if other != port
+                ),
+            ]
+            self.sentinels.append(
+                RedisServer(
+                    port, sentinel="\n".join(conf + known) + "\n", password=sentinel_password
+                )
+            )
 
     @property
     def data_nodes(self) -> list[RedisServer]:

@@ -8,8 +8,9 @@ publish (``typing``) has offset 0.
 
 * One server, or a Sentinel master: one connection (a :class:`~chat.redis.link.Link`) for
   every room, with ``SUBSCRIBE``. Under Sentinel it is made from the Sentinel pool, so each
-  reconnect asks the sentinels where the master is now, and every few seconds the link checks
-  that it still talks to the master the sentinels name (a demoted master that stayed up).
+  reconnect asks the sentinels where the master is now; when the sentinels announce a new
+  master (:mod:`chat.redis.sentinel`), and every few seconds anyway, the link checks that it
+  still talks to the master they name (a demoted master may stay up).
 * A Cluster: sharded pub/sub (``SSUBSCRIBE``), one link per primary, each carrying the rooms
   whose slot that primary holds (:mod:`chat.redis.shards` keeps the map).
 
@@ -41,6 +42,7 @@ from chat.errors import Unavailable
 from chat.luascript import FAILURES
 from chat.redis.client import COMMAND_TIMEOUT, RedisSpace
 from chat.redis.link import Link
+from chat.redis.sentinel import MasterWatch
 from chat.redis.shards import Shards
 from chat.redis.topology import sentinel_pool
 
@@ -130,6 +132,10 @@ class Bus:
             self._shards.start()
         else:
             self.link(ONE)
+        pool = sentinel_pool(self._client)
+        if pool is not None:
+            watch = MasterWatch(pool, self._master_switched)
+            self._spawn(watch.run())
         try:
             async with asyncio.timeout(wait):
                 await self._became_ready.wait()
@@ -310,6 +316,10 @@ class Bus:
         async with asyncio.timeout(COMMAND_TIMEOUT):
             host, port = await pool.get_master_address()  # type: ignore[no-untyped-call]
         return (str(host), int(port)) != (str(getattr(conn, "host", "")), int(conn.port))  # type: ignore[attr-defined]
+
+    def _master_switched(self) -> None:
+        for link in self._links.values():
+            link.recheck()
 
     def frame(self, channel: bytes, payload: bytes) -> None:
         room = self._rooms.get(channel)

@@ -100,6 +100,11 @@ class Link:
         for child in list(self._tasks):
             child.cancel()
 
+    def recheck(self) -> None:
+        """Ask the bus now whether this link still talks to the right node."""
+        if self.ready:
+            self._spawn(self._check())
+
     async def send(self, *command: Any) -> None:
         """Send a (un)subscribe on the current connection.
 

@@ -8,7 +8,7 @@ questions that depend on the topology: is it a cluster, which nodes can this wor
 * ``--redis-sentinel`` with ``--redis-master``: redis-py's asyncio ``Sentinel``. Every new
   connection asks the sentinels for the master's address first, so after a failover a
   connection that broke reconnects to the new master; the pool is blocking, like the
-  one-server pool.
+  one-server pool, and follows the sentinels' announcements (:mod:`chat.redis.sentinel`).
 * ``--redis-cluster``: redis-py's asyncio ``RedisCluster``, with every room's keys and its
   channel on the room's slot, sharded pub/sub (:mod:`chat.redis.bus`), and a gate that makes
   callers wait for a connection (redis-py's cluster client raises instead).
@@ -25,7 +25,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import BlockingConnectionPool, Connection, SSLConnection
+from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
@@ -33,6 +33,7 @@ from redis.event import EventDispatcher
 
 from chat.luascript import FAILURES, Client
 from chat.redis.client import COMMAND_TIMEOUT, CONNECT_TIMEOUT, POOL_SIZE, connect
+from chat.redis.sentinel import MasterPool
 from chat.settings import Settings
 
 LIMITS_POOL = 8  # the per-address limits' own connections
@@ -41,9 +42,23 @@ SENTINEL_TIMEOUT = 2.0  # a sentinel that does not answer in time is skipped for
 REPLICA_TIMEOUT = 2.0  # a replica asked for its persistence settings
 
 
-class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
-    """Sentinel's pool (connections to whichever server the sentinels name master), made
-    blocking: a burst waits its turn for a connection instead of failing."""
+class FreshConnection(Connection):
+    """A connection that checks, before each command, that its server has not closed it.
+
+    A one-server pool does this when it hands a connection out (``can_read``: buffered
+    bytes, or EOF). redis-py's cluster nodes do not: after a node restarted, each of its
+    idle connections would fail one command (with no retries, a caller's ``unavailable``).
+    The check reads no socket: asyncio has already seen the EOF.
+    """
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if self.is_connected and await self.can_read():
+            await self.disconnect()  # closed by the server (or dirty): a new one instead
+        await super().send_packed_command(command, check_health)
+
+
+class FreshSSLConnection(FreshConnection, SSLConnection):
+    """:class:`FreshConnection` over TLS."""
 
 
 class GatedCluster(RedisCluster):
@@ -64,6 +79,12 @@ class GatedCluster(RedisCluster):
         super().__init__(*args, **kwargs)
         self.gate = asyncio.Semaphore(gate)
         self.events = events
+        # Every node made from now on (the slot map's) makes fresh-checked connections.
+        tls = issubclass(self.connection_kwargs["connection_class"], SSLConnection)
+        fresh = FreshSSLConnection if tls else FreshConnection
+        self.connection_kwargs["connection_class"] = fresh
+        for node in self.nodes_manager.startup_nodes.values():
+            node.connection_class = fresh
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         async with self.gate:
@@ -121,7 +142,7 @@ def command_client(
     )
     client: Redis = sentinels.master_for(
         settings.redis_master or "",
-        connection_pool_class=BlockingSentinelPool,
+        connection_pool_class=MasterPool,
         max_connections=pool_size,
         timeout=wait,
         **common,

@@ -1,0 +1,256 @@
+"""Protocol §16 with Redis Cluster: two workers on three primaries, sharded pub/sub.
+
+Rooms spread over the shards, each room's keys and channel on its own slot; a node restarted
+(empty) or a room's slot migrated to another node mid-conversation loses no acked message and
+leaves facilitation working; a shard that is down leaves the rooms of the others working;
+scripts are loaded on the node that lost them. (The core protocol tests also run on a cluster:
+``pytest --core-broker=cluster``.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from chat.buscrypt import Sealer
+from chat.limiter import AddressHasher, RedisConnections
+from chat.redis.backend import RedisBackend
+from chat.redis.client import RedisSpace
+from chat.redis.topology import close_client, command_client
+from chat.roomstate import MemberAdd
+from chat.settings import Settings
+from tests.client import Client
+from tests.conftest import Server, free_port, running
+from tests.conversation import Conversation
+from tests.redis_server import ClusterNodes, RedisServer, own_cluster, redis_cluster
+from tests.test_backend import Inbox, commit, member, new_room, say
+from tests.test_guard import refused_status
+from tests.test_redis_workers import wait_ready
+
+__all__ = ["own_cluster", "redis_cluster"]  # fixtures, imported for pytest
+
+pytestmark = pytest.mark.redis
+BACK = 10.0  # §16: talking again within 10 s of cluster_state:ok
+
+
+def at(n: int) -> dict[str, Any]:
+    """Connect from a loopback address of our own: a removal bans the address it sees."""
+    return {"local_addr": (f"127.0.0.{n}", 0)}
+
+
+def cluster_settings(found: ClusterNodes, prefix: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = dict(
+        port=free_port(), redis_prefix=prefix, resume_grace=5.0, rate=100.0, burst=100
+    )
+    return Settings(**{**values, **found.settings(), **overrides})
+
+
+@contextlib.asynccontextmanager
+async def workers(found: ClusterNodes, **overrides: Any) -> AsyncIterator[tuple[Server, Server]]:
+    prefix = "hearth:t" + secrets.token_hex(4)
+    async with (
+        running(cluster_settings(found, prefix, **overrides)) as a,
+        running(cluster_settings(found, prefix, **overrides)) as b,
+    ):
+        yield a, b
+
+
+def channel(server: Server, room: str) -> str:
+    return f"{server.settings.redis_prefix}:{{{room}}}:bus"
+
+
+async def shard_subscribers(node: RedisServer, name: str) -> int:
+    client = aioredis.Redis(port=node.port, password=node.password)
+    try:
+        reply = await client.execute_command("PUBSUB", "SHARDNUMSUB", name)
+        return int(reply[1])
+    finally:
+        await client.aclose()
+
+
+async def test_rooms_spread_over_shards(redis_cluster: ClusterNodes) -> None:
+    """Rooms land on every shard; each room's keys live on its channel's node only, both
+    workers subscribe there (SSUBSCRIBE), and members on two workers talk in every room."""
+    async with workers(redis_cluster) as (a, b):
+        rooms: dict[int, str] = {}  # node port -> a room it holds
+        for _ in range(40):
+            room = (await a.room())["room"]
+            rooms.setdefault(redis_cluster.owner(channel(a, room)).port, room)
+            if len(rooms) == len(redis_cluster.nodes):
+                break
+        assert len(rooms) == 3, "forty rooms, and a shard holds none of them"
+        for port, room in rooms.items():
+            alice, bob = await a.client(), await b.client()
+            await alice.join(room, name="Alice")
+            await bob.join(room, name="Bob")
+            started = time.monotonic()
+            ack = await alice.request({"t": "say", "text": f"on {port}"})
+            assert (await bob.next("msg", text=f"on {port}"))["seq"] == ack["seq"]
+            # Each node's link has its own reader: an idle shard delays no other.
+            assert time.monotonic() - started < 0.5
+            for node in redis_cluster.nodes:
+                held = await asyncio.to_thread(node.ask, "KEYS", f"*{{{room}}}*")
+                subscribed = await shard_subscribers(node, channel(a, room))
+                if node.port == port:
+                    assert len(held) >= 5 and subscribed == 2
+                else:
+                    assert held == [] and subscribed == 0
+
+
+async def room_on(
+    server: Server, found: ClusterNodes, avoid: RedisServer | None = None
+) -> dict[str, Any]:
+    """A new room (not on ``avoid``'s shard)."""
+    for _ in range(40):
+        room = await server.room()
+        if found.owner(channel(server, room["room"])) is not avoid:
+            return room
+    raise AssertionError("forty rooms, all on one shard")
+
+
+async def test_a_node_restarted_mid_conversation(
+    own_cluster: ClusterNodes, record_property: Any
+) -> None:
+    """The node that holds a room is killed and started again, empty, while members talk:
+    meanwhile a room on another shard keeps working; once the cluster is ok again both
+    workers talk within 10 s, no acked message was lost, the room's mute and lock were
+    restored from the workers, and the facilitator can still remove."""
+    async with workers(own_cluster) as (a, b):
+        room = await a.room()
+        node = own_cluster.owner(channel(a, room["room"]))
+        other = await room_on(b, own_cluster, avoid=node)
+        fac = await a.client()
+        await fac.join(room["room"], key=room["facilitator_key"], name="Fac")
+        alice, bob, muted, gone = [
+            await w.client(**at(n)) for w, n in ((a, 90), (b, 91), (b, 92), (a, 93))
+        ]
+        for client, name in ((alice, "Alice"), (bob, "Bob"), (muted, "Muted"), (gone, "Gone")):
+            await client.join(room["room"], name=name)
+        elsewhere = await b.client(**at(94))
+        await elsewhere.join(other["room"], name="Elsewhere")
+        assert (await fac.request({"t": "mute", "pid": muted.pid}))["t"] == "ack"
+        assert (await fac.request({"t": "lock"}))["t"] == "ack"
+        talk = Conversation(alice, bob)
+        talk.start()
+        await asyncio.sleep(1.0)
+
+        node.kill()
+        await asyncio.sleep(1.5)  # the cluster marks it failed (node timeout: 1 s)
+        # The other shard's rooms keep working while this one is down.
+        assert (await elsewhere.request({"t": "say", "text": "still on"}))["t"] == "ack"
+        await wait_ready(a, 503)
+        node.start()
+        ok = time.monotonic()
+        ok += await asyncio.to_thread(own_cluster.wait_ok)
+        again = await talk.talking_again(ok, timeout=BACK)
+        await wait_ready(a, 200, timeout=BACK)
+        await wait_ready(b, 200, timeout=BACK)
+        await asyncio.sleep(1.0)
+        await talk.stop()
+        record_property("cluster_node_back_talking_s", round(again, 2))
+        print(f"\ncluster: talking {again:.2f} s after cluster_state:ok")
+        assert again < BACK
+
+        await talk.check(alice, bob, fac)
+        assert (await muted.request({"t": "say", "text": "now?"}))["code"] == "muted"
+        late = await b.client(**at(95))
+        assert (await late.join(room["room"], name="Late"))["code"] == "room_locked"
+        assert (await fac.request({"t": "remove", "pid": gone.pid}))["t"] == "ack"
+        assert await gone.closed(timeout=5.0) == 4001
+
+
+async def test_a_slot_migrated_mid_conversation(
+    own_cluster: ClusterNodes, record_property: Any
+) -> None:
+    """A room's slot moves to another node while members on both workers talk: both
+    workers' subscriptions follow it within 5 s, no acked message is lost, and a facilitator
+    decision after the move binds on both workers."""
+    async with workers(own_cluster) as (a, b):
+        room = await a.room()
+        name = channel(a, room["room"])
+        source = own_cluster.owner(name)
+        target = next(n for n in own_cluster.nodes if n is not source)
+        fac = await a.client()
+        await fac.join(room["room"], key=room["facilitator_key"], name="Fac")
+        alice, bob = await a.client(**at(100)), await b.client(**at(101))
+        muted = await b.client(**at(102))
+        for client, who in ((alice, "Alice"), (bob, "Bob"), (muted, "Muted")):
+            await client.join(room["room"], name=who)
+        talk = Conversation(alice, bob)
+        talk.start()
+        await asyncio.sleep(1.0)
+
+        await asyncio.to_thread(own_cluster.migrate, name, target)
+        moved = time.monotonic()
+        async with asyncio.timeout(5.0):
+            while await shard_subscribers(target, name) < 2:  # noqa: ASYNC110 - polls Redis
+                await asyncio.sleep(0.05)
+        followed = time.monotonic() - moved
+        assert await shard_subscribers(source, name) == 0
+        await asyncio.sleep(1.0)
+        await talk.stop()
+        record_property("cluster_subscriptions_followed_slot_s", round(followed, 2))
+        print(f"\ncluster: subscriptions on the new node {followed:.2f} s after the move")
+
+        await talk.check(alice, bob, fac)
+        assert (await fac.request({"t": "mute", "pid": muted.pid}))["t"] == "ack"
+        assert (await muted.next("muted", timeout=5.0))["pid"] == muted.pid
+        assert (await muted.request({"t": "say", "text": "now?"}))["code"] == "muted"
+        assert sorted(await asyncio.to_thread(target.ask, "KEYS", f"*{{{room['room']}}}*"))
+
+
+async def test_scripts_load_on_the_node_that_lost_them(redis_cluster: ClusterNodes) -> None:
+    """SCRIPT FLUSH on every node: commits batched across shards, single scripts, and the
+    per-address limits' heartbeat load their script where it is missing and succeed."""
+    settings = cluster_settings(redis_cluster, "t" + secrets.token_hex(4))
+    space = RedisSpace(command_client(settings), settings.redis_prefix, Sealer(None), 60)
+    backend = RedisBackend(space, history_messages=10, history_seconds=60)
+    inbox = Inbox()
+    await backend.start(inbox, lambda: None)
+    limits = command_client(settings)
+    try:
+        rooms = [new_room(f"r{i}") for i in range(12)]
+        assert len({redis_cluster.owner(space.channel(r.id)).port for r in rooms}) == 3
+        for room in rooms:
+            await backend.create_room(room)
+            await backend.subscribe(room.id)
+            await commit(backend, room.id, MemberAdd(member("p1")))
+        for node in redis_cluster.nodes:
+            await asyncio.to_thread(node.ask, "SCRIPT", "FLUSH")
+        seqs = await asyncio.gather(*(say(backend, r.id, "p1", "hi") for r in rooms))
+        assert seqs == [1] * len(rooms)
+        await inbox.wait_for(2 * len(rooms))
+        for node in redis_cluster.nodes:
+            await asyncio.to_thread(node.ask, "SCRIPT", "FLUSH")
+        assert all([await backend.snapshot(r.id) for r in rooms])
+        conns = RedisConnections(
+            limits, settings.redis_prefix, 2, AddressHasher(limits, settings.redis_prefix, None)
+        )
+        addresses = [f"198.51.100.{i}" for i in range(12)]
+        for address in addresses:
+            assert await conns.acquire(address)
+        for node in redis_cluster.nodes:
+            await asyncio.to_thread(node.ask, "SCRIPT", "FLUSH")
+        await conns._write_counts([(address, 1) for address in addresses])  # the heartbeat
+        await conns.aclose()
+    finally:
+        await backend.aclose()
+        await close_client(limits)
+
+
+async def test_per_address_limits_hold_across_workers(redis_cluster: ClusterNodes) -> None:
+    """--max-per-address counts an address's connections on both workers of a cluster."""
+    async with workers(redis_cluster, max_per_address=2) as (a, b):
+        held = [await Client.open(s.ws, source="127.0.0.110") for s in (a, b)]
+        assert await refused_status(a.ws, "127.0.0.110") == 429
+        assert await refused_status(b.ws, "127.0.0.110") == 429
+        other = await Client.open(b.ws, source="127.0.0.111")
+        for client in [*held, other]:
+            await client.close()

@@ -1,0 +1,169 @@
+"""Protocol §16 with Redis Sentinel: two workers on a primary, its replica and three sentinels.
+
+The primary is killed mid-conversation (or demoted by a manual failover while it stays up):
+within 10 s of the sentinels naming the new master every worker publishes, stores and
+subscribes there, no acked message is lost, facilitator decisions made before and after still
+bind, and every member is still connected. The failover times are measured and reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from chat.redis.history import redis_persists
+from chat.redis.topology import close_client, command_client
+from chat.settings import Settings
+from tests.conftest import Server, free_port, running
+from tests.conversation import Conversation
+from tests.redis_server import RedisServer, SentinelSet, own_sentinels, running_sentinels
+from tests.test_redis_workers import wait_ready
+from tests.timing import WAIT
+
+__all__ = ["own_sentinels"]  # fixture, imported for pytest
+
+pytestmark = pytest.mark.redis
+NEW_MASTER = 10.0  # §16: every worker on the new master within 10 s of it being named
+
+
+def at(n: int) -> dict[str, Any]:
+    """Connect from a loopback address of our own: a removal bans the address it sees."""
+    return {"local_addr": (f"127.0.0.{n}", 0)}
+
+
+def sentinel_settings(found: SentinelSet, prefix: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = dict(
+        port=free_port(), redis_prefix=prefix, resume_grace=5.0, rate=100.0, burst=100
+    )
+    return Settings(**{**values, **found.settings(), **overrides})
+
+
+@contextlib.asynccontextmanager
+async def workers(found: SentinelSet) -> AsyncIterator[tuple[Server, Server]]:
+    prefix = "hearth:t" + secrets.token_hex(4)
+    async with (
+        running(sentinel_settings(found, prefix)) as a,
+        running(sentinel_settings(found, prefix)) as b,
+    ):
+        yield a, b
+
+
+async def named_new_master(found: SentinelSet, old: int, timeout: float = 20.0) -> float:
+    """Wait until the sentinels name a master other than ``old``; the monotonic time then."""
+    async with asyncio.timeout(timeout):
+        while await asyncio.to_thread(found.master_port) == old:  # noqa: ASYNC110 - polls
+            await asyncio.sleep(0.05)
+    return time.monotonic()
+
+
+async def subscribers(node: RedisServer, channel: str) -> int:
+    client = aioredis.Redis(port=node.port, password=node.password)
+    try:
+        return int((await client.pubsub_numsub(channel))[0][1])
+    finally:
+        await client.aclose()
+
+
+async def test_primary_killed_mid_conversation(
+    own_sentinels: SentinelSet, record_property: Any
+) -> None:
+    """SIGKILL the primary while members on both workers talk: within 10 s of the sentinels
+    naming the new master both workers talk again; no acked message is lost; a mute from
+    before still binds and a remove after binds; everyone else is still connected."""
+    async with workers(own_sentinels) as (a, b):
+        room = await a.room()
+        fac = await a.client()
+        await fac.join(room["room"], key=room["facilitator_key"], name="Fac")
+        alice, bob = await a.client(**at(80)), await b.client(**at(81))
+        muted, removed = await b.client(**at(82)), await a.client(**at(83))
+        for client, name in ((alice, "Alice"), (bob, "Bob"), (muted, "Muted"), (removed, "Gone")):
+            await client.join(room["room"], name=name)
+        assert (await fac.request({"t": "mute", "pid": muted.pid}))["t"] == "ack"
+        talk = Conversation(alice, bob)
+        talk.start()
+        await asyncio.sleep(1.0)
+
+        old = own_sentinels.master()
+        killed = time.monotonic()
+        old.kill()
+        named = await named_new_master(own_sentinels, old.port)
+        await wait_ready(a, 200, timeout=NEW_MASTER)
+        await wait_ready(b, 200, timeout=NEW_MASTER)
+        again = await talk.talking_again(named, timeout=NEW_MASTER)
+        await asyncio.sleep(1.0)
+        await talk.stop()
+        record_property("sentinel_failover_s", round(named - killed, 2))
+        record_property("talking_again_after_named_s", round(again, 2))
+        print(
+            f"\nsentinel: named {named - killed:.2f} s after the kill; talking {again:.2f} s later"
+        )
+        assert again < NEW_MASTER
+
+        await talk.check(alice, bob, fac)
+        assert (await muted.request({"t": "say", "text": "now?"}))["code"] == "muted"
+        assert (await fac.request({"t": "remove", "pid": removed.pid}))["t"] == "ack"
+        assert await removed.closed(timeout=5.0) == 4001
+        for client in (alice, bob, fac):
+            assert (await client.request({"t": "say", "text": "still here"}))["t"] == "ack"
+
+
+async def test_a_manual_failover_moves_every_worker(own_sentinels: SentinelSet) -> None:
+    """SENTINEL FAILOVER demotes a primary that stays up (and accepts writes until the
+    sentinels reconfigure it): both workers' subscriptions move to the new master within
+    10 s, members talking meanwhile lose no acked message, and talking goes on."""
+    async with workers(own_sentinels) as (a, b):
+        room = await a.room()
+        alice, bob = await a.client(), await b.client()
+        await alice.join(room["room"], name="Alice")
+        await bob.join(room["room"], name="Bob")
+        channel = f"{a.settings.redis_prefix}:{{{room['room']}}}:bus"
+        old = own_sentinels.master()
+        assert await subscribers(old, channel) == 2
+        talk = Conversation(alice, bob)
+        talk.start()
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(own_sentinels.sentinels[0].ask, "SENTINEL", "FAILOVER", "hearth")
+        named = await named_new_master(own_sentinels, old.port)
+        new = own_sentinels.master()
+        async with asyncio.timeout(NEW_MASTER):
+            while await subscribers(new, channel) < 2 or await subscribers(old, channel):  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        assert time.monotonic() - named < NEW_MASTER
+        assert await talk.talking_again(time.monotonic(), timeout=NEW_MASTER) < NEW_MASTER
+        await asyncio.sleep(1.0)
+        await talk.stop()
+        await talk.check(alice, bob)
+
+
+async def test_a_persisting_replica_makes_the_deployment_persisting() -> None:
+    """§7 through Sentinel: the primary keeps nothing on disk, its replica writes snapshots:
+    the server counts the deployment as persisting (history stays in worker memory)."""
+    for persistent_replica in (False, True):
+        with running_sentinels(persistent_replica=persistent_replica) as found:
+            client = command_client(sentinel_settings(found, "t"))
+            try:
+                assert await redis_persists(client) is persistent_replica
+            finally:
+                await close_client(client)
+
+
+async def test_sentinel_down_then_up_is_only_not_ready(own_sentinels: SentinelSet) -> None:
+    """Workers started while no sentinel answers are not ready, then ready by themselves."""
+    for sentinel in own_sentinels.sentinels:
+        sentinel.kill()
+    prefix = "t" + secrets.token_hex(4)
+    async with running(sentinel_settings(own_sentinels, prefix)) as a:
+        await wait_ready(a, 503)
+        for sentinel in own_sentinels.sentinels:
+            sentinel.start()
+        await wait_ready(a, 200, timeout=3 * WAIT)
+        room = await a.room()
+        alice = await a.client()
+        assert (await alice.join(room["room"], name="Alice"))["t"] == "welcome"
