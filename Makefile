@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 serve: $(STAMP)
 	$(BIN)/hearth serve
 
-# The whole suite on the embedded broker, then the core server tests once more on Redis.
+# The whole suite on the embedded broker, then the core server tests once more on each Redis
+# topology (protocol §16): one server, a three-primary Cluster, a Sentinel set.
 # Four pytest-xdist workers: the server tests mostly wait on sockets and timers, so they overlap
 # well even on two cores; the browser tests stay on one worker (tests/conftest.py).
 XDIST := -n 4 --dist loadgroup
@@ -19,6 +20,8 @@ CORE_TESTS := tests/test_app.py tests/test_join.py tests/test_talking.py tests/t
 test: $(STAMP) system-deps lint
 	$(BIN)/pytest $(XDIST)
 	$(BIN)/pytest $(XDIST) --core-broker=redis $(CORE_TESTS)
+	$(BIN)/pytest $(XDIST) --core-broker=cluster $(CORE_TESTS)
+	$(BIN)/pytest $(XDIST) --core-broker=sentinel $(CORE_TESTS)
 
 # uvicorn's range (pyproject.toml) at both ends: the venv above gets the newest release when
 # it is made, so `make test` covers that end; this runs the transport and core server tests

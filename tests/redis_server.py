@@ -401,7 +401,14 @@ class ClusterNodes:
     def start(self) -> None:
         for node in self.nodes:
             node.start()
-        command = ["redis-cli", "--cluster", "create", "--cluster-yes"]
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            pytest.fail(
+                "redis-cli is not installed: the cluster tests need it to create the cluster "
+                "(Debian/Ubuntu: apt-get install redis-tools)",
+                pytrace=False,
+            )
+        command = [cli, "--cluster", "create", "--cluster-yes"]
         if self.password:
             command += ["-a", self.password, "--no-auth-warning"]
         command += [f"127.0.0.1:{n.port}" for n in self.nodes]

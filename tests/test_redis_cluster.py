@@ -14,8 +14,10 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 
@@ -26,7 +28,7 @@ from chat.redis.client import RedisSpace
 from chat.redis.topology import close_client, command_client
 from chat.roomstate import MemberAdd
 from chat.settings import Settings
-from tests.client import Client
+from tests.client import Client, create_room
 from tests.conftest import Server, free_port, running
 from tests.conversation import Conversation
 from tests.redis_server import ClusterNodes, RedisServer, own_cluster, redis_cluster
@@ -254,3 +256,31 @@ async def test_per_address_limits_hold_across_workers(redis_cluster: ClusterNode
         other = await Client.open(b.ws, source="127.0.0.111")
         for client in [*held, other]:
             await client.close()
+
+
+async def test_serve_with_several_workers_on_a_cluster(
+    redis_cluster: ClusterNodes, tmp_path: Path
+) -> None:
+    """``hearth serve --workers 2 --redis-cluster ...`` starts, is ready, and chats."""
+    from tests.process import ServerProcess
+
+    seeds = ",".join(f"127.0.0.1:{node.port}" for node in redis_cluster.nodes)
+    prefix = "t" + secrets.token_hex(4)
+    server = ServerProcess(
+        "--workers", "2", "--redis-cluster", seeds, "--redis-prefix", prefix,
+        output=tmp_path / "serve.log",
+    ).start()  # fmt: skip
+    try:
+        async with asyncio.timeout(BACK), httpx.AsyncClient(base_url=server.http) as http:
+            while (await http.get("/readyz")).status_code != 200:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        room = await create_room(server.http)
+        clients = [await Client.open(server.ws) for _ in range(4)]
+        for i, client in enumerate(clients):
+            assert (await client.join(room["room"], name=f"P{i}"))["t"] == "welcome"
+        ack = await clients[0].request({"t": "say", "text": "to all"})
+        for client in clients:
+            assert (await client.next("msg", text="to all"))["seq"] == ack["seq"]
+            await client.close()
+    finally:
+        await asyncio.to_thread(server.terminate)

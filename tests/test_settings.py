@@ -161,3 +161,56 @@ def test_crisis_resources_mistakes(tmp_path: Path, content: object, complaint: s
     path.write_text(json.dumps(content), encoding="utf-8")
     with pytest.raises(SettingsError, match=complaint):
         Settings.from_env({"HEARTH_CRISIS_RESOURCES": str(path)})
+
+
+def test_redis_topologies_parse() -> None:
+    """§16: a Sentinel set or a Cluster as host:port lists, with credentials and TLS; the
+    password never shows in the settings' repr."""
+    env = {
+        "HEARTH_REDIS_SENTINEL": "s1:26379, [::1]:26380",
+        "HEARTH_REDIS_MASTER": "hearth",
+        "HEARTH_REDIS_USERNAME": "hearth",
+        "HEARTH_REDIS_PASSWORD": "PASSWORD-MARKER",
+        "HEARTH_REDIS_TLS": "yes",
+        "HEARTH_REDIS_SENTINEL_PASSWORD": "SENTINEL-MARKER",
+        "HEARTH_WORKERS": "4",
+    }
+    s = Settings.from_env(env)
+    assert s.redis_sentinel == (("s1", 26379), ("::1", 26380)) and s.redis_master == "hearth"
+    assert s.redis_tls and s.uses_redis and s.workers == 4
+    assert "MARKER" not in repr(s)
+    cluster = Settings.from_env({"HEARTH_REDIS_CLUSTER": "a:7000,b:7001", "HEARTH_WORKERS": "2"})
+    assert cluster.redis_cluster == (("a", 7000), ("b", 7001)) and cluster.uses_redis
+    args = parser().parse_args(["serve", "--redis-cluster", "c:7002", "--redis-tls"])
+    assert settings_from(args).redis_cluster == (("c", 7002),) and settings_from(args).redis_tls
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"HEARTH_REDIS_CLUSTER": "nohost"}, "HEARTH_REDIS_CLUSTER"),
+        ({"HEARTH_REDIS_SENTINEL": "h:99999"}, "HEARTH_REDIS_SENTINEL"),
+        ({"HEARTH_REDIS_SENTINEL": "h:26379"}, "--redis-master: required"),
+        ({"HEARTH_REDIS_MASTER": "m"}, "--redis-master: only with --redis-sentinel"),
+        (
+            {"REDIS_URL": "redis://h/0", "HEARTH_REDIS_CLUSTER": "h:7000"},
+            "--redis-url and --redis-cluster",
+        ),
+        (
+            {
+                "HEARTH_REDIS_SENTINEL": "h:1",
+                "HEARTH_REDIS_MASTER": "m",
+                "HEARTH_REDIS_CLUSTER": "h:7000",
+            },
+            "--redis-sentinel and --redis-cluster",
+        ),
+        ({"REDIS_URL": "redis://h/0", "HEARTH_REDIS_PASSWORD": "x"}, "--redis-password: only"),
+        ({"HEARTH_REDIS_TLS": "on"}, "--redis-tls: only"),
+        ({"HEARTH_REDIS_SENTINEL_PASSWORD": "x"}, "--redis-sentinel-password: only"),
+    ],
+)
+def test_redis_topology_mistakes_are_one_line(env: dict[str, str], named: str) -> None:
+    """A bad §16 combination or value stops the server with one line naming the option."""
+    with pytest.raises(SettingsError, match=named) as raised:
+        Settings.from_env(env)
+    assert "\n" not in str(raised.value)
