@@ -110,9 +110,13 @@ class Bus:
     def hears(self, room: str) -> bool:
         """Whether this worker hears ``room`` right now (any room: whether it is ready)."""
         channel = self._space.channel(room).encode()
-        if channel not in self._rooms:
+        if channel in self._rooms:
+            link = self._home.get(channel)
+        elif self._shards is not None:  # not held here: the link of the room's shard
+            name = self._shards.route(channel)
+            link = None if name is None else self._links.get(name)
+        else:
             return self.ready
-        link = self._home.get(channel)
         return link is not None and link.ready
 
     def subscribed(self, room: str) -> bool:
@@ -148,8 +152,11 @@ class Bus:
             await self._shards.aclose()
         for link in list(self._links.values()):
             await link.aclose()
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
 
     async def subscribe(self, room: str) -> None:
         """Subscribe this worker to the room and wait for Redis to confirm it.

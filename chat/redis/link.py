@@ -16,6 +16,7 @@ reader, so one idle node never delays another's frames (redis-py's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import secrets
@@ -86,6 +87,7 @@ class Link:
         self._probe_sent = 0.0
         self._leaving: set[bytes] = set()  # unsubscribed by us, not yet confirmed
         self._stale = False
+        self._retry = asyncio.Event()  # cuts a reconnect's backoff short
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
@@ -101,9 +103,12 @@ class Link:
             child.cancel()
 
     def recheck(self) -> None:
-        """Ask the bus now whether this link still talks to the right node."""
+        """The node may have changed (the sentinels named a new master): check now whether
+        this link talks to the right one, or, while it is down, retry at once."""
         if self.ready:
             self._spawn(self._check())
+        else:
+            self._retry.set()
 
     async def send(self, *command: Any) -> None:
         """Send a (un)subscribe on the current connection.
@@ -170,7 +175,10 @@ class Link:
                 if conn is not None:
                     await conn.disconnect(nowait=True)
             # Jitter so that many workers do not reconnect in lockstep after an outage.
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            self._retry.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay * random.uniform(0.5, 1.0)):
+                    await self._retry.wait()
 
     async def _subscribe_all(self, conn: AbstractConnection) -> None:
         # A fresh connection has no subscriptions: subscribe every channel still carried
