@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -40,6 +41,7 @@ __all__ = ["own_cluster", "redis_cluster"]  # fixtures, imported for pytest
 
 pytestmark = pytest.mark.redis
 BACK = 10.0  # §16: talking again within 10 s of cluster_state:ok
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "scaling.md"
 
 
 def at(n: int) -> dict[str, Any]:
@@ -269,8 +271,9 @@ async def test_serve_with_several_workers_on_a_cluster(
     server = ServerProcess(
         "--workers", "2", "--redis-cluster", seeds, "--redis-prefix", prefix,
         output=tmp_path / "serve.log",
-    ).start()  # fmt: skip
+    )  # fmt: skip
     try:
+        await asyncio.to_thread(server.start)
         async with asyncio.timeout(BACK), httpx.AsyncClient(base_url=server.http) as http:
             while (await http.get("/readyz")).status_code != 200:  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
@@ -283,4 +286,34 @@ async def test_serve_with_several_workers_on_a_cluster(
             assert (await client.next("msg", text="to all"))["seq"] == ack["seq"]
             await client.close()
     finally:
-        await asyncio.to_thread(server.terminate)
+        if server.process is not None and server.process.poll() is None:
+            await asyncio.to_thread(server.terminate)
+
+
+async def test_documented_cluster_acl_user_is_enough(redis_cluster: ClusterNodes) -> None:
+    """The Cluster ACL line in docs/scaling.md, set on every node, lets two workers with
+    --redis-username/--redis-password chat in rooms on every shard."""
+    line = re.search(r"^ACL SETUSER .*\+ssubscribe.*$", DOCS.read_text(), re.MULTILINE)
+    assert line is not None
+    words = line.group(0).split()
+    words[2] = user = "w" + secrets.token_hex(4)
+    for node in redis_cluster.nodes:
+        assert await asyncio.to_thread(node.ask, *words) == "OK"
+    account = {"redis_username": user, "redis_password": "CHANGE-ME-long-random"}
+    async with workers(redis_cluster, **account) as (a, b):
+        await wait_ready(a, 200)
+        seen: set[int] = set()
+        for _ in range(40):
+            room = (await a.room())["room"]
+            port = redis_cluster.owner(channel(a, room)).port
+            if port in seen:
+                continue
+            seen.add(port)
+            alice, bob = await a.client(), await b.client()
+            await alice.join(room, name="Alice")
+            await bob.join(room, name="Bob")
+            ack = await alice.request({"t": "say", "text": "through the acl"})
+            assert (await bob.next("msg", text="through the acl"))["seq"] == ack["seq"]
+            if len(seen) == len(redis_cluster.nodes):
+                break
+        assert len(seen) == len(redis_cluster.nodes)
