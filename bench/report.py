@@ -338,6 +338,7 @@ def table(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     titles = {
         "single": "One process (Hearth: embedded broker)",
         "redis": "Two processes sharing one Redis (members split across them)",
+        "cluster": "Two processes on a three-primary Redis Cluster (sharded pub/sub)",
     }
     for topo in dict.fromkeys(r["topology"] for r in rows):
         out.append(f"\n== {titles.get(topo, topo)} ==")

@@ -43,7 +43,7 @@ def _spec(wl: Workload, dep: topology.Deployment, rooms: list[str], prof: Profil
             mode=wl.kind,
             drain_s=prof.drain_s,
             watch_pids=dep.server_pids,
-            redis_pids=[dep.redis.pid] if dep.redis is not None else [],
+            redis_pids=dep.redis_pids,
             expect_presence=dep.target == "hearth",
             storm_deadline_s=prof.storm_deadline_s,
             kill_pid=dep.server_pids[0] if wl.kind == "resume" else 0,
@@ -63,7 +63,7 @@ def _spec(wl: Workload, dep: topology.Deployment, rooms: list[str], prof: Profil
         drain_s=prof.drain_s,
         idle_hold_s=prof.idle_hold_s,
         watch_pids=dep.server_pids,
-        redis_pids=[dep.redis.pid] if dep.redis is not None else [],
+        redis_pids=dep.redis_pids,
         fail_p99_ms=P99_LIMIT_MS if wl.kind == "capacity" else None,
     )
 
@@ -237,7 +237,7 @@ def main() -> None:
     try:
         for topo in topologies:
             for wl in select(only, profile, args.scale):
-                if wl.kind == "resume" and topo != "redis":
+                if wl.kind == "resume" and topo == "single":
                     continue  # a restart with resume elsewhere needs a second worker
                 for target in targets:
                     _log(f"{topo} / {wl.key} / {target} ...")

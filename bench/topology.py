@@ -190,11 +190,18 @@ class Deployment:
     """A running target: one or two server processes, and Redis for the latter."""
 
     target: str  # "baseline" or "hearth"
-    topology: str  # "single" or "redis"
+    topology: str  # "single", "redis" or "cluster"
     ports: list[int] = field(default_factory=list)
     servers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     redis: subprocess.Popen[bytes] | None = None
+    cluster: list[subprocess.Popen[bytes]] = field(default_factory=list)  # its Redis nodes
     logs: list[Path] = field(default_factory=list)
+
+    @property
+    def redis_pids(self) -> list[int]:
+        """Every Redis process of the deployment (one server, or a cluster's nodes)."""
+        found = [self.redis] if self.redis is not None else []
+        return [p.pid for p in [*found, *self.cluster]]
 
     @property
     def urls(self) -> list[str]:
@@ -209,6 +216,8 @@ class Deployment:
             stop(proc)
         if self.redis is not None:
             stop(self.redis)
+        for node in self.cluster:
+            stop(node)
 
 
 @functools.cache
@@ -229,7 +238,7 @@ def per_address_limits() -> list[str]:
     return args
 
 
-def _server_argv(target: str, port: int, redis_url: str | None) -> list[str]:
+def _server_argv(target: str, port: int, redis: list[str]) -> list[str]:
     if target == "baseline":
         argv = [PYTHON, "-m", "bench.baseline_server", "--port", str(port)]
     else:
@@ -244,16 +253,18 @@ def _server_argv(target: str, port: int, redis_url: str | None) -> list[str]:
             str(port),
         ]
         argv += HEARTH_SETTINGS + per_address_limits()
-    if redis_url:
-        argv += ["--redis-url", redis_url]
-    return argv
+    return argv + redis
 
 
 def deploy(target: str, topology: str, pinning: Pinning, log_dir: Path, tag: str) -> Deployment:
     """Start ``target`` in ``topology``; raise ``Unavailable`` if it does not come up."""
     dep = Deployment(target, topology)
     try:
-        redis_url = None
+        redis: list[str] = []  # the server's options that name its Redis
+        if topology == "cluster":
+            if target == "baseline":
+                raise Unavailable("the baseline has no Redis Cluster mode")
+            redis = ["--redis-cluster", _start_cluster(dep, pinning, log_dir, tag)]
         if topology == "redis":
             rport = free_port()
             rlog = log_dir / f"{tag}-redis.log"
@@ -273,11 +284,11 @@ def deploy(target: str, topology: str, pinning: Pinning, log_dir: Path, tag: str
                 rlog,
             )
             _wait(lambda: _redis_pong(rport), dep.redis, 10, "redis-server", rlog)
-            redis_url = f"redis://127.0.0.1:{rport}/0"
-        for i in range(2 if topology == "redis" else 1):
+            redis = ["--redis-url", f"redis://127.0.0.1:{rport}/0"]
+        for i in range(1 if topology == "single" else 2):
             port = free_port()
             log = log_dir / f"{tag}-server-{i}.log"
-            proc = spawn(_server_argv(target, port, redis_url), pinning.server, log)
+            proc = spawn(_server_argv(target, port, redis), pinning.server, log)
             dep.ports.append(port)
             dep.servers.append(proc)
             dep.logs.append(log)
@@ -286,6 +297,46 @@ def deploy(target: str, topology: str, pinning: Pinning, log_dir: Path, tag: str
         dep.stop()
         raise
     return dep
+
+
+def _start_cluster(dep: Deployment, pinning: Pinning, log_dir: Path, tag: str) -> str:
+    """Three Redis Cluster primaries (pinned with the servers), made one cluster with
+    ``redis-cli --cluster create``; returns the seed list for ``--redis-cluster``."""
+    ports = []
+    for i in range(3):
+        port, bus = free_port(), free_port()
+        node_dir = log_dir / f"{tag}-cluster-{i}"
+        node_dir.mkdir(parents=True, exist_ok=True)
+        log = log_dir / f"{tag}-cluster-{i}.log"
+        argv = [
+            "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(node_dir), "--cluster-enabled", "yes",
+            "--cluster-port", str(bus), "--cluster-require-full-coverage", "no",
+        ]  # fmt: skip
+        node = spawn(argv, pinning.server, log)
+        dep.cluster.append(node)
+        _wait(functools.partial(_redis_pong, port), node, 10, "redis-server (cluster)", log)
+        ports.append(port)
+    seeds = [f"127.0.0.1:{p}" for p in ports]
+    made = subprocess.run(
+        ["redis-cli", "--cluster", "create", *seeds, "--cluster-yes"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    if made.returncode != 0:
+        raise Unavailable(f"redis-cli --cluster create failed: {made.stdout[-500:]}")
+
+    def ok() -> bool:
+        for port in ports:
+            info = subprocess.run(
+                ["redis-cli", "-p", str(port), "cluster", "info"],
+                capture_output=True, text=True, check=False, timeout=10,
+            ).stdout  # fmt: skip
+            if "cluster_state:ok" not in info:
+                return False
+        return True
+
+    _wait(ok, dep.cluster[0], 30, "the cluster agreeing", log_dir / f"{tag}-cluster-0.log")
+    return ",".join(seeds)
 
 
 def create_rooms(dep: Deployment, count: int) -> list[str]:
