@@ -37,6 +37,7 @@ BACKOFF_CAP = 5.0
 CHECK_EVERY = 2.0  # seconds between the bus's checks that the link talks to the right node
 _MESSAGE = (b"message", b"smessage")
 _SUBSCRIBED = (b"subscribe", b"ssubscribe")
+_SUBSCRIBE = ("SUBSCRIBE", "SSUBSCRIBE")
 _UNSUBSCRIBED = (b"unsubscribe", b"sunsubscribe")
 
 
@@ -86,6 +87,8 @@ class Link:
         self._probe: bytes | None = None
         self._probe_sent = 0.0
         self._leaving: set[bytes] = set()  # unsubscribed by us, not yet confirmed
+        self._sent: set[bytes] = set()  # subscribed on the current connection
+        self._echoed = False  # the health probe came back (before ready)
         self._stale = False
         self._retry = asyncio.Event()  # cuts a reconnect's backoff short
         self._tasks: set[asyncio.Task[None]] = set()
@@ -120,11 +123,14 @@ class Link:
         conn = self.conn
         if conn is None or not self.ready or not conn.is_connected:
             raise ConnectionError("redis pub/sub is not connected")
+        if command and command[0] in _SUBSCRIBE:
+            self._sent.update(command[1:])
         await conn.send_command(*command, check_health=False)
 
     async def drop(self, channel: bytes) -> None:
         """Stop carrying ``channel``, and unsubscribe it if connected."""
         self.channels.discard(channel)
+        self._sent.discard(channel)
         conn = self.conn
         if conn is None or not self.ready or not conn.is_connected:
             return  # a reconnect subscribes only the channels still carried
@@ -141,6 +147,7 @@ class Link:
         delay = BACKOFF_FIRST
         while True:
             failed = True
+            self._retry.clear()  # a poke from now on cuts the next backoff short
             try:
                 conn = self.owner.connection(self)
             except FAILURES:
@@ -171,11 +178,12 @@ class Link:
                 self._probing = False
                 self._stale = False
                 self._leaving.clear()
+                self._sent.clear()
+                self._echoed = False
                 self.owner.down(self, failed)
                 if conn is not None:
                     await conn.disconnect(nowait=True)
             # Jitter so that many workers do not reconnect in lockstep after an outage.
-            self._retry.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay * random.uniform(0.5, 1.0)):
                     await self._retry.wait()
@@ -185,7 +193,8 @@ class Link:
         # (redis-py's PubSub.on_connect does the same), and our own health channel — last,
         # so that its confirmation (which leads to ready) comes after every room's.
         self._health = self.owner.health_channel(self)
-        for command in self.owner.subscriptions(self.channels):
+        self._sent = set(self.channels)
+        for command in self.owner.subscriptions(self._sent):
             await conn.send_command(*command, check_health=False)
         for command in self.owner.subscriptions([self._health]):
             await conn.send_command(*command, check_health=False)
@@ -205,6 +214,19 @@ class Link:
             if response is not None:
                 self._on_response(response)
             now = loop.time()
+            if self._echoed:
+                self._echoed = False
+                # Channels the bus gave this link while it was connecting: subscribe them too,
+                # and probe again before saying ready (the echo then follows their replies).
+                late = self.channels - self._sent
+                if late:
+                    for command in self.owner.subscriptions(late):
+                        await conn.send_command(*command, check_health=False)
+                    self._sent.update(late)
+                    next_probe = now
+                else:
+                    self.ready = True
+                    self.owner.up(self)
             if self._stale:
                 raise Unhealthy()
             if self._probe is not None:
@@ -258,9 +280,7 @@ class Link:
             if channel == self._health:
                 if payload == self._probe:
                     self._probe = None
-                    if not self.ready:
-                        self.ready = True
-                        self.owner.up(self)
+                    self._echoed = not self.ready
                 return
             self.owner.frame(channel, payload)
         elif kind in _SUBSCRIBED:
