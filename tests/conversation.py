@@ -9,6 +9,7 @@ import contextlib
 import time
 
 from tests.client import Client
+from tests.timing import WAIT, wait_until
 
 PACE = 0.03  # seconds between one member's messages
 
@@ -50,6 +51,11 @@ class Conversation:
                     self.refused += 1
             await asyncio.sleep(PACE)
 
+    async def more(self, count: int = 10) -> None:
+        """Wait until ``count`` more messages have been acked (the conversation goes on)."""
+        target = len(self.acked) + count
+        await wait_until(lambda: len(self.acked) >= target, WAIT, f"{count} more acks")
+
     async def talking_again(self, moment: float, timeout: float) -> float:
         """Wait until every talker has had an ack after ``moment``; the seconds from ``moment``
         until the last of them had its first."""
@@ -57,9 +63,11 @@ class Conversation:
         def first_after(times: list[float]) -> float | None:
             return next((t for t in times if t > moment), None)
 
-        async with asyncio.timeout(timeout):
-            while any(first_after(times) is None for times in self.times):  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
+        await wait_until(
+            lambda: all(first_after(times) is not None for times in self.times),
+            timeout,
+            "every talker acked again",
+        )
         return max(t for times in self.times if (t := first_after(times)) is not None) - moment
 
     async def check(self, *listeners: Client) -> None:

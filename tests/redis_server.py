@@ -448,6 +448,15 @@ class ClusterNodes:
                     owners[slot] = port
         return owners
 
+    def failed(self, node: RedisServer) -> bool:
+        """Whether the other nodes mark ``node`` as failed (after the node timeout)."""
+        other = next(n for n in self.nodes if n is not node)
+        for line in other.ask("CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if fields[1].split("@")[0].endswith(f":{node.port}"):
+                return "fail" in fields[2].split(",")
+        return False
+
     def owner(self, key: str) -> RedisServer:
         """The node that holds ``key``'s slot (a room's keys and channel: its id in braces)."""
         port = self._slots(self.nodes[0])[key_slot(key.encode())]
