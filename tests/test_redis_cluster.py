@@ -25,10 +25,10 @@ import redis.asyncio as aioredis
 
 from chat.buscrypt import Sealer
 from chat.limiter import AddressHasher, RedisConnections
+from chat.ops import MemberAdd
 from chat.redis.backend import RedisBackend
 from chat.redis.client import RedisSpace
 from chat.redis.topology import close_client, command_client
-from chat.roomstate import MemberAdd
 from chat.settings import Settings
 from tests.client import Client, create_room
 from tests.conftest import Server, free_port, running
