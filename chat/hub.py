@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import replace
 from typing import Any
 
 from chat import metrics
@@ -183,9 +184,13 @@ class Hub:
             Refused: a precondition failed; nothing happened.
             Unavailable: nothing happened, or it is not known whether it did.
         """
-        data = Envelope(ops, out).pack()
+        # Events as plain maps once: packed for the stream, and handed as they are to this
+        # worker's replica by a backend that delivers in process (Entry.parsed).
+        envelope = Envelope(tuple(ops), [replace(d, event=d.message) for d in out])
         try:
-            position = await self.backend.commit(room.id, ops, data, message)
+            position = await self.backend.commit(
+                room.id, envelope.ops, envelope.pack(), message, envelope
+            )
         except Refused as exc:
             if exc.reason not in {"noroom", "guard", "behind"}:
                 raise
@@ -260,7 +265,7 @@ class Hub:
         try:
             if entry.off == 0:  # ephemeral: only if the replica is current, else moot
                 if room.state is not None and room.recovery is None:
-                    room.fan_out(Envelope.unpack(entry.data).out)
+                    room.fan_out(entry.envelope().out)
                 return
             if room.state is None or room.recovery is not None:
                 self._park(room, entry)
@@ -316,7 +321,7 @@ class Hub:
         state = room.state
         assert state is not None
         try:
-            envelope = Envelope.unpack(entry.data)
+            envelope = entry.envelope()
         except ValueError:
             metrics.BUS_DROPPED.labels(reason="malformed").inc()
             room.needs_reload = True

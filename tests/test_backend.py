@@ -342,7 +342,9 @@ async def test_reports_are_deduplicated_and_capped_per_reporter(pair: Pair) -> N
 
 
 async def test_entries_reach_every_subscriber_in_order_and_read_back(pair: Pair) -> None:
-    """Offsets go 1, 2, 3... for everything; seq only for messages; the stream reads back."""
+    """Offsets go 1, 2, 3... for everything; seq only for messages; the stream reads back
+    from Redis (the embedded backend hands every entry over as it commits and keeps no
+    stream: a current replica has missed nothing, any other must reload)."""
     room = new_room()
     await pair.a.create_room(room)
     await pair.a.subscribe(room.id)
@@ -358,8 +360,11 @@ async def test_entries_reach_every_subscriber_in_order_and_read_back(pair: Pair)
         assert len({e.epoch for e in got}) == 1
     epoch = pair.inbox_a.got[0][1].epoch
     back = await pair.b.read_after(room.id, epoch, 2)
-    assert back is not None and [e.off for e in back] == [3, 4, 5]
-    assert [e.data for e in back] == [e.data for _, e in pair.inbox_a.got[2:]]
+    if pair.kind == "memory":
+        assert back is None
+    else:
+        assert back is not None and [e.off for e in back] == [3, 4, 5]
+        assert [e.data for e in back] == [e.data for _, e in pair.inbox_a.got[2:]]
     assert await pair.a.read_after(room.id, epoch, 5) == []
     assert await pair.a.read_after(room.id, epoch + 1, 0) is None  # another epoch
     await pair.a.publish(room.id, envelope(event={"t": "typing", "pid": "p1"}))

@@ -67,16 +67,12 @@ async def handle(s: Session, **msg: Any) -> None:
 
 async def test_a_reload_wakes_the_commits_waiting_for_it() -> None:
     """A commit whose own entry is lost and then covered by a reload (not by an applied
-    entry) must return once the replica holds it: today nothing wakes its waiter, so the
-    caller waits CATCH_UP_LIMIT and gets ``unavailable`` for a change that happened."""
+    entry) must return once the replica holds it: had nothing woken its waiter, the caller
+    would wait CATCH_UP_LIMIT and get ``unavailable`` for a change that happened. (The
+    embedded backend keeps no stream to read back: recovery reloads.)"""
     services, backend, state = await start()
-
-    async def stream_gone(room: str, epoch: int, off: int) -> None:
-        return None  # the stream no longer holds what was missed: recovery must reload
-
     async with services.hub.using(state.id) as room:
         backend._subscribed.discard(state.id)  # our own entry is lost, as a dropped publish
-        backend.read_after = stream_gone  # type: ignore[method-assign]
         began = time.monotonic()
         await services.hub.commit(room, [RoomSet({"slow": 5})])  # raises Unavailable today
         assert room.state is not None and room.state.slow == 5

@@ -1,22 +1,24 @@
 """The embedded backend: every room's state and stream in this process's memory, no setup.
 
-A commit checks and applies its ops with :mod:`chat.roomstate` (the same functions every
-replica applies), appends the entry and hands it to the subscribed worker (this one) before
-``commit`` returns: in one process the stream's order and the delivery order are one and the
-same, and nothing can be missed. The stream is still kept (briefly) and readable after an
-offset, so that the hub's recovery path is the same on both backends.
+A commit checks and applies its ops with :mod:`chat.ops` (the same functions every replica
+applies) and hands the entry to the subscribed worker (this one) before ``commit`` returns: in
+one process the stream's order and the delivery order are one and the same, and nothing can be
+missed. So the stream itself is not kept: :meth:`MemoryBackend.read_after` answers "nothing
+missed" for a replica that is current and "reload" otherwise (which never happens in practice
+but keeps the hub's recovery path the same on both backends), and the room's messages are kept
+as history only.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 from chat.backend.base import Deliver, Entry, MessageMeta, Position, Reconnected
 from chat.backend.history import MessageHistory
+from chat.envelope import Envelope
 from chat.ops import (
     HistoryDrop,
     HistoryEdit,
@@ -30,13 +32,10 @@ from chat.ops import (
 )
 from chat.roomstate import RoomState, copy_state
 
-STREAM_KEEP = 1_000  # entries kept for read_after
-
 
 @dataclass(slots=True)
 class _Room:
     state: RoomState
-    stream: deque[Entry] = field(default_factory=lambda: deque(maxlen=STREAM_KEEP))
     empty_since_ms: int = 0
     used: bool = False  # someone has joined it
 
@@ -108,7 +107,12 @@ class MemoryBackend:
         return copy_state(found.state) if found is not None else None
 
     async def commit(
-        self, room: str, ops: Sequence[Op], envelope: bytes, message: MessageMeta | None = None
+        self,
+        room: str,
+        ops: Sequence[Op],
+        envelope: bytes,
+        message: MessageMeta | None = None,
+        parsed: Envelope | None = None,
     ) -> Position:
         found = self._rooms.get(room)
         if found is None:
@@ -145,14 +149,13 @@ class MemoryBackend:
             state.seq += 1
         entry = Entry(state.epoch, state.off, state.seq if message else 0, envelope)
         if room in self._rooms:
-            found.stream.append(entry)
-            if message is not None:
+            if message is not None:  # history keeps the bytes only
                 self._history.add(room, entry, message.mid, message.ts)
             if state.members:
                 found.used, found.empty_since_ms = True, 0
             elif not found.empty_since_ms:
                 found.empty_since_ms = _now_ms()
-        self._hand_over(room, entry)
+        self._hand_over(room, replace(entry, parsed=parsed) if parsed is not None else entry)
         return Position(entry.epoch, entry.off, entry.seq)
 
     async def publish(self, room: str, envelope: bytes) -> None:
@@ -162,12 +165,7 @@ class MemoryBackend:
         found = self._rooms.get(room)
         if found is None or found.state.epoch != epoch:
             return None
-        if found.state.off == off:
-            return []
-        kept = [e for e in found.stream if e.off > off]
-        if not kept or kept[0].off != off + 1:
-            return None
-        return kept
+        return [] if found.state.off == off else None  # every entry was handed over at once
 
     async def history(self, room: str, after_seq: int) -> list[Entry]:
         return self._history.after(room, after_seq)

@@ -251,7 +251,12 @@ class RedisBackend:
     # --- the stream ----------------------------------------------------------------------
 
     async def commit(
-        self, room: str, ops: Sequence[Op], envelope: bytes, message: MessageMeta | None = None
+        self,
+        room: str,
+        ops: Sequence[Op],
+        envelope: bytes,
+        message: MessageMeta | None = None,
+        parsed: Envelope | None = None,  # entries come back through Redis, as bytes
     ) -> Position:
         if not self._bus.hears(room):
             # This worker would not hear the room right now: fail fast, the client retries.
