@@ -7,46 +7,33 @@ Names are compared by what a reader sees (protocol §11): two names are the same
 their UTS #39 confusable skeletons, taken after case folding, are equal ("Sаm" with a Cyrillic
 а is "Sam"), and a participant's name may not hold a role word's skeleton as a word. The
 skeletons come from ICU's ``SpoofChecker`` (through PyICU), the Unicode Consortium's own
-implementation of UTS #39 and its confusables data, rather than from a table of our own.
+implementation of UTS #39 and its confusables data, rather than from a table of our own. The
+role words are each language's (``lang/<tag>/names.json``), all of them in every room.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 import unicodedata
 from collections.abc import Callable
+from functools import cache
 
 import icu
 
 from chat.errors import ErrorCode, RequestError
-from chat.languages import NameWords
+from chat.languages import NameWords, shipped_languages
 
 ROOM_ID_BYTES = 16  # 128 bits (the contract asks for at least 80)
 KEY_BYTES = 24  # 192 bits (the contract asks for at least 128)
 MAX_NAME = 24
 
-RESERVED_WORDS = frozenset(
-    {
-        "facilitator",
-        "moderator",
-        "mod",
-        "admin",
-        "administrator",
-        "host",
-        "staff",
-        "system",
-        "hearth",
-        "operator",
-        "official",
-        "support",
-    }
-)
+# The role words themselves are per language, in lang/<tag>/names.json ("reserved"), and are
+# checked as whole words. These English ones are refused even inside a longer word
+# ("SuperAdmin1"): they are long or distinctive enough that no ordinary name holds them.
 _RESERVED_INSIDE = ("facilitator", "moderator", "admin")
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-_WORDS = re.compile(r"[^\W_]+")
 # Characters that show as blank space but are not white space. No Unicode property says
 # "looks blank": the Hangul fillers (also default-ignorable, yet as wide as a letter) and the
 # blank Braille pattern are the ones seen in impersonation.
@@ -118,12 +105,35 @@ def name_key(name: str) -> str:
 def _look_alike_forms(name: str) -> set[str]:
     # name_key, and the skeleton of the folded skeleton: a capital that looks like a Latin
     # capital only as a capital (Greek Μ and Latin M) folds to a small letter that does not
-    # (μ and m), so role words are looked for in both forms.
+    # (μ and m), so role words are looked for in both forms. Each also without its marks:
+    # "Anfitrion" reads as "Anfitrión", and Arabic vowel signs or a kashida stretching a word
+    # ("المُشـرِف") leave the word a reader sees unchanged.
     shown = visible(name)
-    return {name_key(shown), skeleton(skeleton(shown).casefold())}
+    forms: set[str] = set()
+    for text in (shown, _bare(shown)):
+        forms.update((name_key(text), skeleton(skeleton(text).casefold())))
+    return forms
 
 
-_ROLE_SKELETONS = frozenset(name_key(word) for word in RESERVED_WORDS)
+_KASHIDA = "\u0640"  # ARABIC TATWEEL: stretches a word, is a letter to Unicode, means nothing
+
+
+def _bare(text: str) -> str:
+    decomposed = unicodedata.normalize("NFD", text)
+    kept = (
+        ch
+        for ch in decomposed
+        if ch != _KASHIDA and unicodedata.category(ch) not in ("Mn", "Mc", "Me")
+    )
+    return unicodedata.normalize("NFC", "".join(kept))
+
+
+@cache
+def _role_skeletons(reserved: frozenset[str]) -> frozenset[str]:
+    # Cached per word set (one per server): ICU's skeletons are not free, and every join asks.
+    return frozenset(name_key(form) for word in reserved for form in (word, _bare(word)))
+
+
 _ROLE_INSIDE_SKELETONS = tuple(name_key(word) for word in _RESERVED_INSIDE)
 
 
@@ -134,13 +144,21 @@ def name_token(salt: bytes, name: str) -> str:
     return hashlib.sha256(salt + name_key(name).encode()).hexdigest()
 
 
-def normalise_name(raw: str, *, participant: bool, max_length: int = MAX_NAME) -> str:
+def normalise_name(
+    raw: str,
+    *,
+    participant: bool,
+    max_length: int = MAX_NAME,
+    reserved: frozenset[str] | None = None,
+) -> str:
     """Trim, NFKC-normalise and check a wished-for display name (protocol §4).
 
     Args:
         raw: the name as the client sent it.
         participant: whether role-impersonating names are refused.
         max_length: the longest name allowed, in code points.
+        reserved: the role words of every language the server has (``Languages.reserved``);
+            None: the shipped languages' words.
 
     Raises:
         RequestError: ``bad_name`` with a sentence saying what is wrong.
@@ -155,21 +173,36 @@ def normalise_name(raw: str, *, participant: bool, max_length: int = MAX_NAME) -
         raise RequestError(ErrorCode.BAD_NAME, f"A name has 1 to {max_length} characters.")
     if not visible(name):
         raise RequestError(ErrorCode.BAD_NAME, "A name needs at least one visible character.")
-    if participant and _impersonates_role(name):
+    roles = shipped_languages().reserved if reserved is None else reserved
+    if participant and _impersonates_role(name, _role_skeletons(roles)):
         raise RequestError(ErrorCode.BAD_NAME, "That name is reserved for the room's roles.")
     return name
 
 
-def _impersonates_role(name: str) -> bool:
+def _impersonates_role(name: str, roles: frozenset[str]) -> bool:
     # On skeletons, so that "Fаcilitator" (Cyrillic а) is the role word it looks like.
     for form in _look_alike_forms(name):
-        words = _WORDS.findall(form)
-        if any(word in _ROLE_SKELETONS for word in words):
+        words = _words(form)
+        if any(word in roles for word in words):
             return True
         squashed = "".join(words)
         if any(word in squashed for word in _ROLE_INSIDE_SKELETONS):
             return True
     return False
+
+
+def _words(text: str) -> list[str]:
+    # Runs of letters and digits, with the combining marks among them: a skeleton spells some
+    # letters with a mark (Arabic ش is س and U+06DB), and a mark must not cut a word in two.
+    words: list[str] = []
+    current = ""
+    for ch in text:
+        if ch.isalnum() or unicodedata.category(ch)[0] == "M":
+            current += ch
+        elif current:
+            words.append(current)
+            current = ""
+    return [*words, current] if current else words
 
 
 def pseudonym(taken: Callable[[str], bool], words: NameWords) -> str:

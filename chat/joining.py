@@ -101,7 +101,10 @@ async def _join(services: Services, caller: Caller, room: LocalRoom, msg: Join) 
     wished = None
     if msg.name is not None:
         wished = normalise_name(
-            msg.name, participant=role == PARTICIPANT, max_length=services.limits.max_name
+            msg.name,
+            participant=role == PARTICIPANT,
+            max_length=services.limits.max_name,
+            reserved=settings.languages.reserved,
         )
     for _ in range(1 if wished is not None else PSEUDONYM_TRIES):
         member.name = wished or pseudonym(

@@ -1,7 +1,8 @@
 """The languages a server knows: page catalogues and pseudonym words, read once at start.
 
 A language is a directory named by its tag (``es``, ``pt-BR``) holding ``page.json`` (the
-sentences of the browser page) and ``names.json`` (the words generated pseudonyms are made of).
+sentences of the browser page) and ``names.json`` (the words generated pseudonyms are made of,
+and the language's role words, which no participant may take as a name).
 The shipped languages live in ``lang/`` at the top of the repository; an operator's
 ``--lang-dir`` has the same layout and adds languages or corrects shipped ones, sentence by
 sentence, without touching code (docs/languages.md). Stdlib only.
@@ -39,6 +40,7 @@ RTL_SCRIPTS = frozenset({"Arab", "Hebr", "Thaa", "Syrc", "Nkoo", "Adlm", "Rohg"}
 
 _TAG = re.compile(r"^([A-Za-z]{2,3})(?:-([A-Za-z]{4}))?(?:-([A-Za-z]{2}|[0-9]{3}))?$")
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+_ONE_WORD = re.compile(r"[^\W_]+")  # what identity.normalise_name reads as a word
 
 Text = str | Mapping[str, str]  # a sentence, or its plural forms by CLDR category
 
@@ -115,6 +117,7 @@ class Language:
     messages: Mapping[str, Text]
     names: NameWords | None  # None: pseudonyms come from the default language's words
     missing: int = 0  # sentences completed from English
+    reserved: frozenset[str] = frozenset()  # role words in this language ("Facilitadora")
 
     def catalogue(self) -> dict[str, Any]:
         """What ``GET /api/languages/{tag}`` answers."""
@@ -132,6 +135,9 @@ class Languages:
 
     by_tag: Mapping[str, Language] = field(default_factory=dict)
     source: str = ""  # the --lang-dir it was read from, for messages
+    # Every language's role words together: a name in any script can be chosen in any room,
+    # so a Spanish role word is refused in an English room too (identity.normalise_name).
+    reserved: frozenset[str] = frozenset()
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -179,6 +185,7 @@ def load_languages(extra: str | Path | None = None) -> Languages:
         layers = [d for d in (shipped.get(tag), added.get(tag)) if d is not None]
         messages: dict[str, Text] = {}
         name, lang_dir, words = tag, direction(tag), None
+        reserved: set[str] = set()
         for layer in layers:
             if layer.page is not None:
                 problems = check_messages(layer.page.messages, reference)
@@ -188,6 +195,9 @@ def load_languages(extra: str | Path | None = None) -> Languages:
                 name = layer.page.name or name
                 lang_dir = layer.page.dir or lang_dir
             words = layer.names or words
+            # Added to, never replaced: an operator's names.json may bring its own pseudonym
+            # words but cannot free a shipped role word for participants to take.
+            reserved.update(layer.reserved)
         missing = sum(1 for key in reference if key not in messages)
         by_tag[tag] = Language(
             tag=tag,
@@ -196,8 +206,13 @@ def load_languages(extra: str | Path | None = None) -> Languages:
             messages=MappingProxyType({**reference, **messages}),
             names=words,
             missing=missing,
+            reserved=frozenset(reserved),
         )
-    return Languages(by_tag=MappingProxyType(by_tag), source=str(extra or ""))
+    return Languages(
+        by_tag=MappingProxyType(by_tag),
+        source=str(extra or ""),
+        reserved=frozenset(word for lang in by_tag.values() for word in lang.reserved),
+    )
 
 
 @cache
@@ -261,6 +276,7 @@ class _Dir:
     path: Path
     page: _Page | None
     names: NameWords | None
+    reserved: tuple[str, ...] = ()
 
 
 def _read_dir(root: Path) -> dict[str, _Dir]:
@@ -278,10 +294,12 @@ def _read_dir(root: Path) -> dict[str, _Dir]:
         if tag in found:
             raise ValueError(f"{path}: {tag} is there twice")
         page = _read_page(path / PAGE_FILE) if (path / PAGE_FILE).exists() else None
-        names = _read_names(path / NAMES_FILE) if (path / NAMES_FILE).exists() else None
-        if page is None and names is None:
+        names, reserved = (
+            _read_names(path / NAMES_FILE) if (path / NAMES_FILE).exists() else (None, ())
+        )
+        if page is None and names is None and not reserved:
             raise ValueError(f"{path} holds neither {PAGE_FILE} nor {NAMES_FILE}")
-        found[tag] = _Dir(path, page, names)
+        found[tag] = _Dir(path, page, names, reserved)
     return found
 
 
@@ -309,9 +327,13 @@ def _read_page(path: Path) -> _Page:
     return _Page(name=name.strip(), dir=lang_dir, messages=messages)
 
 
-def _read_names(path: Path) -> NameWords:
+def _read_names(path: Path) -> tuple[NameWords | None, tuple[str, ...]]:
+    """The pseudonym words (None when the file gives only role words) and the role words."""
     data = _json_object(path)
+    reserved = _reserved_list(data.get("reserved", []), f"{path}: 'reserved'")
     pattern, groups = data.get("pattern"), data.get("groups")
+    if pattern is None and groups is None and reserved:
+        return None, reserved  # role words only: the pseudonym words stay as they were
     if not isinstance(pattern, str) or sorted(_PLACEHOLDER.findall(pattern)) != [
         "adjective",
         "noun",
@@ -332,7 +354,30 @@ def _read_names(path: Path) -> NameWords:
     words = NameWords(pattern=pattern, groups=tuple(parsed))
     if words.longest() > MAX_PSEUDONYM:
         raise ValueError(f"{path}: a name would be over {MAX_PSEUDONYM} characters")
-    return words
+    return words, reserved
+
+
+def _reserved_list(value: Any, where: str) -> tuple[str, ...]:
+    # Each entry is one word as normalise_name splits a name into words: a phrase or a word
+    # with a hyphen or an apostrophe could never match, and would look like protection.
+    if not isinstance(value, list):
+        raise ValueError(f"{where} must be a list of words")
+    words = []
+    for word in value:
+        if not isinstance(word, str) or any(unicodedata.category(ch)[0] == "C" for ch in word):
+            raise ValueError(f"{where}: {word!r} is not a word")
+        folded = unicodedata.normalize("NFKC", word).casefold()
+        if _ONE_WORD.fullmatch(_without_marks(folded)) is None:
+            raise ValueError(f"{where}: {word!r} must be one word (no spaces or punctuation)")
+        words.append(folded)
+    if len(set(words)) != len(words):
+        raise ValueError(f"{where} lists a word twice")
+    return tuple(words)
+
+
+def _without_marks(text: str) -> str:
+    # Accents and Arabic vowel signs (combining marks) join a word rather than split it.
+    return "".join(ch for ch in text if unicodedata.category(ch) not in ("Mn", "Mc", "Me"))
 
 
 def _word_list(value: Any, where: str) -> tuple[str, ...]:

@@ -44,6 +44,44 @@ def test_role_names_are_refused_for_participants_only(name: str) -> None:
     assert normalise_name(name, participant=False)
 
 
+# Issue 16: the role words of every shipped language, refused whatever the room's language
+# (a name in any script can be chosen in any room), with accents, Arabic vowel signs and a
+# kashida, or look-alike letters.
+OTHER_LANGUAGES_ROLE_NAMES = [
+    "Facilitador", "Facilitadora", "la facilitadora", "Moderador", "Moderadora", "Anfitrión",
+    "Anfitrion", "ANFITRIONA", "Administradora", "Coordinadora 2", "F\u0430cilitador",
+    "المشرف", "مشرفة", "الميسر", "المشرفة", "أنا المشرف", "المُشرِف", "المشـرف", "المنسقة",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", OTHER_LANGUAGES_ROLE_NAMES)
+def test_role_words_of_every_language_are_refused(name: str) -> None:
+    """Spanish and Arabic role words are refused for participants, allowed for facilitators."""
+    with pytest.raises(RequestError) as caught:
+        normalise_name(name, participant=True)
+    assert caught.value.code is ErrorCode.BAD_NAME
+    assert normalise_name(name, participant=False)
+
+
+@pytest.mark.parametrize(
+    "name", ["Sistemas", "Equipada", "Moderna", "Facil", "محمد", "مريم", "ميسرة", "Oficialmente"]
+)
+def test_names_near_other_languages_role_words_pass(name: str) -> None:
+    """Role words count as whole words: a longer word or a given name that shares letters is
+    a name ("Maysara" is not "the facilitator")."""
+    assert normalise_name(name, participant=True) == name
+
+
+def test_role_words_come_from_the_servers_languages() -> None:
+    """The check uses the words it is given (the server's languages, with --lang-dir's)."""
+    assert normalise_name("Animatrice", participant=True, reserved=frozenset()) == "Animatrice"
+    with pytest.raises(RequestError):
+        normalise_name("Animatrice", participant=True, reserved=frozenset({"animatrice"}))
+    # The English words that count inside a longer word stay, whatever the lists say.
+    with pytest.raises(RequestError):
+        normalise_name("SuperAdmin1", participant=True, reserved=frozenset())
+
+
 def test_ordinary_names_that_contain_short_role_words_pass() -> None:
     """'Modest' and 'Hostel' are not role names."""
     assert normalise_name("Modest Mouse", participant=True) == "Modest Mouse"

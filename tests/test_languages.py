@@ -172,6 +172,23 @@ def test_lang_dir_adds_a_language_and_corrects_a_sentence(tmp_path: Path) -> Non
     assert languages.words("es", "en") == shipped_languages().words("es", "en")
 
 
+def test_role_words_are_each_languages_and_an_operator_adds_to_them(tmp_path: Path) -> None:
+    """names.json "reserved": every shipped language has some; the server checks them all
+    together; an operator's file adds words (alone, or beside its pseudonym words) and cannot
+    take a shipped one away."""
+    shipped = shipped_languages()
+    for tag in ("en", "es", "ar"):
+        lang = shipped.get(tag)
+        assert lang is not None and lang.reserved and lang.reserved <= shipped.reserved
+    assert {"facilitator", "facilitadora", "anfitrión", "المشرف", "الميسر"} <= shipped.reserved
+    _write(tmp_path, "es", "names.json", {"reserved": ["Dinamizadora"]})
+    _write(tmp_path, "fr", "names.json", {**FRENCH_NAMES, "reserved": ["animatrice"]})
+    languages = load_languages(tmp_path)
+    assert {"dinamizadora", "animatrice"} | shipped.reserved == languages.reserved
+    assert languages.words("es", "en") == shipped.words("es", "en")  # role words alone
+    assert languages.words("fr", "en").name(0) == "Loutre Calme"
+
+
 def test_a_language_without_words_uses_the_default_languages(tmp_path: Path) -> None:
     """Pseudonyms for a language with no names.json come from the default language."""
     _write(tmp_path, "he", "page.json", {"messages": {"status.open": "מחובר"}})
@@ -196,6 +213,11 @@ def test_a_language_without_words_uses_the_default_languages(tmp_path: Path) -> 
                                                           "nouns": ["B"]}]}, "twice"),
         ("fr", "names.json", {**FRENCH_NAMES, "groups": [{"adjectives": ["Extraordinairement"],
                                                           "nouns": ["Magnifique"]}]}, "over 20"),
+        ("fr", "names.json", {**FRENCH_NAMES, "reserved": "animateur"}, "list of words"),
+        ("fr", "names.json", {**FRENCH_NAMES, "reserved": ["chef de salle"]}, "one word"),
+        ("fr", "names.json", {**FRENCH_NAMES, "reserved": ["l'animateur"]}, "one word"),
+        ("fr", "names.json", {**FRENCH_NAMES, "reserved": ["Animateur", "animateur"]}, "twice"),
+        ("fr", "names.json", {**FRENCH_NAMES, "reserved": ["anima\u200bteur"]}, "not a word"),
     ],
 )  # fmt: skip
 def test_lang_dir_mistakes_stop_the_server_with_one_line(

@@ -161,6 +161,27 @@ async def test_an_operators_language_is_usable(start_server, tmp_path: Path) -> 
     assert french["messages"]["status.open"] == "Connected"  # completed from English
 
 
+async def test_role_words_of_every_language_are_refused_in_every_room(
+    start_server, tmp_path: Path
+) -> None:
+    """A participant may not take a role word of any language the server has, in a room of any
+    language; an operator's --lang-dir adds words; a facilitator may use them."""
+    (tmp_path / "fr").mkdir()
+    (tmp_path / "fr" / "names.json").write_text(json.dumps({"reserved": ["animatrice"]}))
+    server = await start_server(lang_dir=load_languages(tmp_path))
+    for tag in ("en", "es", "ar"):
+        room = await server.room(settings={"lang": tag})
+        client = await server.client()
+        for name in ("Facilitadora", "المشرف", "الميسر", "Anfitrión", "Animatrice", "Moderator"):
+            assert (await client.join(room["room"], name=name))["code"] == "bad_name", (tag, name)
+        assert (await client.join(room["room"], name="Maysara"))["t"] == "welcome"
+        facilitator = await server.client()
+        welcome = await facilitator.join(room["room"], key=room["facilitator_key"], name="المشرف")
+        assert welcome["you"]["name"] == "المشرف"
+        await client.close()
+        await facilitator.close()
+
+
 async def test_pages_carry_the_quick_exit_url(start_server) -> None:
     """Both pages name --quick-exit-url (escaped) for quick exit, before any script runs."""
     server = await start_server(quick_exit_url='https://example.org/news?a=1&b="2"')
