@@ -1,7 +1,8 @@
 """Every operator knob with its default, and the only reader of ``os.environ``.
 
-Stdlib only, apart from the two leaves that parse an option's value (:mod:`chat.address`,
-:mod:`chat.origin`).
+Stdlib only, apart from the leaves that parse an option's value (:mod:`chat.address`,
+:mod:`chat.origin`, :mod:`chat.languages`) and :mod:`chat.settingfiles`, which reads the JSON
+files that options name.
 
 :data:`OPTIONS` is the single table of settings: the ``hearth serve`` command builds its flags
 from it, :meth:`Settings.from_env` reads the ``HEARTH_*`` twins from it, and the README's
@@ -12,48 +13,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from chat.address import TrustedProxies
 from chat.languages import Languages, canonical_tag, load_languages, shipped_languages
 from chat.origin import parse_origin
+from chat.settingfiles import CrisisResources, crisis_resources, safety_words
 
 
 class SettingsError(ValueError):
     """An invalid setting; the message names the option and is fit for one line."""
-
-
-@dataclass(frozen=True, slots=True)
-class CrisisResources:
-    """What the help flare answers: operator-configured text and links (protocol §6), for
-    every language, or per language (§15).
-
-    The single-object form of the file fills ``text`` and ``links``, which serve every
-    language; the per-language form fills ``by_lang``, and a room whose language it does not
-    name gets the default language's entry (else the empty ``text`` and ``links``).
-    """
-
-    text: str = ""
-    links: tuple[tuple[str, str], ...] = ()
-    by_lang: tuple[tuple[str, CrisisResources], ...] = ()
-
-    def as_message_fields(self) -> dict[str, Any]:
-        """The every-language answer: ``text`` and ``links`` of a ``resources`` message."""
-        return {"text": self.text, "links": [{"title": t, "url": u} for t, u in self.links]}
-
-    def answer(self, lang: str, default_lang: str) -> dict[str, Any]:
-        """The ``resources`` fields for a room in ``lang``: its own, else the default's."""
-        found = dict(self.by_lang)
-        for tag in (lang, lang.split("-")[0], default_lang, default_lang.split("-")[0]):
-            if tag in found:
-                return found[tag].as_message_fields()
-        return self.as_message_fields()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +59,7 @@ class Settings:
     allow_persistent_redis: bool = False
     bus_key: bytes | None = field(default=None, repr=False)
     bus_key_old: bytes | None = field(default=None, repr=False)
-    crisis_resources: CrisisResources = CrisisResources()
+    crisis_resources: CrisisResources = field(default_factory=CrisisResources)
     # §14: crisis phrases per room language, ((lang, (phrase, ...)), ...); none: built-in en.
     safety_words: tuple[tuple[str, tuple[str, ...]], ...] = ()
     max_connections: int = 10_000
@@ -331,42 +304,6 @@ def bus_key(raw: str) -> bytes:
     return key
 
 
-def crisis_resources(path: str) -> CrisisResources:
-    """Read the crisis-resources JSON file: ``{"text": str, "links": [{"title","url"}]}`` for
-    every language, or ``{"<lang>": {"text", "links"}, ...}`` per language (protocol §15)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold an object")
-    if not data or "text" in data or "links" in data:
-        return _resources(data, path)
-    by_lang = []
-    for raw, value in data.items():
-        tag = canonical_tag(raw)
-        if tag is None:
-            raise ValueError(f"{path}: {raw!r} is neither 'text', 'links' nor a language tag")
-        by_lang.append((tag, _resources(value, f"{path}: {tag}")))
-    return CrisisResources(by_lang=tuple(by_lang))
-
-
-def _resources(data: Any, where: str) -> CrisisResources:
-    if not isinstance(data, dict) or not isinstance(data.get("text", ""), str):
-        raise ValueError(f"{where} must be an object with a string 'text'")
-    links = data.get("links", [])
-    if not isinstance(links, list) or not all(
-        isinstance(link, dict)
-        and isinstance(link.get("title"), str)
-        and isinstance(link.get("url"), str)
-        for link in links
-    ):
-        raise ValueError(f"{where}: 'links' must be a list of {{'title', 'url'}} strings")
-    return CrisisResources(
-        text=data.get("text", ""), links=tuple((link["title"], link["url"]) for link in links)
-    )
-
-
 def _lang_tag(raw: str) -> str:
     tag = canonical_tag(raw)
     if tag is None:
@@ -379,36 +316,6 @@ def _neutral_url(raw: str) -> str:
     if parts.scheme not in {"http", "https"} or not parts.netloc:
         raise ValueError("must be a full http:// or https:// address")
     return raw.strip()
-
-
-MAX_PHRASES = 2_000
-MAX_PHRASE = 200
-
-
-def safety_words(path: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """Read the ``--safety-words`` file ``{"<lang>": {"crisis": [phrase, ...]}}`` (§14)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f'{path} must hold an object {{"<lang>": {{"crisis": [...]}}}}')
-    out: list[tuple[str, tuple[str, ...]]] = []
-    for raw_lang, words in data.items():
-        lang = canonical_tag(raw_lang)
-        if lang is None:
-            raise ValueError(f"{path}: {raw_lang!r} is not a language tag")
-        phrases = words.get("crisis") if isinstance(words, dict) else None
-        if not isinstance(phrases, list) or not all(
-            isinstance(p, str) and p.strip() and len(p) <= MAX_PHRASE for p in phrases
-        ):
-            raise ValueError(
-                f"{path}: {lang}.crisis must be a list of phrases of 1 to {MAX_PHRASE} characters"
-            )
-        if len(phrases) > MAX_PHRASES:
-            raise ValueError(f"{path}: {lang}.crisis holds more than {MAX_PHRASES} phrases")
-        out.append((lang, tuple(phrases)))
-    return tuple(out)
 
 
 def _log_level(raw: str) -> str:

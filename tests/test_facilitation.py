@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from chat.settings import CrisisResources
+from chat.settingfiles import CrisisResources
 from tests.client import JSON, MSGPACK, Client
 from tests.timing import MS, WAIT, scaled
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from chat.languages import load_languages, shipped_languages
-from chat.settings import CrisisResources
+from chat.settingfiles import CrisisResources
 
 RESOURCES = CrisisResources(
     by_lang=(

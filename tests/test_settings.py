@@ -153,10 +153,15 @@ def test_crisis_resources_per_language(tmp_path: Path) -> None:
         ({"english": {"text": "x"}}, "language tag"),
         ({"es": {"text": 5}}, "string 'text'"),
         ({"es": {"links": [{"title": "x"}]}}, "'links'"),
+        # Both forms in one file: the language entries would otherwise be dropped unseen.
+        ({"text": "Call 999", "es": {"text": "Llama al 112"}}, "'es' beside 'text'/'links'"),
+        ({"es": {"text": "Llama al 112"}, "links": []}, "'es' beside 'text'/'links'"),
+        ([{"text": "Call 999"}], "must hold an object"),
     ],
 )
 def test_crisis_resources_mistakes(tmp_path: Path, content: object, complaint: str) -> None:
-    """A per-language file naming an unknown language, or a malformed entry, is refused."""
+    """A per-language file naming an unknown language, a malformed entry, or a file that mixes
+    the single-object and per-language forms is refused."""
     path = tmp_path / "crisis.json"
     path.write_text(json.dumps(content), encoding="utf-8")
     with pytest.raises(SettingsError, match=complaint):
