@@ -33,7 +33,9 @@ log = logging.getLogger("hearth.bus")
 
 POLL = 0.5  # seconds the reader waits for a frame before looking at its health probe
 BACKOFF_FIRST = 0.1
-BACKOFF_CAP = 5.0
+# A reconnect after a long outage waits at most this (times a jitter of 0.5-1): well inside
+# §12's 5 s for a missed decision to bind, which also takes a probe and a catch-up.
+BACKOFF_CAP = 2.0
 CHECK_EVERY = 2.0  # seconds between the bus's checks that the link talks to the right node
 _MESSAGE = (b"message", b"smessage")
 _SUBSCRIBED = (b"subscribe", b"ssubscribe")
