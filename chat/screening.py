@@ -111,11 +111,21 @@ _TLDS = (
     "social|uk|us|ca|au|ie|nz|de|fr|es|it|nl|mx|ar|cl|br|eg|sa|ae|ma|ru|onion"
 )
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,}")
+# Matched without regard to case, but a bare name's last part is read as written: "all.Me too"
+# and "it.It feels" are a missing space after a full stop (the next sentence starts with a
+# capital), not a domain; "EXAMPLE.COM" and "example.com" are domains.
 _URL = re.compile(
     r"(?:\b[a-z][a-z0-9+.-]*://|\bwww\.)\S+"
-    rf"|(?<![\w@.-])(?:[\w-]+\.)+(?:{_TLDS})(?![\w-])(?:/\S*)?"
+    rf"|(?<![\w@.-])(?:[\w-]+\.)+(?P<tld>{_TLDS})(?![\w-])(?:/\S*)?",
+    re.IGNORECASE,
 )
 _HANDLE = re.compile(r"(?<![\w@./])@([^\W\d][\w.]{0,29})")
+# "@" as shorthand for "at" before an everyday word ("meet me @home", "@least") is not a handle.
+_AT_WORDS = frozenset({
+    "home", "work", "school", "college", "uni", "church", "lunch", "dinner", "breakfast", "noon",
+    "night", "midnight", "weekend", "the", "my", "your", "our", "their", "least", "last", "first",
+    "once", "all",
+})  # fmt: skip
 # "snap: x" for any platform; "my snap is x" only for names that are not everyday words
 # ("the signal is weak", "my line is busy").
 _PLATFORM = re.compile(
@@ -142,19 +152,27 @@ def contact_kinds(text: str, lang: str = "en", names: Iterable[str] = ()) -> lis
         if _EMAIL.search(folded):
             found.add("email")
             folded = _EMAIL.sub(" ", folded)
-        addressed = {word for name in names for word in _name_words(name)}
+        addressed = _AT_WORDS.union(*(_name_words(name) for name in names))
         if any(
             m.group(1).rstrip(".").casefold() not in addressed for m in _HANDLE.finditer(folded)
         ):
             found.add("handle")
-    if _URL.search(folded.casefold()):
+    urls = [m for m in _URL.finditer(folded) if not _sentence_start(m.group("tld"))]
+    if urls:
         found.add("url")
-        folded = _URL.sub(" ", folded.casefold())
-    if _PLATFORM.search(folded.casefold()):
+        for m in reversed(urls):
+            folded = folded[: m.start()] + " " + folded[m.end() :]
+    folded = folded.casefold()
+    if _PLATFORM.search(folded):
         found.add("handle")
     if _has_phone(folded, lang):
         found.add("phone")
     return [kind for kind in KINDS if kind in found]
+
+
+def _sentence_start(tld: str | None) -> bool:
+    """``Me`` or ``It`` after a dot: a capitalised word, so a new sentence, not a domain."""
+    return tld is not None and len(tld) > 1 and tld[0].isupper() and tld[1:].islower()
 
 
 def _name_words(name: str) -> set[str]:
@@ -164,20 +182,33 @@ def _name_words(name: str) -> set[str]:
 
 
 # A run that could be written as a phone number: digits, with the separators people put
-# between them. libphonenumber's matcher is slow (pure Python, tried once per region): it only
-# reads a run with enough digits, not the whole message, so "born in 1990, it's 12:30" costs
-# a regular expression, not eight matchers.
-_NUMBER_RUN = re.compile(r"\+?\(?\d[\d \t().\-/]*\d")
+# between them (at most three in a row: "(202) 555-0143", "+44 (0) 7911"; a longer gap ends
+# the run, so that no run is long but for its digits). libphonenumber's matcher is slow (pure
+# Python, tried once per region, some milliseconds a run): it only reads a run with enough
+# digits, not the whole message, so "born in 1990, it's 12:30" costs a regular expression, not
+# eight matchers.
+_NUMBER_RUN = re.compile(r"\+?\(?\d(?:[ \t().\-/]{0,3}\d)*")
 MAX_PHONE_DIGITS = 17  # E.164's 15, with an international prefix such as 00
+# The candidate runs read per message. The screening runs on the event loop, so its cost must
+# be bounded whatever the text: a 2,000-character message of digit runs would otherwise take
+# a quarter of a second of the worker's time. A message with more candidates than this is
+# taken to hold a phone number (a nudge asks the writer to check; a real number among many
+# decoys is not let through unread).
+MAX_PHONE_RUNS = 4
 
 
 def _has_phone(text: str, lang: str) -> bool:
     if sum(ch.isdigit() for ch in text) < MIN_PHONE_DIGITS:
         return False  # the common case: no number long enough to be one
+    read = 0
     for run in _NUMBER_RUN.finditer(text):
         digits = sum(ch.isdigit() for ch in run.group())
-        if MIN_PHONE_DIGITS <= digits <= MAX_PHONE_DIGITS and _phone_in(run.group(), lang):
-            return True
+        if MIN_PHONE_DIGITS <= digits <= MAX_PHONE_DIGITS:
+            if read == MAX_PHONE_RUNS:
+                return True
+            read += 1
+            if _phone_in(run.group(), lang):
+                return True
     return False
 
 

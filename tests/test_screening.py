@@ -3,9 +3,25 @@ contact details. These lists are the ones the issue's closing note reports."""
 
 from __future__ import annotations
 
-import pytest
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
 
-from chat.screening import BUILT_IN_CRISIS, contact_kinds, crisis
+import pytest
+from phonenumbers import PhoneNumberMatcher
+
+from chat.protocol import Limits
+from chat.screening import (
+    BUILT_IN_CRISIS,
+    MAX_PHONE_RUNS,
+    PHONE_REGIONS,
+    contact_kinds,
+    crisis,
+)
+from tests.timing import scaled
 
 CRISIS_MATCH = [
     "I want to kill myself",
@@ -75,6 +91,11 @@ NOT_CONTACT = [
     "see you @5pm",
     "@Quiet thanks for that",  # addressing someone in the room
     "the signal is weak today",
+    "I love it.It feels good",  # a missing space after a full stop is not a domain
+    "Thanks all.Me too",
+    "meet me @home",  # "@" for "at" before an everyday word
+    "see you all @ the meeting, @least I hope so",
+    "case 123456789, ref 1234567 and 7654321",  # a few ids, each read and let go
 ]
 
 
@@ -114,3 +135,73 @@ def test_email_web_and_handles(text: str, kinds: list[str] | None) -> None:
     """E-mail, web addresses and social handles, reported in the contract's order."""
     expected = kinds if kinds is not None else ["phone", "email", "url", "handle"]
     assert contact_kinds(text, "en") == expected
+
+
+def test_known_false_positives_are_nudges() -> None:
+    """Accepted, and documented in docs/protocol.md Part 2: an id that libphonenumber reads as
+    a valid number is a phone number (a nudge asks the writer to check, nothing more)."""
+    assert contact_kinds("ID 2024-123456", "en") == ["phone"]
+
+
+MAX_TEXT = Limits().max_text
+ADVERSARIAL = [
+    "(12) 345/678 a ",  # eight digits a run, each costing the matcher a few ms per region
+    "+1 2 3 4 5 6 7 a ",
+    "+44 7911 12345, ",
+    "(((1(((2(((3(((4(((5(((6(((7 a ",
+    "1" + " " * 300 + "2",  # long gaps end a run: no run is long but for its digits
+]
+
+
+@contextmanager
+def matcher_calls() -> Iterator[list[int]]:
+    """Count libphonenumber matchers made inside the block (a profile hook, not a mock: the
+    real library runs)."""
+    code = PhoneNumberMatcher.__init__.__code__
+    count = [0]
+
+    def hook(frame: FrameType, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code is code:
+            count[0] += 1
+
+    sys.setprofile(hook)
+    try:
+        yield count
+    finally:
+        sys.setprofile(None)
+
+
+@pytest.mark.parametrize("unit", ADVERSARIAL)
+def test_digit_runs_cannot_stall_the_worker(unit: str) -> None:
+    """A longest message made of digit runs costs a bounded number of matcher runs and a few
+    milliseconds of CPU (before the bound: a quarter of a second and more, on the loop)."""
+    text = (unit * (MAX_TEXT // len(unit) + 1))[:MAX_TEXT]
+    contact_kinds("warm up 07911 123456", "en")  # the library loads its metadata once
+    start = time.thread_time()
+    contact_kinds(text, "en")
+    spent = time.thread_time() - start
+    assert spent < scaled(0.1), f"{spent * 1000:.0f} ms of CPU for one message"
+    with matcher_calls() as calls:
+        contact_kinds(text, "en")
+    assert calls[0] <= MAX_PHONE_RUNS * len(PHONE_REGIONS["en"])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "(12) 345/678 and 1234567, then 2345678: call me on 07911 123456",  # read
+        "(12) 345/678 a " * 60 + "call me on 07911 123456",  # more than are read
+        "1" + " " * 300 + "2 call me on 07911 123456 " + "a" * 1000,
+    ],
+)
+def test_a_real_number_among_decoys_is_found(text: str) -> None:
+    """Decoys before a real number do not hide it."""
+    assert contact_kinds(text[:MAX_TEXT], "en") == ["phone"]
+
+
+def test_many_candidate_runs_count_as_a_phone_number() -> None:
+    """More candidate runs than are read is taken as a number (Part 2 says so)."""
+    ids = ", ".join(str(1_000_000 + 1111 * i) for i in range(MAX_PHONE_RUNS + 1))
+    assert contact_kinds(f"ids {ids}", "en") == ["phone"]
+    few = ", ".join(str(1_000_000 + 1111 * i) for i in range(MAX_PHONE_RUNS))
+    assert contact_kinds(f"ids {few}", "en") == []
