@@ -13,7 +13,7 @@ from chat import lobby
 from chat.backend.base import MessageMeta
 from chat.context import ANSWERED, Answer, Caller, Services, facilitator, now_ms
 from chat.envelope import Delivery
-from chat.errors import ErrorCode, RequestError, Unavailable
+from chat.errors import ErrorCode, RequestError
 from chat.events import (
     Closed,
     Deleted,
@@ -27,13 +27,11 @@ from chat.events import (
     Unmuted,
 )
 from chat.identity import new_mid
-from chat.localroom import LocalRoom
 from chat.ops import Admit as AdmitOp
-from chat.ops import HistoryDrop, LogAdd, MemberDrop, MemberSet, Op, Refused, RoomClose, RoomSet
+from chat.ops import HistoryDrop, MemberDrop, MemberSet, Op, Refused, RoomClose, RoomSet
 from chat.requests import (
     Admit,
     Announce,
-    ClientMessage,
     Close,
     Delete,
     Deny,
@@ -44,62 +42,36 @@ from chat.requests import (
     Unlock,
     Unmute,
 )
-from chat.roomstate import FACILITATOR, PARTICIPANT, MemberState, Value
-from chat.staff import logged
+from chat.roomstate import FACILITATOR, PARTICIPANT, Value
+from chat.staff import decide, logged, target
 
 # A participant acted upon must still be one (and not waiting) when the decision lands.
 _PRESENT_PARTICIPANT: dict[str, Value] = {"role": PARTICIPANT, "waiting": False}
 
 
-def _target(room: LocalRoom, pid: str, *, waiting: bool = False) -> MemberState:
-    state = room.state
-    member = state.members.get(pid) if state is not None else None
-    if member is None or member.waiting != waiting:
-        raise RequestError(ErrorCode.NOT_FOUND, "No such member in this room.")
-    if member.role == FACILITATOR:
-        raise RequestError(ErrorCode.FORBIDDEN, "Facilitators cannot act on each other.")
-    return member
-
-
-def _logged(room: LocalRoom, msg: ClientMessage, by: MemberState, **target: str) -> LogAdd:
-    """The facilitation log's entry for an action (never any text, §6; the key's label, §14)."""
-    return logged(room, msg.t, by, **target)
-
-
-async def _decide(services: Services, room: LocalRoom, ops: list[Op], out: list[Delivery]) -> None:
-    try:
-        await services.hub.commit(room, ops, out)
-    except Refused as exc:
-        if exc.reason in {"missing", "waiting", "nomsg"}:
-            raise RequestError(ErrorCode.NOT_FOUND, "No such member or message here.") from None
-        if exc.reason == "mismatch":
-            raise RequestError(ErrorCode.FORBIDDEN, "That is not possible now.") from None
-        raise Unavailable(f"decision refused: {exc.reason}") from None
-
-
 async def mute(services: Services, caller: Caller, msg: Mute) -> Answer:
     room, me = facilitator(caller)
-    target = _target(room, msg.pid)
+    member = target(room, msg.pid)
     until = now_ms() + msg.seconds * 1000 if msg.seconds is not None else None
-    change = MemberSet(target.pid, {"muted": True, "muted_until": until}, _PRESENT_PARTICIPANT)
+    change = MemberSet(member.pid, {"muted": True, "muted_until": until}, _PRESENT_PARTICIPANT)
     # The reason is the target's alone (§14): everyone else's copy has none.
-    out = [Delivery(Muted(target.pid, until))]
+    out = [Delivery(Muted(member.pid, until))]
     if msg.reason:
         out = [
-            Delivery(Muted(target.pid, until, msg.reason), to=(target.pid,)),
-            Delivery(Muted(target.pid, until), exclude=target.pid),
+            Delivery(Muted(member.pid, until, msg.reason), to=(member.pid,)),
+            Delivery(Muted(member.pid, until), exclude=member.pid),
         ]
-    await _decide(services, room, [change, _logged(room, msg, me, pid=target.pid)], out)
+    await decide(services, room, [change, logged(room, msg.t, me, pid=member.pid)], out)
     return None
 
 
 async def unmute(services: Services, caller: Caller, msg: Unmute) -> Answer:
     room, me = facilitator(caller)
-    target = _target(room, msg.pid)
-    change = MemberSet(target.pid, {"muted": False, "muted_until": None}, _PRESENT_PARTICIPANT)
-    event = Unmuted(target.pid)
-    ops: list[Op] = [change, _logged(room, msg, me, pid=target.pid)]
-    await _decide(services, room, ops, [Delivery(event)])
+    member = target(room, msg.pid)
+    change = MemberSet(member.pid, {"muted": False, "muted_until": None}, _PRESENT_PARTICIPANT)
+    event = Unmuted(member.pid)
+    ops: list[Op] = [change, logged(room, msg.t, me, pid=member.pid)]
+    await decide(services, room, ops, [Delivery(event)])
     return None
 
 
@@ -107,20 +79,20 @@ async def remove(services: Services, caller: Caller, msg: Remove) -> Answer:
     """Remove a participant: its connection closes with 4001 wherever it is, its resume token
     is revoked with it, and the address it holds now is banned (§6, §11)."""
     room, me = facilitator(caller)
-    target = _target(room, msg.pid)
-    drop = MemberDrop(target.pid, "removed", _PRESENT_PARTICIPANT, ban=True)
+    member = target(room, msg.pid)
+    drop = MemberDrop(member.pid, "removed", _PRESENT_PARTICIPANT, ban=True)
     out = [
-        Delivery(Removed(target.pid, msg.reason or ""), to=(target.pid,)),
-        Delivery(Left(target.pid, removed=True), exclude=target.pid),
+        Delivery(Removed(member.pid, msg.reason or ""), to=(member.pid,)),
+        Delivery(Left(member.pid, removed=True), exclude=member.pid),
     ]
-    await _decide(services, room, [drop, _logged(room, msg, me, pid=target.pid)], out)
+    await decide(services, room, [drop, logged(room, msg.t, me, pid=member.pid)], out)
     return None
 
 
 async def delete(services: Services, caller: Caller, msg: Delete) -> Answer:
     room, me = facilitator(caller)
-    ops: list[Op] = [HistoryDrop(msg.mid), _logged(room, msg, me, mid=msg.mid)]
-    await _decide(services, room, ops, [Delivery(Deleted(msg.mid))])
+    ops: list[Op] = [HistoryDrop(msg.mid), logged(room, msg.t, me, mid=msg.mid)]
+    await decide(services, room, ops, [Delivery(Deleted(msg.mid))])
     return None
 
 
@@ -130,7 +102,7 @@ async def room_flags(services: Services, caller: Caller, msg: Lock | Unlock | Sl
     room, me = facilitator(caller)
     wanted = {"slow": msg.seconds} if isinstance(msg, Slow) else {"locked": isinstance(msg, Lock)}
     change = RoomSet(wanted)
-    await _decide(services, room, [change, _logged(room, msg, me)], [Delivery(Room())])
+    await decide(services, room, [change, logged(room, msg.t, me)], [Delivery(Room())])
     return None
 
 
@@ -138,7 +110,7 @@ async def announce(services: Services, caller: Caller, msg: Announce) -> Answer:
     room, me = facilitator(caller)
     now = now_ms()
     event = Msg(new_mid(), me.pid, me.name, FACILITATOR, msg.text, now, kind="announce")
-    entry = _logged(room, msg, me, mid=event.mid)
+    entry = logged(room, msg.t, me, mid=event.mid)
     await services.hub.commit(room, [entry], [Delivery(event)], MessageMeta(event.mid, now))
     return None
 
@@ -159,10 +131,10 @@ async def close(services: Services, caller: Caller, msg: Close) -> Answer:
 
 async def admit(services: Services, caller: Caller, msg: Admit) -> Answer:
     room, me = facilitator(caller)
-    target = _target(room, msg.pid, waiting=True)
-    joined = Delivery(Joined(target.public()), exclude=target.pid)
+    member = target(room, msg.pid, waiting=True)
+    joined = Delivery(Joined(member.public()), exclude=member.pid)
     checks = lobby.admit_checks(room.state) if room.state is not None else []  # capacity, §13
-    ops: list[Op] = [*checks, AdmitOp(target.pid), _logged(room, msg, me, pid=target.pid)]
+    ops: list[Op] = [*checks, AdmitOp(member.pid), logged(room, msg.t, me, pid=member.pid)]
     try:
         await services.hub.commit(room, ops, [joined])
     except Refused as exc:
@@ -175,11 +147,11 @@ async def admit(services: Services, caller: Caller, msg: Admit) -> Answer:
 
 async def deny(services: Services, caller: Caller, msg: Deny) -> Answer:
     room, me = facilitator(caller)
-    target = _target(room, msg.pid, waiting=True)
-    drop = MemberDrop(target.pid, "denied", {"waiting": True})
+    member = target(room, msg.pid, waiting=True)
+    drop = MemberDrop(member.pid, "denied", {"waiting": True})
     out = [
-        Delivery(Denied(target.pid), to=(target.pid,)),
-        Delivery(Left(target.pid), facilitators=True, exclude=target.pid),
+        Delivery(Denied(member.pid), to=(member.pid,)),
+        Delivery(Left(member.pid), facilitators=True, exclude=member.pid),
     ]
-    await _decide(services, room, [drop, _logged(room, msg, me, pid=target.pid)], out)
+    await decide(services, room, [drop, logged(room, msg.t, me, pid=member.pid)], out)
     return None

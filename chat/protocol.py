@@ -25,11 +25,11 @@ import msgpack
 
 from chat.errors import ErrorCode, ProtocolError
 from chat.requests import MESSAGE_TYPES, ClientMessage
+from chat.roomstate import MAX_SLOW, SETTING_CHOICES
 
 MAX_ID = 2**31
 MAX_TOKEN = 128  # room ids, pids, mids, keys and resume tokens are short ASCII strings
 MAX_SECONDS = 30 * 24 * 3600
-MAX_SLOW = 3600
 MAX_EXTEND = 120  # minutes one extend may add (§13)
 MAX_ORDER = 1000  # pids in a round's order: the most participants a room may have (§13)
 ROUND_MODES = ("queue", "order")
@@ -70,7 +70,8 @@ _SHORT_TEXT_BY_TYPE = {
     "warn": {"reason": (0, 200)},
     "mute": {"reason": (0, 200)},
 }
-_CHOICES = {"review": ("off", "all"), "contact": ("allow", "nudge", "block")}
+# The ``settings`` message's fields: the same words as at room creation (one table).
+_CHOICES = {name: SETTING_CHOICES[name] for name in ("review", "contact")}
 _BOOLEANS = {"agree", "confirm", "strict", "down", "on"}  # strict, down, on: §13
 _TEXT_FIELDS = {"text", "reason"}
 _TOKEN_FIELDS = {"room", "key", "resume", "mid", "pid", "to"}

@@ -8,20 +8,12 @@ from typing import Any
 
 from chat.languages import Languages
 from chat.protocol import is_unicode_text
+from chat.roomstate import MAX_SLOW, SETTING_CHOICES
 
 MAX_TITLE = 100
 MAX_RULES = 4_000
-MAX_SLOW = 3_600
 MAX_CAPACITY = 1_000  # §13
 MAX_TS = 2**53  # a ts beyond what JSON numbers hold exactly is not a time
-CHOICES = {
-    "history": ("since_join", "recent"),
-    "admission": ("open", "knock"),
-    "typing": ("named", "anonymous", "off"),
-    "review": ("off", "all"),  # §14 (the first is the default)
-    "contact": ("nudge", "allow", "block"),
-    "staffed": ("optional", "required"),  # §13
-}
 
 
 class RoomRequestError(ValueError):
@@ -57,7 +49,7 @@ def parse_room_request(
     if not isinstance(settings, dict):
         raise RoomRequestError("settings must be an object.")
     out: dict[str, Any] = {"title": title, "rules": rules}
-    for name, allowed in CHOICES.items():
+    for name, allowed in SETTING_CHOICES.items():
         value = settings.get(name, allowed[0])
         if value not in allowed:
             raise RoomRequestError(f"settings.{name} must be one of {', '.join(allowed)}.")

@@ -6,7 +6,8 @@ through the ops of :mod:`chat.ops`, committed on the room's stream (protocol §1
 replica applies the same ops in stream order, so a replica at offset ``off`` *is* the store at
 ``off``: a safety check made against it is as good as one made against the store at that
 moment, and a worker that missed an entry can tell (a gap in ``off``) and catch up. Room
-settings have their one home here (:data:`ROOM_SETTINGS`).
+settings have their one home here (:data:`ROOM_SETTINGS`, with the values they may take:
+:data:`SETTING_CHOICES`, :data:`MAX_SLOW`).
 """
 
 from __future__ import annotations
@@ -193,6 +194,20 @@ ROOM_MUTABLE = frozenset(
 # Kept with the settings (stored, replicated) but not shown as settings: the pause flag shows
 # as ``paused``, the round has its own event and ``welcome.round``, flares are staff-only.
 ROOM_PRIVATE = frozenset({"pause", "opened", "warned", "round", "flares"})
+
+# The limits and choices of the settings people set, checked both where a room is created
+# (chat.rooms: ``POST /api/rooms``) and where a facilitator changes one (chat.protocol: the
+# ``slow`` and ``settings`` messages), so that the two cannot come to accept different values.
+MAX_SLOW = 3_600  # seconds of slow mode (§6)
+# The words a setting takes; the first is the default, the RoomState field's default too.
+SETTING_CHOICES: dict[str, tuple[str, ...]] = {
+    "history": ("since_join", "recent"),
+    "admission": ("open", "knock"),
+    "typing": ("named", "anonymous", "off"),
+    "review": ("off", "all"),  # §14
+    "contact": ("nudge", "allow", "block"),  # §14
+    "staffed": ("optional", "required"),  # §13
+}
 
 
 def copy_state(state: RoomState) -> RoomState:

@@ -67,15 +67,16 @@ def logged(room: LocalRoom, action: str, by: MemberState, **target: str) -> LogA
     return LogAdd(entry)
 
 
-def target(room: LocalRoom, pid: str) -> MemberState:
-    """A participant present in the room, for a facilitator to act on.
+def target(room: LocalRoom, pid: str, *, waiting: bool = False) -> MemberState:
+    """A participant in the room, for a facilitator to act on: one present, or with
+    ``waiting`` one at a knock room's door (``admit``, ``deny``).
 
     Raises:
         RequestError: ``not_found``, or ``forbidden`` for a facilitator.
     """
     state = room.state
     member = state.members.get(pid) if state is not None else None
-    if member is None or member.waiting:
+    if member is None or member.waiting != waiting:
         raise RequestError(ErrorCode.NOT_FOUND, "No such member in this room.")
     if member.role == FACILITATOR:
         raise RequestError(ErrorCode.FORBIDDEN, "Facilitators cannot act on each other.")

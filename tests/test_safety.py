@@ -6,8 +6,11 @@ two-worker half (and what reaches logs and Redis) is in ``tests/test_redis_safet
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 
+from chat.roomstate import SETTING_CHOICES, RoomState
 from tests.client import JSON, MSGPACK, Client, http_client
 from tests.test_facilitation import acked, newcomer, refused, room_with, said
 
@@ -140,6 +143,45 @@ async def test_settings_and_their_refusals(server):
         assert (info["review"], info["contact"]) == ("all", "block")
         bad = await http.post("/api/rooms", json={"settings": {"contact": "never"}})
         assert bad.status_code == 400
+
+
+async def test_a_facilitator_and_room_creation_accept_the_same_setting_values(start_server):
+    """review, contact and slow: a value ``POST /api/rooms`` takes, the facilitator's
+    ``settings`` (``slow``) message takes too, and one refused by either is refused by both."""
+    server = await start_server(room_create_rate=100)
+    _, host = await server.hosted()
+    tried: dict[str, list[object]] = {
+        "review": ["off", "all", "some", "ALL", "", 1, False],
+        "contact": ["nudge", "allow", "block", "never", "Allow", 0],
+        "slow": [0, 1, 3600, 3601, -1, 1.5, "10", True],
+    }
+    taken: dict[str, list[object]] = {}
+    async with http_client(server.http) as http:
+        for name, values in tried.items():
+            for value in values:
+                created = await http.post("/api/rooms", json={"settings": {name: value}})
+                message = (
+                    {"t": "slow", "seconds": value}
+                    if name == "slow"
+                    else {"t": "settings", name: value}
+                )
+                answer = await host.request(message)
+                assert (created.status_code == 201) == (answer["t"] == "ack"), (name, value, answer)
+                if answer["t"] == "ack":
+                    taken.setdefault(name, []).append(value)
+    assert taken == {
+        "review": ["off", "all"],
+        "contact": ["nudge", "allow", "block"],
+        "slow": [0, 1, 3600],
+    }
+
+
+def test_each_choice_defaults_to_its_first_word() -> None:
+    """Room creation fills a setting left out with its first word: the RoomState default."""
+    defaults = {f.name: f.default for f in fields(RoomState)}
+    assert {name: defaults[name] for name in SETTING_CHOICES} == {
+        name: words[0] for name, words in SETTING_CHOICES.items()
+    }
 
 
 async def test_resolve_closes_the_loop_with_reporters(server, encoding):
