@@ -26,6 +26,7 @@ from chat.guard import Guard, Refusal, build_guard, header
 from chat.hub import Hub
 from chat.protocol import Encoding, Limits
 from chat.redis.topology import close_client, limits_client
+from chat.screening import crisis_list
 from chat.session import Session
 from chat.settings import Settings
 from chat.transport import CLOSE_TIMEOUT_STATE, WRITE_EXTENSION
@@ -183,6 +184,13 @@ def _say_what_languages_lack(settings: Settings) -> None:
         if lang.names is None:
             log.info(
                 "language has no names.json: pseudonyms in the default's", extra={"lang": lang.tag}
+            )
+        if crisis_list(lang.tag, settings.safety_words) is None:
+            # An operator's language with no --safety-words entry: its rooms get no crisis
+            # flag at all, which an operator must not learn about from a missed message.
+            log.warning(
+                "language has no crisis phrases: its rooms are not screened for them",
+                extra={"lang": lang.tag},
             )
 
 

@@ -2,13 +2,17 @@
 details. Pure: text in, findings out; no I/O, nothing kept, nothing logged.
 
 **Crisis phrases** are matched on whole words, case-insensitively, after NFKC, any run of white
-space matching any other (and the typographic apostrophes matching ``'``). The operator's
-``--safety-words`` file names phrases per room language and replaces :data:`BUILT_IN_CRISIS`
-for the languages it names; the built-in English list serves ``en`` rooms otherwise. That list
-is ours: a short, conservative set of first-person statements of intent to die or to self-harm,
-written for Hearth and read against everyday idioms ("killing myself laughing", "dying to
-know", "I could die of embarrassment") so that they do not match — it is not a clinical
-instrument, and an operator who has one should replace it (``docs/protocol.md`` Part 2).
+space matching any other (and the typographic apostrophes matching ``'``), with accents,
+Arabic vowel signs and kashida ignored (people often type without them). The operator's
+``--safety-words`` file names phrases per room language and replaces the built-in list
+(:data:`BUILT_IN`) for the languages it names. A room in ``es-MX`` uses the ``es-MX`` list,
+else the ``es`` one. The built-in lists are ours: short, conservative sets of first-person
+statements of intent to die or to self-harm (English, Spanish, Arabic), written for Hearth and
+read against everyday idioms ("killing myself laughing", "me muero de risa") so that they do
+not match, and a statement negated by the word just before it ("no quiero morir", "لا أريد أن
+أموت") does not count. They are not clinical instruments, the Spanish and Arabic ones still
+await a native speaker's review, and an operator who has a validated list should replace them
+(``docs/protocol.md`` Part 2).
 
 **Contact details** are phone numbers (Google's libphonenumber through ``phonenumbers``, whose
 matcher knows national and international formats and leaves out dates, times, prices and
@@ -51,8 +55,77 @@ BUILT_IN_CRISIS: tuple[str, ...] = (
     "harm myself",
     "harming myself",
 )
-BUILT_IN_LANG = "en"
+# Spanish drops the pronoun, so "quiero morir" is also the tail of "no quiero morir": the
+# negation just before a match is checked instead (NEGATIONS). Left out on purpose: "me muero
+# de..." ("dying of laughter / to know"), bare "matarme" ("me voy a matar estudiando"),
+# "cortarme" (a haircut), "hacerme daño" (an injury).
+BUILT_IN_CRISIS_ES: tuple[str, ...] = (
+    "quiero morir",
+    "quiero morirme",
+    "me quiero morir",
+    "quiero matarme",
+    "voy a matarme",
+    "quiero suicidarme",
+    "voy a suicidarme",
+    "me voy a suicidar",
+    "me quiero suicidar",
+    "pienso en suicidarme",
+    "quitarme la vida",
+    "acabar con mi vida",
+    "no quiero vivir",
+    "no quiero seguir viviendo",
+    "no tengo ganas de vivir",
+    "no tengo razones para vivir",
+    "estarían mejor sin mí",
+    "estaría mejor muerto",
+    "estaría mejor muerta",
+    "ojalá estuviera muerto",
+    "ojalá estuviera muerta",
+    "me siento suicida",
+    "tengo pensamientos suicidas",
+    "quiero hacerme daño",
+    "autolesionarme",
+)
+# Arabic as people type it in chat: Modern Standard forms, and the common Levantine (بدي) and
+# Egyptian (عايز، هـ) ones; written without hamza or vowel signs, which matching ignores. Bare
+# "انتحر" is left out: it is also "he died by suicide", said of someone else.
+BUILT_IN_CRISIS_AR: tuple[str, ...] = (
+    "أريد أن أموت",
+    "بدي موت",
+    "عايز اموت",
+    "أتمنى أن أموت",
+    "أتمنى لو كنت ميتا",
+    "أتمنى لو كنت ميتة",
+    "سأقتل نفسي",
+    "أقتل نفسي",
+    "سأنتحر",
+    "أريد أن أنتحر",
+    "بدي انتحر",
+    "عايز انتحر",
+    "أفكر في الانتحار",
+    "أفكر بالانتحار",
+    "أنهي حياتي",
+    "لا أريد أن أعيش",
+    "ما بدي عيش",
+    "سيكونون أفضل بدوني",
+    "أؤذي نفسي",
+)
+BUILT_IN: Mapping[str, tuple[str, ...]] = {
+    "en": BUILT_IN_CRISIS,
+    "es": BUILT_IN_CRISIS_ES,
+    "ar": BUILT_IN_CRISIS_AR,
+}
+BUILT_IN_LANG = "en"  # the list of the contract (§14); the others are this server's
+# A word that, just before a phrase, says the opposite (the phrase is not in the first person
+# otherwise: English lists "i want to die", so "i don't want to die" never matches).
+NEGATIONS: Mapping[str, frozenset[str]] = {
+    "es": frozenset({"no", "nunca", "jamas"}),
+    "ar": frozenset({"لا", "لن", "ما", "مش", "مو", "ماني"}),
+}
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\uff07": "'"})
+# Letters people type for one another in Arabic chat: ى for ي, ة for ه (as search engines do).
+_ARABIC_VARIANTS = str.maketrans({"\u0649": "\u064a", "\u0629": "\u0647"})
+_KASHIDA = "\u0640"
 
 
 def fold(text: str) -> str:
@@ -61,9 +134,17 @@ def fold(text: str) -> str:
     return folded.translate(_APOSTROPHES)
 
 
+def _plain(text: str) -> str:
+    # For crisis phrases only (fold() also files key labels, which must not change): without
+    # accents, vowel signs or kashida, so that "ojala" is "ojalá" and "اريد" is "أُريد".
+    decomposed = unicodedata.normalize("NFD", fold(text))
+    kept = "".join(ch for ch in decomposed if ch != _KASHIDA and unicodedata.category(ch)[0] != "M")
+    return unicodedata.normalize("NFC", kept).translate(_ARABIC_VARIANTS)
+
+
 def _pattern(phrases: Iterable[str]) -> re.Pattern[str] | None:
     alternatives = sorted(
-        {r"\s+".join(re.escape(word) for word in fold(p).split()) for p in phrases if p.split()},
+        {r"\s+".join(re.escape(word) for word in _plain(p).split()) for p in phrases if p.split()},
         key=len,
         reverse=True,
     )
@@ -72,14 +153,28 @@ def _pattern(phrases: Iterable[str]) -> re.Pattern[str] | None:
     return re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)")
 
 
+def crisis_list(
+    lang: str, operator: tuple[tuple[str, tuple[str, ...]], ...] = ()
+) -> tuple[str, ...] | None:
+    """The crisis phrases a room in ``lang`` is screened with, or None when it has no list.
+
+    The operator's list for the tag, else the built-in one, else the same for the primary
+    subtag (``es-MX`` → ``es``), as ``--crisis-resources`` falls back. An operator's empty
+    list is a list: it turns matching off.
+    """
+    given = dict(operator)
+    for tag in dict.fromkeys((lang, lang.split("-")[0])):
+        phrases = given.get(tag, BUILT_IN.get(tag))
+        if phrases is not None:
+            return phrases
+    return None
+
+
 @functools.lru_cache(maxsize=64)
 def _crisis_pattern(
     lang: str, operator: tuple[tuple[str, tuple[str, ...]], ...]
 ) -> re.Pattern[str] | None:
-    phrases = dict(operator).get(lang)
-    if phrases is None:
-        phrases = BUILT_IN_CRISIS if lang == BUILT_IN_LANG else ()
-    return _pattern(phrases)
+    return _pattern(crisis_list(lang, operator) or ())
 
 
 def crisis(text: str, lang: str, operator: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> bool:
@@ -91,7 +186,15 @@ def crisis(text: str, lang: str, operator: tuple[tuple[str, tuple[str, ...]], ..
         operator: the ``--safety-words`` phrases, ``((lang, (phrase, ...)), ...)``.
     """
     pattern = _crisis_pattern(lang, operator)
-    return pattern is not None and pattern.search(fold(text)) is not None
+    if pattern is None:
+        return False
+    plain = _plain(text)
+    negations = NEGATIONS.get(lang.split("-")[0], frozenset())
+    for match in pattern.finditer(plain):
+        before = plain[: match.start()]
+        if not (negations and before[-1:].isspace() and before.split()[-1] in negations):
+            return True
+    return False
 
 
 # --- contact details ---------------------------------------------------------------------

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from chat.app import _say_what_languages_lack
 from chat.identity import normalise_name
 from chat.languages import (
     MAX_PSEUDONYM,
@@ -187,6 +189,26 @@ def test_role_words_are_each_languages_and_an_operator_adds_to_them(tmp_path: Pa
     assert {"dinamizadora", "animatrice"} | shipped.reserved == languages.reserved
     assert languages.words("es", "en") == shipped.words("es", "en")  # role words alone
     assert languages.words("fr", "en").name(0) == "Loutre Calme"
+
+
+def test_a_language_with_no_crisis_phrases_is_named_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The shipped languages all have crisis phrases; an operator's language without a
+    --safety-words entry is named in a warning at start (its rooms would get no flag)."""
+    _write(tmp_path, "fr", "names.json", FRENCH_NAMES)
+
+    def warned(settings: Settings) -> set[str]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="hearth"):
+            _say_what_languages_lack(settings)
+        return {
+            getattr(r, "lang", "") for r in caplog.records if "no crisis phrases" in r.getMessage()
+        }
+
+    assert warned(Settings(lang_dir=load_languages(tmp_path))) == {"fr"}
+    words = (("fr", ("je veux mourir",)),)
+    assert warned(Settings(lang_dir=load_languages(tmp_path), safety_words=words)) == set()
 
 
 def test_a_language_without_words_uses_the_default_languages(tmp_path: Path) -> None:

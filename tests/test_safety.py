@@ -6,11 +6,14 @@ two-worker half (and what reaches logs and Redis) is in ``tests/test_redis_safet
 
 from __future__ import annotations
 
+import json
 from dataclasses import fields
 
 import pytest
 
+from chat.languages import load_languages
 from chat.roomstate import SETTING_CHOICES, RoomState
+from chat.settings import CrisisResources
 from tests.client import JSON, MSGPACK, Client, http_client
 from tests.test_facilitation import acked, newcomer, refused, room_with, said
 
@@ -250,6 +253,31 @@ async def test_the_operator_list_replaces_the_built_in_one(start_server):
     await said(person, "a PURPLE\n elephant again")
     flags = [m for m in await host.quiet() if m["t"] == "flag"]
     assert len(flags) == 1
+
+
+async def test_spanish_rooms_flag_spanish_crisis_language(start_server, tmp_path):
+    """An es room uses the built-in Spanish list (flag, resources in Spanish); a negated
+    phrase does not count; an operator's es-MX room falls back to the es list."""
+    (tmp_path / "es-MX").mkdir()
+    (tmp_path / "es-MX" / "page.json").write_text(
+        json.dumps({"messages": {"status.open": "Conectado"}})
+    )
+    resources = CrisisResources(
+        by_lang=(
+            ("en", CrisisResources("Call your local emergency number.", ())),
+            ("es", CrisisResources("Llama al número de emergencias.", ())),
+        )
+    )
+    server = await start_server(lang_dir=load_languages(tmp_path), crisis_resources=resources)
+    for lang in ("es", "es-MX"):
+        circle = await room_with(server, 1, lang=lang)
+        host, person = circle.host, circle.people[0]
+        await said(person, "No, no quiero morir, solo estoy cansada")
+        assert [m for m in await host.quiet() if m["t"] == "flag"] == [], lang
+        ack = await said(person, "A veces pienso que estarian mejor sin mi")  # no accents
+        flag = await host.next("flag")
+        assert (flag["mid"], flag["kind"]) == (ack["mid"], "crisis"), lang
+        assert (await person.next("resources"))["text"] == "Llama al número de emergencias."
 
 
 async def test_contact_details_nudge_block_and_allow(server, encoding):

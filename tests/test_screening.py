@@ -15,11 +15,13 @@ from phonenumbers import PhoneNumberMatcher
 
 from chat.protocol import Limits
 from chat.screening import (
+    BUILT_IN,
     BUILT_IN_CRISIS,
     MAX_PHONE_RUNS,
     PHONE_REGIONS,
     contact_kinds,
     crisis,
+    crisis_list,
 )
 from tests.timing import scaled
 
@@ -59,14 +61,86 @@ def test_everyday_idioms_do_not_match(text: str) -> None:
 
 
 def test_lists_are_per_language_and_the_operator_replaces_them() -> None:
-    """Built-in English serves en only; an operator list replaces the built-in for its
-    language; a language without a list matches nothing."""
+    """Each built-in list serves its own language; an operator list replaces the built-in for
+    its language; a language without a list matches nothing."""
     assert not crisis("I want to kill myself", "es")
+    assert not crisis("I want to kill myself", "fr") and crisis_list("fr") is None
     words = (("es", ("quiero morir",)), ("en", ("purple elephant",)))
     assert crisis("a veces QUIERO   morir", "es", words)
     assert not crisis("I want to kill myself", "en", words)
     assert crisis("the purple elephant", "en", words)
     assert len(BUILT_IN_CRISIS) < 40  # short enough to read and review
+
+
+# The built-in Spanish and Arabic lists (issue 16): what must match, as people type it
+# (without accents, hamza or vowel signs, with or without them), and what must not.
+CRISIS_MATCH_ES = [
+    "a veces quiero morir",
+    "ME QUIERO MORIR",
+    "ya no quiero vivir",  # the negation is the phrase
+    "No, quiero morir.",  # a comma: "no" answers, it does not negate
+    "estoy pensando en quitarme la vida",
+    "ojala estuviera muerta",  # no accent
+    "todos estarían mejor sin mí",
+    "he vuelto a autolesionarme",
+    "voy   a suicidarme",
+]
+CRISIS_NO_MATCH_ES = [
+    "no quiero morir",  # the opposite
+    "nunca quiero morir así",
+    "me muero de risa",  # an idiom
+    "me muero por saberlo",
+    "me voy a matar estudiando",  # an idiom
+    "mañana voy a cortarme el pelo",
+    "hablamos de la prevención del suicidio",  # talking about it
+    "quiero morirse",  # not a whole word of the list
+]
+CRISIS_MATCH_AR = [
+    "أريد أن أموت",
+    "اريد ان اموت",  # without hamza
+    "أُرِيدُ أَنْ أَمُوتَ",  # with vowel signs
+    "أريـــد أن أموت",  # stretched with kashida
+    "احيانا بدي موت",
+    "سأنتحر الليلة",
+    "أفكر في الانتحار كثيرا",
+    "أتمنى لو كنت ميته",  # ة typed as ه
+    "لا أريد أن أعيش",
+]
+CRISIS_NO_MATCH_AR = [
+    "لا أريد أن أموت",  # the opposite
+    "لن أقتل نفسي",
+    "صديقي انتحر العام الماضي",  # about someone else
+    "تحدثنا عن الوقاية من الانتحار",  # talking about it
+    "أريد أن أنام",
+]
+
+
+@pytest.mark.parametrize(
+    ("lang", "text", "expected"),
+    [("es", t, True) for t in CRISIS_MATCH_ES]
+    + [("es", t, False) for t in CRISIS_NO_MATCH_ES]
+    + [("ar", t, True) for t in CRISIS_MATCH_AR]
+    + [("ar", t, False) for t in CRISIS_NO_MATCH_AR],
+)
+def test_spanish_and_arabic_built_in_lists(lang: str, text: str, expected: bool) -> None:
+    """es and ar rooms are screened by default: first-person statements match, whatever the
+    accents, hamza, vowel signs or kashida; idioms, talk about suicide and negations do not."""
+    assert crisis(text, lang) is expected
+    assert not crisis(text, "en")  # a list serves its own language only
+
+
+def test_a_regional_tag_falls_back_to_its_language() -> None:
+    """es-MX uses an es-MX list when the operator gives one, else the es one (operator's or
+    built-in), as --crisis-resources falls back."""
+    assert crisis_list("es-MX") == BUILT_IN["es"] and crisis("quiero morir", "es-MX")
+    assert not crisis("no quiero morir", "es-MX")  # the negations are the language's
+    words = (("es", ("tengo miedo de mí",)),)
+    assert crisis("tengo miedo de mi", "es-MX", words)
+    assert not crisis("quiero morir", "es-MX", words)
+    words = (("es-MX", ("ya me cansé de todo",)),)
+    assert crisis("ya me canse de todo", "es-MX", words) and crisis("quiero morir", "es", words)
+    assert crisis_list("es-MX", (("es-MX", ()),)) == ()  # an empty list turns matching off
+    assert all(len(phrases) < 40 for phrases in BUILT_IN.values())  # short enough to review
 
 
 PHONE = [
