@@ -12,6 +12,7 @@ import contextlib
 import random
 import re
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -78,10 +79,62 @@ def acl_user(server: RedisServer, name: str) -> str:
     return f"redis://{name}:CHANGE-ME-long-random@127.0.0.1:{server.port}/0"
 
 
+DECISIONS = ("mute", "remove", "lock", "slow")
+
+
+async def decide(fac: Client, muted: Client, removed: Client, gap: float = 0.0) -> float:
+    """A mutes, removes, locks and sets slow mode, ``gap`` seconds apart; returns when the
+    last was acked."""
+    for n, action in enumerate(
+        (
+            {"t": "mute", "pid": muted.pid},
+            {"t": "remove", "pid": removed.pid, "reason": "r"},
+            {"t": "lock"},
+            {"t": "slow", "seconds": 60},
+        )
+    ):
+        if n:
+            await asyncio.sleep(gap)
+        assert (await answer(fac, action))["t"] == "ack", action
+    return time.monotonic()
+
+
+async def decisions_bind(
+    b: Server, room: str, fac: Client, members: tuple[Client, Client, Client], since: float
+) -> None:
+    """By ``since`` + 5 s, on worker B: the removed member was closed with 4001 (a second
+    remove finds nobody), the muted one cannot talk, a newcomer cannot join the locked room,
+    and the other member's second say is refused by slow mode."""
+    muted, removed, other = members
+    deadline = since + BOUND
+
+    def left() -> float:
+        return max(0.05, deadline - time.monotonic())
+
+    assert await closed_within(removed, left()) == 4001
+
+    async def refused_muted() -> bool:
+        return (await answer(muted, {"t": "say", "text": "can I talk?"})).get("code") == "muted"
+
+    async def refused_locked() -> bool:
+        newcomer = await b.client(**at(5))
+        return (await newcomer.join(room)).get("code") == "room_locked"
+
+    async def refused_slow() -> bool:
+        return (await answer(other, {"t": "say", "text": "again"})).get("code") == "slow_mode"
+
+    await wait_until(refused_muted, left(), "the mute binds on B")
+    await wait_until(refused_locked, left(), "the lock binds on B")
+    await wait_until(refused_slow, left(), "slow mode binds on B")
+    assert time.monotonic() < deadline
+    assert (await answer(fac, {"t": "remove", "pid": removed.pid}))["code"] == "not_found"
+
+
 async def test_a_worker_that_missed_decisions_enforces_them(own_redis: RedisServer) -> None:
-    """Worker B is cut off from Redis while A mutes, removes and locks; once B is back, the
-    muted member cannot talk, the removed one is closed with 4001 and a second remove finds
-    nobody, and a newcomer cannot join the locked room through B — within 5 s."""
+    """Worker B is cut off from Redis while A mutes, removes, locks and sets slow mode; once
+    B is back, within 5 s: the muted member cannot talk, the removed one is closed with 4001
+    and a second remove finds nobody, a newcomer cannot join the locked room through B, and
+    slow mode refuses a quick second say."""
     url_a, url_b = acl_user(own_redis, "wa"), acl_user(own_redis, "wb")
     async with workers(url_a, url_b) as (a, b):
         room = await a.room()
@@ -94,23 +147,46 @@ async def test_a_worker_that_missed_decisions_enforces_them(own_redis: RedisServ
         own_redis.cli("ACL", "SETUSER", "wb", "off")
         own_redis.cli("CLIENT", "KILL", "USER", "wb")
         await wait_ready(b, 503)
-        for action in (
-            {"t": "mute", "pid": muted.pid},
-            {"t": "remove", "pid": removed.pid, "reason": "r"},
-            {"t": "lock"},
-        ):
-            assert (await answer(fac, action))["t"] == "ack"
+        await decide(fac, muted, removed)
         own_redis.cli("ACL", "SETUSER", "wb", "on")
         await wait_ready(b, 200)
-        back = time.monotonic()
-        assert await closed_within(removed, BOUND) == 4001
-        refused = await answer(muted, {"t": "say", "text": "can I talk?"})
-        assert refused["code"] == "muted"
-        newcomer = await b.client(**at(5))
-        assert (await newcomer.join(room["room"]))["code"] == "room_locked"
-        assert time.monotonic() - back < BOUND
-        assert (await answer(fac, {"t": "remove", "pid": removed.pid}))["code"] == "not_found"
-        assert (await answer(other, {"t": "say", "text": "still here"}))["t"] == "ack"
+        await decisions_bind(b, room["room"], fac, (muted, removed, other), time.monotonic())
+
+
+async def test_decisions_bind_while_pubsub_connections_keep_dying(own_redis: RedisServer) -> None:
+    """Worker B's pub/sub connections are killed (CLIENT KILL TYPE pubsub) every ~20 ms, from
+    a thread, while A's decisions are acked: all of them bind on B within 5 s of the last ack.
+    Only B's are killed (its own ACL user): A refuses to commit while it cannot hear the room
+    itself, so killing A's too would leave nothing to ack."""
+    url_a, url_b = acl_user(own_redis, "wa"), acl_user(own_redis, "wb")
+    async with workers(url_a, url_b) as (a, b):
+        room = await a.room()
+        fac = await a.client()
+        await fac.join(room["room"], key=room["facilitator_key"], name="Fac")
+        muted, removed, other = [await b.client(**at(n)) for n in (2, 3, 4)]
+        for client, name in ((muted, "Muted"), (removed, "Removed"), (other, "Other")):
+            await client.join(room["room"], name=name)
+        assert (await answer(other, {"t": "say", "text": "before"}))["t"] == "ack"
+        stop = threading.Event()
+
+        def kill_pubsub() -> int:
+            killed = 0
+            while not stop.is_set():
+                reply = own_redis.cli("CLIENT", "KILL", "USER", "wb", "TYPE", "pubsub")
+                killed += int(reply[1:]) if reply.startswith(":") else 0  # ":<count>"
+                stop.wait(0.02)
+            return killed
+
+        killer = asyncio.ensure_future(asyncio.to_thread(kill_pubsub))
+        try:
+            await wait_ready(b, 503)  # B has lost its subscriptions before A decides
+            # Spread over a second of kills: B's reconnects back off meanwhile.
+            last_ack = await decide(fac, muted, removed, gap=0.3)
+        finally:
+            stop.set()
+            killed = await killer
+        assert killed > 0, "no pub/sub connection was killed"
+        await decisions_bind(b, room["room"], fac, (muted, removed, other), last_ack)
 
 
 class VoidSpace(RedisSpace):
