@@ -349,7 +349,9 @@ def test_pages_pass_an_axe_audit_in_arabic_and_spanish(
 
 
 def test_quick_exit_goes_where_the_operator_says(own_server, new_page, ui):
-    """--quick-exit-url sets where quick exit goes, from both pages."""
+    """--quick-exit-url sets where quick exit goes, from both pages, and the language chosen
+    there is forgotten: back on Hearth's origin in the same tab (sessionStorage is per tab and
+    origin), nothing is stored and the page is in the default language again."""
     hearth = own_server("--quick-exit-url", "https://example.org/recipes")
     room = hearth.create_room("Exit")
     for path in ("/", room["join_url"]):
@@ -359,6 +361,12 @@ def test_quick_exit_goes_where_the_operator_says(own_server, new_page, ui):
             lambda route: route.fulfill(status=200, content_type="text/html", body="<p>Soup</p>"),
         )
         page.goto(hearth.http + path)
+        page.select_option("#lang-select", "es")
+        expect(page.locator("html")).to_have_attribute("lang", "es")
+        assert page.evaluate("sessionStorage.getItem('hearth.lang')") == "es"
         page.locator("#exit-btn").click()
         page.wait_for_url("https://example.org/recipes")
-        assert page.evaluate("sessionStorage.length") == 0
+        page.goto(hearth.http + path)  # the same tab, Hearth's origin again
+        expect(page.locator("#exit-btn")).to_be_visible()
+        assert page.evaluate("sessionStorage.length") == 0, path
+        expect(page.locator("html")).to_have_attribute("lang", "en")
