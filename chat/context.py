@@ -63,6 +63,12 @@ class Caller(Protocol):
         """Queue a message for this connection only, in order with room events."""
         ...
 
+    def follow(self, message: Message) -> None:
+        """Queue a message for this connection to go right after the answer (``ack`` or
+        ``error``) to the request being handled: a say's ``resources`` come after its answer
+        (docs/protocol.md Part 2), whatever the answer is."""
+        ...
+
     def end(self, code: CloseCode, reason: str = "") -> None:
         """Close after what is queued has been sent."""
         ...

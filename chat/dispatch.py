@@ -120,3 +120,12 @@ async def dispatch(services: Services, caller: Caller, msg: ClientMessage) -> An
     if caller.phase is Phase.WAITING and not isinstance(msg, Leave):
         raise RequestError(ErrorCode.NOT_JOINED, "Please wait to be admitted.")
     return await HANDLERS[type(msg)](services, caller, msg)
+
+
+async def refused(
+    services: Services, caller: Caller, msg: ClientMessage, error: RequestError
+) -> None:
+    """What still follows a request the connection refused before any handler saw it (its
+    flood bucket): a ``say`` in crisis language still shows the resources and flags (§14)."""
+    if isinstance(msg, Say) and caller.phase is Phase.PRESENT:
+        await talking.say_refused(services, caller, msg, error)

@@ -39,7 +39,7 @@ reviewed           mid, action ("release" or "discard")
 resolved           mid, by
 report_reviewed    mid
 help_seen          pid?, by? (the participant's copy has neither)
-flag               mid, pid, kind
+flag               mid, pid, kind; or pid, kind, refused (a refused say: extension)
 cw                 mid, cw
 hold               pid, on, by (extension: facilitators learn who is under review)
 =================  ==========================================================================
@@ -351,10 +351,15 @@ class HelpSeen(Event):
 
 @dataclass(frozen=True, slots=True)
 class Flag(Event):
+    """``flag`` (to facilitators, never with text). A refused ``say`` has no ``mid``: it names
+    the refusal's error code in ``refused`` instead (an extension, docs/protocol.md Part 2)."""
+
     t: ClassVar[str] = "flag"
-    mid: str
+    optional: ClassVar[frozenset[str]] = frozenset({"mid", "refused"})
+    mid: str | None
     pid: str
     kind: str
+    refused: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -250,9 +250,12 @@ def draft_welcome(
     max_age_ms = int(settings.history_seconds * 1000)
     held = held_list(state, now_ms(), max_age_ms) if staff else None  # §14
     flares = structure.recent_flares(state, now_ms()) if staff else None  # §13
+    you = member.public()
+    if member.ignores:  # Part 2: the member's own ignores, so that a reloaded page knows them
+        you["ignores"] = list(member.ignores)
     draft = Welcome(
         about,
-        member.public(),
+        you,
         resume,
         members,
         [],

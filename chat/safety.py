@@ -3,8 +3,11 @@ and help flares, crisis language and contact details in ``say``, ignore, content
 the room's ``review``/``contact`` settings, and the facilitators' backchannel.
 
 Every decision is one commit on the room's stream (§12). What a participant says is screened
-here on its way in (:func:`screen`): contact details answer ``check_first`` or
-``not_allowed`` before anything is committed, and a crisis phrase adds a ``flag`` for the
+here on its way in: crisis language first (:func:`in_distress`), before anything can refuse
+the message, so that a person in distress is shown the resources and the facilitators are
+flagged even when the ``say`` itself is refused (:func:`distress_refused`); then contact
+details (:func:`screen`), which answer ``check_first`` or ``not_allowed`` before anything is
+committed. A crisis phrase in a message that goes through adds a ``flag`` for the
 facilitators (never the text) to the message's own commit. Nothing of it is logged.
 """
 
@@ -60,11 +63,12 @@ class Screened:
         return [Delivery(Flag(mid, pid, "crisis"), facilitators=True)]
 
     def after(self, services: Services, caller: Caller, state: RoomState) -> None:
-        """Once committed: count the flag, show the resources (the help flare's own answer)."""
+        """Once committed: count the flag, show the resources (the help flare's own answer)
+        right after the ``ack``."""
         if self.crisis:
             metrics.FLAGS.labels(kind="crisis").inc()
         if self.resources:
-            caller.reply(resources(services, state).wire())
+            caller.follow(resources(services, state).wire())
 
 
 def resources(services: Services, state: RoomState) -> Resources:
@@ -73,10 +77,57 @@ def resources(services: Services, state: RoomState) -> Resources:
     return Resources(**settings.crisis_resources.answer(state.lang, settings.default_lang))
 
 
+def in_distress(services: Services, room: LocalRoom, member: MemberState, msg: Say) -> bool:
+    """Whether a participant's ``say`` holds crisis language (facilitators are not checked).
+    Asked before anything may refuse the message (§14; docs/protocol.md Part 2)."""
+    state = room.state
+    if state is None or member.role != PARTICIPANT:
+        return False
+    return crisis(msg.text, room_lang(state), services.settings.safety_words)
+
+
+async def distress_refused(services: Services, caller: Caller, refusal: RequestError) -> None:
+    """A ``say`` in crisis language was refused (muted, paused, slow, rate, contact details...):
+    nothing reached the room, but the person is still shown the resources (at most once every
+    15 minutes, as for a message that goes through) and the facilitators get a ``flag``
+    without ``mid`` that names the refusal. Both go after the ``error``."""
+    try:
+        room, member = present(caller)
+    except RequestError:
+        return  # no longer in the room: nobody to show anything to
+    state = room.state
+    assert state is not None
+    now = now_ms()
+    show = now - member.resources_at >= RESOURCES_EVERY_MS
+    flag = Delivery(Flag(None, member.pid, "crisis", refused=str(refusal.code)), facilitators=True)
+    was: dict[str, Value] = {"resources_at": member.resources_at}
+    for _ in range(2):
+        # Shown on the condition that nobody showed them meanwhile (two refusals at once).
+        ops: list[Op] = [MemberSet(member.pid, {"resources_at": now}, was)] if show else []
+        try:
+            await services.hub.commit(room, ops, [flag])
+            break
+        except Refused as exc:
+            if exc.reason != "mismatch" or not show:
+                return  # gone from the room meanwhile, say: the refusal stands on its own
+            show = False  # a concurrent say showed them; the flag still goes
+        except Unavailable:
+            return  # the store is away: the refusal stands on its own
+    metrics.FLAGS.labels(kind="crisis").inc()
+    if show:
+        caller.follow(resources(services, state).wire())
+
+
 def screen(
-    services: Services, room: LocalRoom, member: MemberState, msg: Say, now: int
+    services: Services,
+    room: LocalRoom,
+    member: MemberState,
+    msg: Say,
+    now: int,
+    distress: bool,
 ) -> Screened:
-    """Screen a ``say`` before it is committed (participants only; facilitators are exempt).
+    """Screen a ``say`` before it is committed (participants only; facilitators are exempt);
+    ``distress``: :func:`in_distress` found crisis language in it.
 
     Raises:
         RequestError: ``check_first`` (contact details under ``nudge``, without ``confirm``)
@@ -86,10 +137,9 @@ def screen(
     state = room.state
     if state is None or member.role != PARTICIPANT:
         return out
-    lang = room_lang(state)
     if state.contact != "allow" and not (state.contact == "nudge" and msg.confirm is True):
         names = [m.name for m in state.members.values() if not m.waiting]
-        kinds = contact_kinds(msg.text, lang, names)
+        kinds = contact_kinds(msg.text, room_lang(state), names)
         if kinds and state.contact == "block":
             raise RequestError(
                 ErrorCode.NOT_ALLOWED, "Contact details can't be shared in this room.", kinds=kinds
@@ -100,7 +150,7 @@ def screen(
                 "That looks like contact details. Send it again with confirm to share it.",
                 kinds=kinds,
             )
-    if crisis(msg.text, lang, services.settings.safety_words):
+    if distress:
         out.crisis = True
         if now - member.resources_at >= RESOURCES_EVERY_MS:
             out.resources = True

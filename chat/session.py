@@ -52,6 +52,7 @@ class Session:
     __slots__ = (
         "_bucket",
         "_close_ack",
+        "_follow",
         "_mute_timer",
         "_phase",
         "_resume",
@@ -96,6 +97,7 @@ class Session:
         self._bucket = TokenBucket(settings.rate, settings.burst, time.monotonic())
         self._mute_timer: asyncio.TimerHandle | None = None
         self._close_ack: int | None = None
+        self._follow: list[Message] = []  # what goes right after the current request's answer
         self._tasks: set[asyncio.Task[None]] | None = None
 
     @property
@@ -141,6 +143,9 @@ class Session:
 
     def reply(self, message: Message) -> None:
         self.out.reply(encode(message, self.encoding))
+
+    def follow(self, message: Message) -> None:
+        self._follow.append(message)
 
     def end(self, code: CloseCode, reason: str = "") -> None:
         self.out.close(code, reason)
@@ -224,7 +229,9 @@ class Session:
             msg = decode(frame, self.encoding, self.services.limits)
             request_id = msg.id
             if wait:
-                self._rate_limited(wait, request_id)
+                refusal = self._rate_limited(wait, request_id)
+                if refusal is not None:  # a say in crisis language still shows the resources
+                    await dispatch.refused(self.services, self, msg, refusal)
                 return
             answer = await dispatch.dispatch(self.services, self, msg)
             self._answer(answer, request_id)
@@ -248,6 +255,15 @@ class Session:
             )
         except RoomGone:
             pass  # the room ended under the request: this connection is being closed (4010)
+        finally:
+            self._followed()
+
+    def _followed(self) -> None:
+        """Send what a handler queued to follow its answer (the answer has gone, or there is
+        none to wait for)."""
+        follow, self._follow = self._follow, []
+        for message in follow:
+            self.reply(message)
 
     def _answer(self, answer: Event | Answered | None, request_id: int | None) -> None:
         """The dispatcher's half of protocol §2: every request with an id is answered."""
@@ -263,14 +279,16 @@ class Session:
         self.reply(message)
         self.out.release()  # what the join held back follows its answer
 
-    def _rate_limited(self, wait: float, request_id: int | None) -> None:
+    def _rate_limited(self, wait: float, request_id: int | None) -> RequestError | None:
+        """Refuse a frame over the connection's rate; the error sent (None: closed instead)."""
         if self._bucket.strikes > self.services.settings.flood_strikes:
             self.end(CloseCode.POLICY, "flooding")
-            return
+            return None
         error = RequestError(
             ErrorCode.RATE_LIMITED, "You are sending too fast.", retry_after=int(wait * 1000) + 1
         )
         self._error(error, request_id)
+        return error
 
     def _error(self, exc: RequestError, request_id: int | None) -> None:
         extra: dict[str, Any] = dict(exc.extra)

@@ -58,15 +58,37 @@ def check_can_speak(services: Services, room: LocalRoom, member: MemberState, no
 
 async def say(services: Services, caller: Caller, msg: Say) -> Answer:
     """Send a message to the room; the sender gets ``ack`` and the ``msg`` itself — or, while
-    a facilitator reviews their messages, an ``ack`` with ``held`` (§14). Screening (contact
-    details, crisis language) comes first (``safety.screen``)."""
+    a facilitator reviews their messages, an ``ack`` with ``held`` (§14). Crisis language is
+    looked for before anything may refuse the message: a refused one still shows the person
+    the resources and flags it to the facilitators (``safety.distress_refused``)."""
+    room, member = present(caller)
+    distress = safety.in_distress(services, room, member, msg)
+    try:
+        return await _say(services, caller, msg, distress)
+    except RequestError as refusal:
+        if distress:
+            await safety.distress_refused(services, caller, refusal)
+        raise
+
+
+async def say_refused(services: Services, caller: Caller, msg: Say, refusal: RequestError) -> None:
+    """A ``say`` refused before it reached :func:`say` (the connection's own rate): crisis
+    language in it still shows the resources and flags it, as in :func:`say`."""
+    room, member = present(caller)
+    if safety.in_distress(services, room, member, msg):
+        await safety.distress_refused(services, caller, refusal)
+
+
+async def _say(services: Services, caller: Caller, msg: Say, distress: bool) -> Answer:
+    """``say`` once screened for crisis language; contact details are screened here
+    (``safety.screen``), after the checks of whether the member may speak now."""
     for attempt in range(2):
         room, member = present(caller)
         state = room.state
         assert state is not None
         now = now_ms()
         tokens = check_can_speak(services, room, member, now)
-        screened = safety.screen(services, room, member, msg, now)
+        screened = safety.screen(services, room, member, msg, now, distress)
         mid = new_mid()
         fields = {"tokens": tokens, "stamp": now, "last_say": now, **screened.fields}
         spent = MemberSet(member.pid, fields)

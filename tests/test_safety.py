@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields
+from typing import Any
 
 import pytest
 
@@ -228,10 +229,11 @@ async def test_crisis_language_flags_without_text_and_shows_resources_once(start
     server = await start_server()
     circle = await room_with(server, 2)
     host, (sender, other) = circle.host, circle.people
-    ack = await said(sender, CRISIS)
+    frames = await answered(sender, {"t": "say", "text": CRISIS, "id": 5})
+    ack = frames[-2]  # the ack, then the resources (docs/protocol.md Part 2)
+    assert ack["t"] == "ack" and ack["id"] == 5 and frames[-1]["t"] == "resources"
     flag = await host.next("flag")
     assert flag == {"t": "flag", "mid": ack["mid"], "pid": sender.pid, "kind": "crisis"}
-    assert (await sender.next("resources"))["t"] == "resources"
     assert (await other.next("msg"))["text"] == CRISIS
     assert [m["t"] for m in await other.quiet()] == []
     await said(sender, "I  WANT   to die")  # white space and case do not matter
@@ -242,6 +244,87 @@ async def test_crisis_language_flags_without_text_and_shows_resources_once(start
     async with http_client(server.http) as http:
         text = (await http.get("/metrics")).text
     assert 'hearth_flags_total{kind="crisis"} 2.0' in text
+
+
+ANSWERS = {"ack", "error", "resources"}
+
+
+async def flags_counted(server: Any) -> float:
+    """``hearth_flags_total{kind="crisis"}`` as /metrics has it now (0 before any)."""
+    async with http_client(server.http) as http:
+        text = (await http.get("/metrics")).text
+    line = 'hearth_flags_total{kind="crisis"} '
+    return next((float(x[len(line) :]) for x in text.splitlines() if x.startswith(line)), 0.0)
+
+
+async def answered(client: Client, request: dict[str, Any]) -> list[dict[str, Any]]:
+    """Send ``request`` (with an ``id``); in the order they came, its answer and the
+    resources that came before it or in the short while after (they follow the answer)."""
+    await client.send(request)
+    frames = [await client.recv()]
+    while frames[-1].get("id") != request["id"] or frames[-1]["t"] not in ANSWERS:
+        frames.append(await client.recv())
+    return [m for m in frames + await client.quiet() if m["t"] in ANSWERS]
+
+
+async def test_crisis_language_in_a_refused_say_still_shows_resources_and_flags(server):
+    """A say refused for contact details, a mute, slow mode or the rate still shows its
+    sender the resources (once in 15 minutes, after the error) and flags it to the
+    facilitators without a mid, naming the refusal; nothing reaches the room."""
+    circle = await room_with(server, 3)
+    host, (nudged, muted, other) = circle.host, circle.people
+    flags_before = await flags_counted(server)
+    text = f"{CRISIS}, call me on +44 7911 123456"
+    frames = await answered(nudged, {"t": "say", "text": text, "id": 1})
+    assert [(m["t"], m.get("code")) for m in frames] == [
+        ("error", "check_first"),
+        ("resources", None),
+    ]
+    flag = await host.next("flag")
+    assert flag == {"t": "flag", "pid": nudged.pid, "kind": "crisis", "refused": "check_first"}
+    # Within 15 minutes: flagged again, no second resources (also once confirmed and sent).
+    frames = await answered(nudged, {"t": "say", "text": text, "id": 2, "confirm": True})
+    assert [m["t"] for m in frames] == ["ack"]
+    assert (await host.next("flag"))["mid"] == frames[0]["mid"]
+    await acked(host, {"t": "mute", "pid": muted.pid})
+    frames = await answered(muted, {"t": "say", "text": "I want to die", "id": 3})
+    assert [(m["t"], m.get("code")) for m in frames] == [
+        ("error", "muted"),
+        ("resources", None),
+    ]
+    assert (await host.next("flag")) == {
+        "t": "flag", "pid": muted.pid, "kind": "crisis", "refused": "muted",
+    }  # fmt: skip
+    await acked(host, {"t": "slow", "seconds": 60})
+    await said(other, "hello")
+    frames = await answered(other, {"t": "say", "text": "I want to die", "id": 4})
+    assert [(m["t"], m.get("code")) for m in frames] == [
+        ("error", "slow_mode"),
+        ("resources", None),
+    ]
+    assert (await host.next("flag", pid=other.pid))["refused"] == "slow_mode"
+    # Whatever was refused never reached the room.
+    texts = [m.get("text") for m in await other.quiet() + await host.quiet() if m["t"] == "msg"]
+    assert texts == []
+    assert await flags_counted(server) == flags_before + 4
+
+
+async def test_crisis_language_past_the_rate_still_shows_resources(start_server):
+    """A say refused for the rate (here the connection's, before any handler) shows the
+    resources too, and flags it; a facilitator's is not checked."""
+    server = await start_server(rate=0.01, burst=2)
+    circle = await room_with(server, 1)
+    host, person = circle.host, circle.people[0]
+    await said(person, "hello")  # the join and this: the burst of 2
+    frames = await answered(person, {"t": "say", "text": CRISIS, "id": 9})
+    assert [(m["t"], m.get("code")) for m in frames] == [
+        ("error", "rate_limited"),
+        ("resources", None),
+    ]
+    assert (await host.next("flag"))["refused"] == "rate_limited"
+    await said(host, "welcome")
+    await refused(host, {"t": "say", "text": CRISIS}, "rate_limited")  # not checked
+    assert [m for m in await host.quiet() if m["t"] == "flag"] == []
 
 
 async def test_the_operator_list_replaces_the_built_in_one(start_server):
@@ -307,6 +390,7 @@ async def test_ignore_hides_msg_and_typing_also_in_a_resume(server, encoding):
     presence still shows them; the target is never told; unignore restores."""
     circle = await room_with(server, 2, encoding)
     host, (ignorer, loud) = circle.host, circle.people
+    assert "ignores" not in ignorer.welcome["you"]  # a member who ignores nobody
     await acked(ignorer, {"t": "ignore", "pid": loud.pid})
     assert await loud.quiet() == []
     await loud.send({"t": "typing"})
@@ -320,12 +404,19 @@ async def test_ignore_hides_msg_and_typing_also_in_a_resume(server, encoding):
     welcome = await back.join(circle.id, resume=ignorer.welcome["resume"], since=0)
     assert [m["text"] for m in welcome["history"]] == ["but you hear me"]
     assert loud.pid in {m["pid"] for m in welcome["members"]}
+    assert welcome["you"]["ignores"] == [loud.pid]  # Part 2: a reloaded page knows it
+    assert [m["member"] for m in await host.quiet() if m["t"] == "joined"] == []
     await said(loud, "still not")
     await said(host, "still yes")
     assert [m["text"] for m in await back.quiet() if m["t"] == "msg"] == ["still yes"]
     await acked(back, {"t": "unignore", "pid": loud.pid})
     await said(loud, "now you hear me")
     assert (await back.next("msg"))["text"] == "now you hear me"
+    back.ws.transport.abort()
+    again = await server.client(encoding)
+    welcome = await again.join(circle.id, resume=ignorer.welcome["resume"])
+    assert "ignores" not in welcome["you"]
+    back = again
     await refused(back, {"t": "ignore", "pid": host.pid}, "forbidden")
     await refused(back, {"t": "ignore", "pid": "nobody"}, "not_found")
 
