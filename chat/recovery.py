@@ -28,7 +28,7 @@ from chat import rounds
 from chat.backend.base import Entry
 from chat.envelope import Delivery, Envelope
 from chat.errors import Unavailable
-from chat.events import Away, Joined, Knock, Left, Muted, Unmuted
+from chat.events import Away, Ending, Joined, Knock, Left, Muted, Unmuted
 from chat.hub import Hub
 from chat.localroom import LocalRoom, message_event, room_event
 from chat.roomstate import RoomState
@@ -202,8 +202,11 @@ async def _reload(hub: Hub, room: LocalRoom) -> None:
         del room.pending[key]
 
 
-# Events that differences() tells again after a reload, or that come from history.
-_RETOLD = frozenset({"left", "joined", "knock", "muted", "unmuted", "room", "msg"})
+# Events that differences() tells again after a reload, or that come from history: a heard
+# entry the snapshot covers must not tell them a second time.
+_RETOLD = frozenset(
+    {"left", "joined", "knock", "muted", "unmuted", "away", "room", "round", "ending", "msg"}
+)
 
 
 def _notices(entry: Entry) -> list[Delivery]:
@@ -237,6 +240,10 @@ def differences(old: RoomState, new: RoomState) -> list[Delivery]:
             out.append(Delivery(Away(pid, member.stepped_out)))
     if room_event(old) != room_event(new):
         out.append(Delivery(room_event(new)))
+    if new.ends_at is not None and new.warned == new.ends_at != old.warned:
+        # The five-minute notice for the current end went out while this worker was not
+        # listening (§13): its members would otherwise never hear it for this end.
+        out.append(Delivery(Ending(new.ends_at)))
     if rounds.view(old) != rounds.view(new):
         out.append(Delivery(rounds.view(new)))
     return out

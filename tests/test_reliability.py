@@ -189,6 +189,79 @@ async def test_decisions_bind_while_pubsub_connections_keep_dying(own_redis: Red
         await decisions_bind(b, room["room"], fac, (muted, removed, other), last_ack)
 
 
+async def heard(
+    client: Client, wanted: dict[str, Callable[[dict[str, Any]], bool]], by: float
+) -> None:
+    """Read ``client``'s messages until, for each name in ``wanted``, one message matched its
+    check; by the monotonic time ``by``. Fails naming what never came."""
+    missing = dict(wanted)
+    try:
+        while missing:
+            message = await client.recv(timeout=max(0.05, by - time.monotonic()))
+            for name, check in list(missing.items()):
+                if check(message):
+                    del missing[name]
+    except TimeoutError:
+        raise AssertionError(f"never heard on B: {sorted(missing)}") from None
+
+
+@pytest.mark.parametrize("stream_lost", [False, True], ids=["caught_up", "reloaded"])
+async def test_session_structure_binds_on_a_worker_that_missed_it(
+    own_redis: RedisServer, stream_lost: bool
+) -> None:
+    """§13 under a lost subscription: while B is cut off, A pauses the room, starts a strict
+    round and extends the end (a new ``ending`` notice goes out). Within 5 s of B's return,
+    B's members have heard the room event (paused, the new end), the round and the new
+    ``ending``; a participant's say on B gets ``paused``; a newcomer's welcome on B carries
+    the new end; once unpaused, the strict round binds on B. ``reloaded``: the stream lost
+    what B missed (a long outage, a trim), so B reloads a snapshot and must retell it all."""
+    url_a, url_b = acl_user(own_redis, "wa"), acl_user(own_redis, "wb")
+    async with workers(url_a, url_b) as (a, b):
+        ends = int((time.time() + 180) * 1000)  # under five minutes: the notice comes at once
+        room = await a.room(settings={"ends_at": ends})
+        fac = await a.client()
+        await fac.join(room["room"], key=room["facilitator_key"], name="Fac")
+        first, second = [await b.client(**at(n)) for n in (80, 81)]
+        for client, name in ((first, "First"), (second, "Second")):
+            await client.join(room["room"], name=name)
+        for client in (fac, first, second):
+            assert (await client.next("ending"))["at"] == ends
+        own_redis.cli("ACL", "SETUSER", "wb", "off")
+        own_redis.cli("CLIENT", "KILL", "USER", "wb")
+        await wait_ready(b, 503)
+        later = ends + 60_000
+        strict = {"t": "round", "mode": "order", "order": [first.pid, second.pid], "strict": True}
+        for action in ({"t": "pause"}, strict, {"t": "extend", "minutes": 1}):
+            assert (await answer(fac, action))["t"] == "ack", action
+        assert (await fac.next("ending"))["at"] == later  # A's clock sent the new notice
+        if stream_lost:
+            assert own_redis.cli("DEL", f"{b.settings.redis_prefix}:{{{room['room']}}}:stream")
+        own_redis.cli("ACL", "SETUSER", "wb", "on")
+        await wait_ready(b, 200)
+        by = time.monotonic() + BOUND
+        for client in (first, second):
+            await heard(
+                client,
+                {
+                    "room": lambda m: m["t"] == "room" and m["paused"] and m["ends_at"] == later,
+                    "round": lambda m: m["t"] == "round" and m["active"] and m["strict"],
+                    "ending": lambda m: m == {"t": "ending", "at": later},
+                },
+                by,
+            )
+        assert (await answer(first, {"t": "say", "text": "hello?"})).get("code") == "paused"
+        newcomer = await b.client(**at(82))
+        welcome = await newcomer.join(room["room"], name="Third")
+        assert welcome["t"] == "welcome", welcome
+        assert welcome["room"]["ends_at"] == later and welcome["room"]["paused"] is True
+        assert welcome["round"]["speaker"] == first.pid and welcome["round"]["strict"]
+        assert time.monotonic() < by
+        assert (await answer(fac, {"t": "unpause"}))["t"] == "ack"
+        await second.next("room", paused=False)
+        assert (await answer(second, {"t": "say", "text": "me?"}))["code"] == "not_your_turn"
+        assert (await answer(first, {"t": "say", "text": "my turn"}))["t"] == "ack"
+
+
 class VoidSpace(RedisSpace):
     """Keys as usual, but every publish goes to a channel nobody hears: a lost event."""
 
