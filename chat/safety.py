@@ -43,6 +43,22 @@ MAX_IGNORES = 200
 BACKCHANNEL = "facilitators"  # the whisper ``to`` that reaches every facilitator (§14)
 
 
+def spend(services: Services, member: MemberState, now: int) -> MemberSet:
+    """One token of the member's message bucket (``--rate``/``--burst``), as the change to
+    commit with the message: say, whisper, report and the help flare all draw on it. It is kept
+    in the room's state, so a reconnect, a resume or another connection refills nothing (§11).
+
+    Raises:
+        RequestError: ``rate_limited`` with ``retry_after`` (ms).
+    """
+    settings = services.settings
+    tokens = min(float(settings.burst), member.tokens + (now - member.stamp) / 1000 * settings.rate)
+    if tokens < 1:
+        wait_ms = int((1 - tokens) / settings.rate * 1000) + 1
+        raise RequestError(ErrorCode.RATE_LIMITED, "You are sending too fast.", retry_after=wait_ms)
+    return MemberSet(member.pid, {"tokens": tokens - 1, "stamp": now})
+
+
 def room_lang(state: RoomState) -> str:
     """The room's language (protocol §15): which crisis phrases and phone formats apply."""
     return state.lang
@@ -276,6 +292,8 @@ async def backchannel(services: Services, caller: Caller, msg: Whisper) -> Answe
     room, me = present(caller)
     if not me.is_facilitator:
         raise RequestError(ErrorCode.FORBIDDEN, "Only facilitators can use their backchannel.")
-    event = WhisperEvent(me.pid, BACKCHANNEL, msg.text, now_ms())
-    await services.hub.commit(room, [], [Delivery(event, facilitators=True)])
+    now = now_ms()
+    spent = spend(services, me, now)
+    event = WhisperEvent(me.pid, BACKCHANNEL, msg.text, now)
+    await services.hub.commit(room, [spent], [Delivery(event, facilitators=True)])
     return None

@@ -214,9 +214,10 @@ async def flare_answered(services: Services, room: LocalRoom, pid: str) -> None:
         await _compare_and_set(services, room, "flares", without)
 
 
-async def flare(services: Services, room: LocalRoom, alert: HelpEvent) -> None:
+async def flare(services: Services, room: LocalRoom, alert: HelpEvent, spent: Op) -> None:
     """Tell the facilitators of a help flare at once, and keep it in the room so that a
-    facilitator who arrives later (a staffed room waiting for one) sees it in its welcome."""
+    facilitator who arrives later (a staffed room waiting for one) sees it in its welcome.
+    ``spent`` (the sender's message token) is committed with it."""
     out = [Delivery(alert, facilitators=True)]
 
     def kept(state: RoomState) -> Value:
@@ -225,7 +226,7 @@ async def flare(services: Services, room: LocalRoom, alert: HelpEvent) -> None:
         return [*fresh, {"pid": alert.pid, "ts": alert.ts}][-FLARES_MAX:]
 
     try:
-        await _compare_and_set(services, room, "flares", kept, out=out)
+        await _compare_and_set(services, room, "flares", kept, [spent], out)
     except Unavailable:
         # The alert matters more than the list: send it even if the list could not change.
-        await services.hub.commit(room, [], out)
+        await services.hub.commit(room, [spent], out)

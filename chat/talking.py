@@ -25,8 +25,10 @@ TYPING_INTERVAL_MS = 3_000  # protocol §5: at most one typing event every 3 s p
 REPORTS_PER_MEMBER = 10  # open reports one member may have in a room (§11)
 
 
-def check_can_speak(services: Services, room: LocalRoom, member: MemberState, now: int) -> float:
-    """Refuse a room message the member may not send now; else the say bucket's new level.
+def check_can_speak(
+    services: Services, room: LocalRoom, member: MemberState, now: int
+) -> MemberSet:
+    """Refuse a room message the member may not send now; else the token it spends.
 
     Rate and slow mode are the member's, kept in the room's state (§11): a reconnect, a resume
     or a second connection changes nothing.
@@ -48,12 +50,7 @@ def check_can_speak(services: Services, room: LocalRoom, member: MemberState, no
             raise RequestError(
                 ErrorCode.SLOW_MODE, "Slow mode is on; please wait a moment.", retry_after=wait
             )
-    settings = services.settings
-    tokens = min(float(settings.burst), member.tokens + (now - member.stamp) / 1000 * settings.rate)
-    if tokens < 1:
-        wait_ms = int((1 - tokens) / settings.rate * 1000) + 1
-        raise RequestError(ErrorCode.RATE_LIMITED, "You are sending too fast.", retry_after=wait_ms)
-    return tokens - 1
+    return safety.spend(services, member, now)
 
 
 async def say(services: Services, caller: Caller, msg: Say) -> Answer:
@@ -87,10 +84,10 @@ async def _say(services: Services, caller: Caller, msg: Say, distress: bool) -> 
         state = room.state
         assert state is not None
         now = now_ms()
-        tokens = check_can_speak(services, room, member, now)
+        token = check_can_speak(services, room, member, now)
         screened = safety.screen(services, room, member, msg, now, distress)
         mid = new_mid()
-        fields = {"tokens": tokens, "stamp": now, "last_say": now, **screened.fields}
+        fields = {**token.fields, "last_say": now, **screened.fields}
         spent = MemberSet(member.pid, fields)
         extra = screened.deliveries(mid, member.pid)
         if review.under_review(state, member):
@@ -139,11 +136,15 @@ async def report(services: Services, caller: Caller, msg: Report) -> Answer:
     reports out of the facilitators' list.
     """
     room, member = present(caller)
-    event = ReportEvent(msg.mid, member.pid, msg.reason or "", now_ms())
+    now = now_ms()
+    spent = safety.spend(services, member, now)
+    event = ReportEvent(msg.mid, member.pid, msg.reason or "", now)
     entry = {"mid": event.mid, "by": event.by, "reason": event.reason, "ts": event.ts}
     try:
         await services.hub.commit(
-            room, [ReportAdd(entry, REPORTS_PER_MEMBER)], [Delivery(event, facilitators=True)]
+            room,
+            [ReportAdd(entry, REPORTS_PER_MEMBER), spent],
+            [Delivery(event, facilitators=True)],
         )
     except Refused as exc:
         if exc.reason == "dup":
@@ -175,16 +176,20 @@ async def whisper(services: Services, caller: Caller, msg: Whisper) -> Answer:
         )
     if member.role == PARTICIPANT and state.paused:
         raise RequestError(ErrorCode.PAUSED, "The room is paused for a moment.")  # §13
-    event = WhisperEvent(member.pid, target.pid, msg.text, now_ms())
-    await services.hub.commit(room, [], [Delivery(event, to=(member.pid, target.pid))])
+    now = now_ms()
+    spent = safety.spend(services, member, now)
+    event = WhisperEvent(member.pid, target.pid, msg.text, now)
+    await services.hub.commit(room, [spent], [Delivery(event, to=(member.pid, target.pid))])
     return None
 
 
 async def help_flare(services: Services, caller: Caller, msg: Help) -> Answer:
     """Alert the facilitators at once and answer with the operator's crisis resources."""
     room, member = present(caller)
-    alert = HelpEvent(member.pid, now_ms())
-    await structure.flare(services, room, alert)  # kept for a facilitator who comes later (§13)
+    now = now_ms()
+    spent = safety.spend(services, member, now)
+    alert = HelpEvent(member.pid, now)
+    await structure.flare(services, room, alert, spent)  # kept for one who comes later (§13)
     settings = services.settings  # §15: in the room's language, else the default language
     lang = room.state.lang if room.state is not None else settings.default_lang
     return Resources(**settings.crisis_resources.answer(lang, settings.default_lang))

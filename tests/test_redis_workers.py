@@ -157,6 +157,41 @@ async def test_resume_on_another_worker_replays_missed(redis_server: RedisServer
         await carol.close()
 
 
+async def test_rate_and_slow_mode_follow_the_member_to_another_worker(
+    redis_server: RedisServer,
+) -> None:
+    """Tokens spent on A are spent on B (§11): after a resume on B, whisper and report are
+    rate_limited although B's connection is new; slow mode counts from the say made on A."""
+    async with two_workers(redis_server.url, rate=0.05, burst=4) as (a, b):  # 1 token / 20 s
+        room = await a.room()
+        host = await b.client()
+        await host.join(room["room"], key=room["facilitator_key"], name="Guide")
+        mid = (await host.request({"t": "say", "text": "welcome"}))["mid"]
+        first = await a.client()
+        welcome = await first.join(room["room"], name="Sam")
+        for request in (
+            {"t": "whisper", "to": host.pid, "text": "hi"},
+            {"t": "say", "text": "one"},
+            {"t": "say", "text": "two"},
+        ):
+            assert (await first.request(request))["t"] == "ack", request
+        await first.close()  # three of four member tokens, and all of A's connection's
+
+        back = await b.client()
+        assert (await back.join(room["room"], resume=welcome["resume"]))["t"] == "welcome"
+        assert (await back.request({"t": "report", "mid": mid}))["t"] == "ack"  # the last one
+        answer = await back.request({"t": "whisper", "to": host.pid, "text": "again"})
+        assert answer["t"] == "error" and answer["code"] == "rate_limited"
+        assert 1_000 < answer["retry_after"] <= 20_001
+        assert (await host.request({"t": "slow", "seconds": 30}))["t"] == "ack"
+        await back.next("room", slow=30)
+        answer = await back.request({"t": "say", "text": "three"})
+        assert answer["t"] == "error" and answer["code"] == "slow_mode"
+        assert 20_000 < answer["retry_after"] <= 30_001
+        await back.close()
+        await host.close()
+
+
 async def test_a_say_costs_one_redis_command(redis_server: RedisServer) -> None:
     """A say is one EVALSHA (guard, offset and seq, publish, stream and history together);
     another worker recalls it."""

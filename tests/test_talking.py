@@ -143,6 +143,54 @@ async def test_rate_limit_answers_retry_after(start_server) -> None:
     assert answers[2]["code"] == "rate_limited" and answers[2]["retry_after"] > 0
 
 
+async def test_every_room_message_draws_on_the_members_bucket_across_a_resume(
+    start_server,
+) -> None:
+    """Rate follows the member (§11) for say, whisper, report and help alike: a resume on a new
+    connection (whose own flood bucket is full) refills nothing."""
+    server = await start_server(rate=0.05, burst=5)  # one token every 20 s
+    room, host = await server.hosted()
+    mids = [(await host.request({"t": "say", "text": f"note {n}"}))["mid"] for n in range(2)]
+    first = await server.client()
+    welcome = await first.join(room["room"], name="Sam")
+    for request in (
+        {"t": "whisper", "to": host.pid, "text": "hi"},
+        {"t": "report", "mid": mids[0]},
+        {"t": "say", "text": "one"},
+        {"t": "say", "text": "two"},
+    ):
+        assert (await first.request(request))["t"] == "ack", request
+    await first.close()  # four of the member's five tokens spent, and all of the connection's
+
+    back = await server.client()
+    assert (await back.join(room["room"], resume=welcome["resume"]))["t"] == "welcome"
+    assert (await back.request({"t": "help"}))["t"] == "resources"  # the last token
+    for request in (
+        {"t": "whisper", "to": host.pid, "text": "again"},
+        {"t": "report", "mid": mids[1]},
+        {"t": "say", "text": "three"},
+    ):
+        answer = await back.request(request)
+        assert answer["t"] == "error" and answer["code"] == "rate_limited", request
+        assert 1_000 < answer["retry_after"] <= 20_001
+    assert (await host.request({"t": "say", "text": "others are not slowed"}))["t"] == "ack"
+
+
+async def test_slow_mode_holds_across_a_resume(server) -> None:
+    """Slow mode counts from the member's last say, whichever connection it came from."""
+    room, host = await server.hosted()
+    assert (await host.request({"t": "slow", "seconds": 30}))["t"] == "ack"
+    first = await server.client()
+    welcome = await first.join(room["room"], name="Sam")
+    assert (await first.request({"t": "say", "text": "first"}))["t"] == "ack"
+    await first.close()
+    back = await server.client()
+    assert (await back.join(room["room"], resume=welcome["resume"]))["t"] == "welcome"
+    answer = await back.request({"t": "say", "text": "second"})
+    assert answer["t"] == "error" and answer["code"] == "slow_mode"
+    assert 20_000 < answer["retry_after"] <= 30_001
+
+
 async def test_sustained_flooding_closes_1008(start_server) -> None:
     """A client that keeps flooding after rate_limited is closed with 1008."""
     server = await start_server(rate=1.0, burst=2, flood_strikes=5)
