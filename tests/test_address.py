@@ -82,6 +82,15 @@ async def test_forged_header_from_an_untrusted_peer_changes_nothing(server) -> N
     assert await create(server, "127.0.0.3") == 201  # another address is served
 
 
+async def test_forged_header_from_loopback_is_not_believed(server) -> None:
+    """127.0.0.1 is the peer uvicorn trusts by default (``forwarded_allow_ips``): Hearth turns
+    uvicorn's proxy headers off, so from there too the header is only a header."""
+    for n in range(10):
+        assert await create(server, "127.0.0.1", f"198.51.100.{n}") == 201
+    assert await create(server, "127.0.0.1", "198.51.100.99") == 429
+    assert await create(server, "127.0.0.2", "198.51.100.99") == 201  # another address is served
+
+
 async def test_header_from_a_trusted_proxy_is_believed(start_server) -> None:
     """Behind a trusted proxy each forwarded client has its own limit, even a forged chain."""
     server = await start_server(trusted_proxies=TrustedProxies.parse("127.0.0.5"))
@@ -118,3 +127,22 @@ async def test_removed_member_cannot_return_with_a_forged_header(server) -> None
     assert (await back.join(room["room"]))["code"] == "banned"
     other = await server.client(source="127.0.0.4")
     assert (await other.join(room["room"]))["t"] == "welcome"
+
+
+async def test_a_ban_keys_on_the_address_at_removal(server) -> None:
+    """Joined from one address and resumed from another: the removal bans where the member is
+    at that moment (Part 2), and the address they joined from is free again."""
+    room = await server.room()
+    facilitator = await server.client(source="127.0.0.2")
+    await facilitator.join(room["room"], key=room["facilitator_key"])
+    first = await server.client(source="127.0.0.3")
+    welcome = await first.join(room["room"])
+    await first.close()
+    moved = await server.client(source="127.0.0.4")
+    assert (await moved.join(room["room"], resume=welcome["resume"]))["t"] == "welcome"
+    assert (await facilitator.request({"t": "remove", "pid": moved.pid}))["t"] == "ack"
+    assert await moved.closed() == 4001
+    again = await server.client(source="127.0.0.4")
+    assert (await again.join(room["room"]))["code"] == "banned"
+    fresh = await server.client(source="127.0.0.3")
+    assert (await fresh.join(room["room"]))["t"] == "welcome"
