@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 from websockets.exceptions import ConnectionClosed
@@ -516,6 +517,14 @@ async def test_redis_memory_loss_keeps_facilitation(own_redis: RedisServer) -> N
             return False
 
         await wait_until(still_muted, left(), "the mute holds again")
+
+        async def stored() -> dict[str, Any] | None:  # the store's own copy, not a replica's
+            async with httpx.AsyncClient(base_url=a.http) as http:
+                reply = await http.get(f"/api/rooms/{room['room']}")
+            return reply.json() if reply.status_code == 200 else None
+
+        restored = await wait_until(stored, left(), "the store has the room again")
+        assert restored["locked"] is True and restored["slow"] == 60, restored
 
         async def join_from(server: Server, n: int, **fields: Any) -> dict[str, Any]:
             return await (await server.client(**at(n))).join(room["room"], **fields)
