@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from chat.address import parse_ip
 from chat.cli import parser, settings_from
 from chat.settings import OPTIONS, Settings, SettingsError
 from tests.timing import START
@@ -44,6 +46,29 @@ def test_defaults_match_the_contract() -> None:
         1800,
     )
     assert (s.max_frame, s.max_text, s.max_connections) == (16384, 2000, 10000)
+
+
+def test_public_limits_defaults() -> None:
+    """§11's defaults, as the README's limits table gives them."""
+    s = Settings()
+    assert (s.room_create_rate, s.max_rooms, s.room_unused, s.max_per_address) == (
+        10,
+        10_000,
+        600,
+        30,
+    )
+    assert (s.max_waiting, s.knock_timeout, s.queue_frames, s.close_timeout) == (20, 600, 512, 5)
+    assert (s.rate, s.burst) == (5, 10)
+    assert not s.trusted_proxies.trusts(parse_ip("127.0.0.1"))
+
+
+def test_every_option_is_in_the_readme() -> None:
+    """The README's configuration table names every flag of ``hearth serve`` (and only those)."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `--")]
+    named = {flag for row in rows for flag in re.findall(r"`(--[a-z-]+)`", row.split(" | ")[0])}
+    assert named == {option.flag for option in OPTIONS}
 
 
 def test_environment_twins() -> None:
