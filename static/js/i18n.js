@@ -13,7 +13,8 @@
  * <bdi> (or, where no element can go, between U+2068 and U+2069), so that a Hebrew name in an
  * English sentence, or an English name in an Arabic one, keeps its own direction. Numbers go
  * through Intl.NumberFormat; `count` also picks the plural form with Intl.PluralRules; `time`
- * (ms since the epoch) goes through Intl.DateTimeFormat; {key, params} is another sentence. The
+ * (ms since the epoch) goes through Intl.DateTimeFormat as a time of day, `when` as a day and
+ * a time (see at()); {key, params} is another sentence. The
  * formats use the reader's locale: the browser's own preference when it is a variant of the
  * page's language (es-MX for a Spanish page), else the page's language.
  *
@@ -23,7 +24,9 @@
 const CHOICE_KEY = "hearth.lang";
 const FSI = "\u2068";
 const PDI = "\u2069";
-const PLACEHOLDER = /\{([a-z_][a-z0-9_]*)\}/g;
+// A placeholder with the full stop after it: a time that ends in one ("7:20 p.m." in es-MX)
+// takes the sentence's place, rather than showing "p.m..".
+const PLACEHOLDER_STOP = /\{([a-z_][a-z0-9_]*)\}(\.?)/g;
 const FALLBACK = { tag: "en", name: "English", dir: "ltr", messages: {} };
 
 let current = FALLBACK;
@@ -155,6 +158,7 @@ function lookup(key, params) {
 }
 
 function formatParam(name, value) {
+  if (typeof value === "number" && name === "when") return day(value);
   if (typeof value === "number") return name === "time" ? clock(value) : numbers.format(value);
   if (value && typeof value === "object" && typeof value.key === "string") return t(value.key, value.params);
   return null; // a string: isolated by the caller
@@ -167,13 +171,17 @@ function formatParam(name, value) {
  * @param {{isolate?: boolean}} [opts] isolate string params with U+2068…U+2069 (for <option>)
  */
 export function t(key, params = {}, { isolate = false } = {}) {
-  return lookup(key, params).replace(PLACEHOLDER, (_, name) => {
+  return lookup(key, params).replace(PLACEHOLDER_STOP, (_, name, stop) => {
     const value = params[name];
-    if (value === undefined || value === null) return "";
+    if (value === undefined || value === null) return stop;
     const formatted = formatParam(name, value);
-    if (formatted !== null) return formatted;
-    return isolate ? FSI + String(value) + PDI : String(value);
+    if (formatted !== null) return withStop(formatted, stop);
+    return (isolate ? FSI + String(value) + PDI : String(value)) + stop;
   });
+}
+
+function withStop(formatted, stop) {
+  return stop && formatted.endsWith(".") ? formatted : formatted + stop;
 }
 
 /** The sentence as nodes: text, with each string param in its own <bdi>. */
@@ -181,14 +189,15 @@ function nodes(key, params) {
   const template = lookup(key, params);
   const out = [];
   let last = 0;
-  for (const match of template.matchAll(PLACEHOLDER)) {
+  for (const match of template.matchAll(PLACEHOLDER_STOP)) {
     if (match.index > last) out.push(document.createTextNode(template.slice(last, match.index)));
-    last = match.index + match[0].length;
+    last = match.index + match[0].length - match[2].length; // the full stop stays template
     const value = params[match[1]];
     if (value === undefined || value === null) continue;
     const formatted = formatParam(match[1], value);
     if (formatted !== null) {
       out.push(document.createTextNode(formatted));
+      if (match[2] && formatted.endsWith(".")) last += 1;
     } else {
       const bdi = document.createElement("bdi");
       bdi.textContent = String(value);
@@ -266,6 +275,38 @@ export function relocalize(root = document) {
 /** A time of day in the reader's locale. */
 export function clock(ts) {
   return clockFormat.format(new Date(ts));
+}
+
+/** Whether `ts` falls on today's date where the reader is. */
+export function isToday(ts, now = Date.now()) {
+  return new Date(ts).toDateString() === new Date(now).toDateString();
+}
+
+/**
+ * A day and a time in the reader's locale: weekday, day and month (and the year when it is not
+ * this year's), then the time, as Intl.DateTimeFormat writes them together ("jueves, 3 de
+ * diciembre, 18:00").
+ */
+export function day(ts) {
+  const date = new Date(ts);
+  const options = { weekday: "long", day: "numeric", month: "long", hour: "2-digit", minute: "2-digit" };
+  if (date.getFullYear() !== new Date().getFullYear()) options.year = "numeric";
+  const parts = new Intl.DateTimeFormat(locale, options).formatToParts(date);
+  // The time holds together when the line wraps ("07:20" and "م" on one line): its spaces
+  // become no-break spaces; the words of the date may still wrap.
+  const hour = parts.findIndex((part) => part.type === "hour");
+  return parts.map((part, i) => (i > hour && hour >= 0 ? part.value.replace(/ /g, "\u00a0") : part.value)).join("");
+}
+
+/**
+ * The sentence for a moment that may be on another day: `key` with {time} ("It opens at
+ * 18:00") when `ts` is today, else `dayKey` with {when} ("It opens on Thursday, 3 December
+ * at 18:00"). Two sentences, not one with a longer {time}, because languages say "at six"
+ * and "on Thursday" differently ("a las 18:00", "el jueves").
+ * @returns {[string, object]} the key and its params, for render(node, ...at(...))
+ */
+export function at(key, dayKey, ts, params = {}) {
+  return isToday(ts) ? [key, { ...params, time: ts }] : [dayKey, { ...params, when: ts }];
 }
 
 /** A number in the reader's locale. */

@@ -16,7 +16,7 @@
  */
 
 import { $, announce, el, show } from "./dom.js";
-import { plain, render, t } from "./i18n.js";
+import { at, plain, render, t } from "./i18n.js";
 
 const NOTICE_MS = 5 * 60 * 1000;
 const EXTEND_CHOICES = [5, 10, 15, 30];
@@ -87,7 +87,7 @@ export class Structure {
   waiting(msg) {
     if (typeof msg.opens_at === "number") {
       render($("waiting-heading"), "waiting.lobby_heading");
-      render($("waiting-text"), "waiting.lobby_text", { time: msg.opens_at });
+      render($("waiting-text"), ...at("waiting.lobby_text", "waiting.lobby_text_day", msg.opens_at));
       render($("status-text"), "status.lobby");
     } else {
       render($("waiting-heading"), "waiting.heading");
@@ -101,7 +101,7 @@ export class Structure {
       this.notice(now.paused ? "notice.paused" : "notice.unpaused", {}, now.paused ? "warn" : "info");
     }
     if (before.ends_at !== now.ends_at && typeof now.ends_at === "number" && typeof before.ends_at === "number") {
-      this.notice("notice.extended", { time: now.ends_at });
+      this.notice(...at("notice.extended", "notice.extended_day", now.ends_at));
       this.endingShown = false;
     }
     this.renderAll();
@@ -251,8 +251,8 @@ export class Structure {
   renderPlan() {
     const room = this.state.room ?? {};
     const lines = [];
-    if (typeof room.opens_at === "number" && room.opens_at > Date.now()) lines.push(["about.opens_at", { time: room.opens_at }]);
-    if (typeof room.ends_at === "number") lines.push(["about.ends_at", { time: room.ends_at }]);
+    if (typeof room.opens_at === "number" && room.opens_at > Date.now()) lines.push(at("about.opens_at", "about.opens_at_day", room.opens_at));
+    if (typeof room.ends_at === "number") lines.push(at("about.ends_at", "about.ends_at_day", room.ends_at));
     if (typeof room.capacity === "number") lines.push(["about.capacity", { count: room.capacity }]);
     if (room.staffed === "required") lines.push(["about.staffed", {}]);
     $("about-plan").replaceChildren(...lines.map(([key, params]) => render(el("li"), key, params)));

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 import pytest
@@ -370,3 +371,59 @@ def test_quick_exit_goes_where_the_operator_says(own_server, new_page, ui):
         expect(page.locator("#exit-btn")).to_be_visible()
         assert page.evaluate("sessionStorage.length") == 0, path
         expect(page.locator("html")).to_have_attribute("lang", "en")
+
+
+# What i18n.js's day() asks Intl.DateTimeFormat for, worked out here again in the page.
+INTL_DAY = """([ts, locale]) => {
+  const date = new Date(ts);
+  const options = {weekday: "long", day: "numeric", month: "long", hour: "2-digit", minute: "2-digit"};
+  if (date.getFullYear() !== new Date().getFullYear()) options.year = "numeric";
+  return new Intl.DateTimeFormat(locale, options).format(date);
+}"""
+
+
+def filled(sentence: str, when: str) -> str:
+    """The sentence with {when}; a date that ends in a full stop ("p.m.") takes the
+    sentence's own."""
+    if when.endswith("."):
+        sentence = sentence.replace("{when}.", "{when}")
+    return sentence.replace("{when}", when)
+
+
+@pytest.mark.parametrize(
+    ("lang", "browser_locale"), [("es", "es-MX"), ("ar", "ar"), ("en", "en-GB")]
+)
+def test_a_time_on_another_day_says_which_day(
+    server, new_page, ui, screenshots, lang, browser_locale
+):
+    """A room that opens in two days: the lobby and "About this room" name the weekday and the
+    date with the time, exactly as Intl.DateTimeFormat writes them in the reader's locale (the
+    browser's es-MX for a Spanish page), in the day's own sentence ("Se abre el ...")."""
+    opens = int((time.time() + 2 * 86400) * 1000)
+    ends = opens + 90 * 60 * 1000
+    room = server.create_room("Círculo", lang=lang, opens_at=opens, ends_at=ends)
+    page = new_page(locale=browser_locale, viewport=PHONE)
+    missing = watch_for_missing_sentences(page)
+    page.goto(server.http + room["join_url"])
+    page.fill("#name", "Lucía")
+    page.click("#join-btn")
+    expect(page.locator("#waiting-view")).to_be_visible()
+    catalogue = CATALOGUES[lang]
+    opens_text, ends_text = (page.evaluate(INTL_DAY, [ts, browser_locale]) for ts in (opens, ends))
+    weekday = page.evaluate(
+        "([ts, locale]) => new Intl.DateTimeFormat(locale, {weekday: 'long'}).format(new Date(ts))",
+        [opens, browser_locale],
+    )
+    assert weekday in opens_text  # the day is in it, not only the clock
+    # (to_have_text compares white space as white space: the page glues the time together
+    # with no-break spaces.)
+    expect(page.locator("#waiting-text")).to_have_text(
+        filled(catalogue["waiting.lobby_text_day"], opens_text)
+    )
+    page.screenshot(path=str(screenshots / f"lang-{lang}-lobby-another-day.png"))
+    guide = new_page(locale=browser_locale)  # a facilitator is in before the opening
+    ui.join(guide, server.http + room["facilitator_url"], "Sam")
+    plan = guide.locator("#about-plan li")
+    expect(plan.nth(0)).to_have_text(filled(catalogue["about.opens_at_day"], opens_text))
+    expect(plan.nth(1)).to_have_text(filled(catalogue["about.ends_at_day"], ends_text))
+    assert missing == []
