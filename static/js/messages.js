@@ -18,7 +18,8 @@ export class MessageList {
    * @param {HTMLElement} list the <ol> that holds the conversation (and scrolls)
    * @param {HTMLButtonElement} jump the "new messages below" button
    * @param {{me: () => object|null, isFacilitator: () => boolean, nameOf: (pid: string) => string,
-   *          onReport: (msg: object) => void, onDelete: (msg: object) => void}} hooks
+   *          onReport: (msg: object) => void, onDelete: (msg: object) => void,
+   *          onContentWarning: (msg: object) => void}} hooks
    */
   constructor(list, jump, hooks) {
     this.list = list;
@@ -90,6 +91,11 @@ export class MessageList {
     if (!own) {
       const report = el("button", { class: "quiet-btn", attrs: { type: "button" }, on: { click: () => this.hooks.onReport(msg) } });
       actions.append(attrs(render(report, "msg.report"), { "aria-label": ["msg.report_label", { name: msg.name }] }));
+    }
+    if (this.hooks.isFacilitator() && !announcement) {
+      // §14: a facilitator may add, change or remove any message's content warning.
+      const warn = el("button", { class: "quiet-btn", attrs: { type: "button" }, on: { click: () => this.hooks.onContentWarning(this.get(msg.mid) ?? msg) } });
+      actions.append(attrs(render(warn, "safety.cw_edit"), { "aria-label": ["safety.cw_edit_label", { name: msg.name }] }));
     }
     if (this.hooks.isFacilitator()) {
       const remove = el("button", { class: "quiet-btn danger", attrs: { type: "button" }, on: { click: () => this.hooks.onDelete(msg) } });

@@ -43,6 +43,7 @@ const messages = new MessageList($("messages"), $("jump"), {
   nameOf: (pid) => members.nameOf(pid),
   onReport: (msg) => reportMessage(msg),
   onDelete: (msg) => tools.confirmDelete(msg),
+  onContentWarning: (msg) => safety.editContentWarning(msg),
 });
 const members = new Members(
   { list: $("members"), count: $("people-count"), to: $("to"), typing: $("typing") },

@@ -3,7 +3,7 @@
  * calmly, the contact-details nudge as a confirm dialog, "help is on the way", an ignore control
  * on each participant, a content warning from the composer. For facilitators: warn, mute with a
  * reason, hold for review, the review queue (post or discard), "resolved" on reports, help
- * flares once per person with "seen", the room's review and contact settings, co-facilitator
+ * flares once per person with "seen", a content warning on any message, the room's review and contact settings, co-facilitator
  * keys (invite with a copyable link, revoke), and the facilitators-only backchannel.
  * The server enforces every decision; these controls only ask.
  */
@@ -145,8 +145,13 @@ export class SafetyTools {
         this.members.setHeld(msg.pid, msg.on);
         return true;
       case "flag": {
-        this.messages.markFlagged(msg.mid);
-        this.notice("safety.flag_notice", { name: this.members.nameOf(msg.pid) }, "warn");
+        const name = this.members.nameOf(msg.pid);
+        // A flag without a mid: the say was refused, so no message exists to mark (Part 2).
+        if (msg.mid === undefined) this.notice("safety.flag_refused_notice", { name }, "warn");
+        else {
+          this.messages.markFlagged(msg.mid);
+          this.notice("safety.flag_notice", { name }, "warn");
+        }
         return true;
       }
       case "resolved":
@@ -162,11 +167,26 @@ export class SafetyTools {
   /* ---------- facilitators ---------- */
 
   enable(welcome) {
+    // Whom this member ignores, as the server keeps it (Part 2: the own welcome.you carries
+    // `ignores`), so that a reloaded page still shows them as ignored and can undo it.
+    this.ignored = new Set(welcome.you?.ignores ?? []);
+    this.members.render();
     this.on = welcome.you?.role === "facilitator";
     if (!this.on) return;
     this.held = new Map((welcome.held ?? []).map((h) => [h.mid, h]));
     this.renderReview();
     this.roomChanged(welcome.room);
+  }
+
+  /** A facilitator adds, changes or (left empty) removes a message's content warning (§14). */
+  async editContentWarning(msg) {
+    render($("cw-quote"), "msg.quote", { name: msg.name, text: msg.text });
+    const field = $("cw-edit-text");
+    field.value = msg.cw ?? "";
+    if (await openDialog($("cw-dialog")) !== "save") return;
+    const cw = field.value.trim().slice(0, 60);
+    if (cw === (msg.cw ?? "")) return;
+    this.send({ t: "cw", mid: msg.mid, cw });
   }
 
   roomChanged(room) {

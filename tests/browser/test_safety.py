@@ -155,3 +155,99 @@ def test_warnings_flares_and_content_warnings(server, new_page, ui, screenshots)
     expect(item.locator(".msg-text")).to_have_text("my dad died last spring")
     assert audit(guide) == []
     assert audit(wren) == []
+
+
+def test_a_reloaded_page_still_knows_whom_it_ignores(server, new_page, ui):
+    """Wren ignores Ash and reloads: the page comes back with "Stop ignoring" pressed on Ash
+    (from welcome.you.ignores), still without Ash's messages, and can undo the ignore."""
+    room = server.create_room("Ignore again", "")
+    wren, ash = new_page(), new_page()
+    ui.join(wren, server.http + room["join_url"], "Wren")
+    ui.join(ash, server.http + room["join_url"], "Ash")
+    ui.member(wren, "Ash").get_by_role("button", name=re.compile("^Ignore")).click()
+    expect(wren.locator("#messages")).to_contain_text("won't see messages from")
+    wren.reload()
+    expect(wren.locator("#status")).to_have_attribute("data-state", "open")
+    expect(wren.locator("#chat-view")).to_be_visible()
+    undo = ui.member(wren, "Ash").get_by_role("button", name=re.compile("Stop ignoring"))
+    expect(undo).to_have_attribute("aria-pressed", "true")
+    expect(ui.member(wren, "Ash").locator(".tag")).to_have_text("ignored")
+    ui.say(ash, "still there?")
+    ui.say(wren, "back again")
+    expect(ui.messages(ash, "back again")).to_have_count(1)
+    expect(ui.messages(wren, "still there?")).to_have_count(0)
+    undo.click()
+    again = ui.member(wren, "Ash").get_by_role("button", name=re.compile("^Ignore"))
+    expect(again).to_have_attribute("aria-pressed", "false")
+    expect(wren.locator("#messages")).to_contain_text("You'll see messages from")
+    ui.say(ash, "and now?")
+    expect(ui.messages(wren, "and now?")).to_have_count(1)
+
+
+def test_a_facilitator_sets_and_removes_a_content_warning(server, new_page, ui, screenshots):
+    """ "Content warning…" on a message (facilitators): another page's copy collapses behind
+    the warning; an empty warning opens it again. The dialog passes axe, also at 320 px."""
+    room = server.create_room("Warnings", "")
+    guide = new_page(viewport=PHONE, bypass_csp=True)
+    wren, ash = new_page(), new_page()
+    ui.join(guide, server.http + room["facilitator_url"], "Guide")
+    ui.join(wren, server.http + room["join_url"], "Wren")
+    ui.join(ash, server.http + room["join_url"], "Ash")
+    ui.say(ash, "my dog died this morning")
+    expect(ui.messages(guide, "my dog died this morning")).to_have_count(1)
+    expect(wren.locator("#messages li.msg .cw-toggle")).to_have_count(0)
+    for page in (wren, ash):  # a participant has no such control
+        expect(page.get_by_role("button", name=re.compile("Content warning for"))).to_have_count(0)
+
+    message = ui.messages(guide, "my dog died this morning")
+    message.get_by_role("button", name="Content warning for the message from Ash").click()
+    dialog = guide.locator("#cw-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#cw-quote")).to_contain_text("my dog died this morning")
+    expect(dialog.locator("#cw-edit-text")).to_have_attribute("maxlength", "60")
+    guide.fill("#cw-edit-text", "grief")
+    guide.screenshot(path=str(screenshots / "safety-cw-dialog-320.png"))
+    assert audit(guide) == []
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog).to_be_hidden()
+
+    item = wren.locator("#messages li.msg", has_text="Content warning: grief")
+    expect(item).to_have_count(1)
+    expect(item.locator(".msg-text")).to_be_hidden()
+    expect(item.get_by_role("button", name="Show message")).to_have_attribute(
+        "aria-expanded", "false"
+    )
+    expect(ash.locator("#messages li.msg", has_text="Content warning: grief")).to_have_count(1)
+    guided = guide.locator("#messages li.msg", has_text="Content warning: grief")
+    expect(guided).to_have_count(1)
+    guide.screenshot(path=str(screenshots / "safety-cw-set-320.png"), full_page=True)
+    assert audit(guide) == []
+
+    # Opening the dialog again shows the warning; emptied and saved, it is gone for everyone.
+    guided.get_by_role("button", name="Content warning for the message from Ash").click()
+    expect(guide.locator("#cw-edit-text")).to_have_value("grief")
+    guide.fill("#cw-edit-text", "")
+    dialog.get_by_role("button", name="Save").click()
+    expect(ui.messages(wren, "my dog died this morning")).to_be_visible()
+    expect(wren.locator("#messages li.msg", has_text="Content warning")).to_have_count(0)
+
+
+def test_crisis_words_in_a_refused_message_still_bring_help(server, new_page, ui):
+    """A message with crisis words and a phone number is held back for the contact check: the
+    writer is still shown the resources, and the facilitator is told it was not posted."""
+    room = server.create_room("Refused", "")
+    guide, wren = new_page(), new_page(viewport=PHONE)
+    ui.join(guide, server.http + room["facilitator_url"], "Guide")
+    ui.join(wren, server.http + room["join_url"], "Wren")
+    ui.try_say(wren, "I want to kill myself, call me on +44 7911 123456")
+    resources = wren.locator("#resources-dialog")
+    expect(resources).to_be_visible()
+    expect(guide.locator("#messages")).to_contain_text(
+        "Wren tried to send a message that may mean they are in crisis. It was not posted."
+    )
+    resources.get_by_role("button", name="Close").click()
+    contact = wren.locator("#contact-dialog")
+    expect(contact).to_be_visible()  # the contact check is still asked, beneath the help
+    contact.get_by_role("button", name="Edit my message").click()
+    expect(wren.locator("#composer-text")).to_have_value(re.compile("call me on"))
+    expect(guide.locator("#messages li.msg")).to_have_count(0)
