@@ -376,7 +376,9 @@ def test_quick_exit_goes_where_the_operator_says(own_server, new_page, ui):
 # What i18n.js's day() asks Intl.DateTimeFormat for, worked out here again in the page.
 INTL_DAY = """([ts, locale]) => {
   const date = new Date(ts);
-  const options = {weekday: "long", day: "numeric", month: "long", hour: "2-digit", minute: "2-digit"};
+  const options = {
+    weekday: "long", day: "numeric", month: "long", hour: "2-digit", minute: "2-digit",
+  };
   if (date.getFullYear() !== new Date().getFullYear()) options.year = "numeric";
   return new Intl.DateTimeFormat(locale, options).format(date);
 }"""
