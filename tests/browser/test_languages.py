@@ -400,7 +400,8 @@ def test_a_time_on_another_day_says_which_day(
 ):
     """A room that opens in two days: the lobby and "About this room" name the weekday and the
     date with the time, exactly as Intl.DateTimeFormat writes them in the reader's locale (the
-    browser's es-MX for a Spanish page), in the day's own sentence ("Se abre el ...")."""
+    browser's es-MX for a Spanish page), in the day's own sentence ("Se abre el ..."); so does
+    the notice when the facilitator extends that end."""
     opens = int((time.time() + 2 * 86400) * 1000)
     ends = opens + 90 * 60 * 1000
     room = server.create_room("Círculo", lang=lang, opens_at=opens, ends_at=ends)
@@ -428,4 +429,11 @@ def test_a_time_on_another_day_says_which_day(
     plan = guide.locator("#about-plan li")
     expect(plan.nth(0)).to_have_text(filled(catalogue["about.opens_at_day"], opens_text))
     expect(plan.nth(1)).to_have_text(filled(catalogue["about.ends_at_day"], ends_text))
+    # Extending an end that is days away: the notice names the day too.
+    minutes = int(guide.locator("#extend-later-minutes").input_value())
+    guide.locator("#extend-later").evaluate("(form) => form.requestSubmit()")
+    later = page.evaluate(INTL_DAY, [ends + minutes * 60_000, browser_locale])
+    expect(guide.locator("#messages")).to_contain_text(
+        filled(catalogue["notice.extended_day"], later)
+    )
     assert missing == []
