@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
+import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from tests.client import JSON
-from tests.timing import scaled, wait_until
+from tests.test_transport import hearth_metric, stalled_socket
+from tests.timing import WAIT, scaled, wait_until
 
 
 async def test_join_without_a_name_gets_a_pseudonym(server, encoding) -> None:
@@ -177,3 +181,52 @@ async def test_idle_room_ends(start_server) -> None:
     await wait_until(gone, what="the idle sweep ended the room")
     client = await server.client()
     assert (await client.join(room["room"]))["code"] == "not_found"
+
+
+async def test_a_join_storm_is_not_slowness_but_a_stuck_reader_is_closed_4008(
+    start_server,
+) -> None:
+    """Issue 13: what queues within one loop turn, or is held while a join is answered, may
+    reach BURST_FACTOR x --queue-frames, so a storm of arrivals drops no joiner and no member
+    who keeps reading. A member who stops reading is still closed with 4008."""
+    server = await start_server(
+        queue_frames=32, max_per_address=1_000, rate=10_000.0, burst=10_000, close_timeout=120
+    )
+    room = (await server.room())["room"]
+    watcher = await server.client(max_queue=None)
+    await watcher.join(room)
+    stuck = await server.client(sock=stalled_socket(server.settings.port), max_queue=1)
+    await stuck.join(room)
+    stuck.ws.transport.pause_reading()
+    await watcher.next("joined")
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        drops = await hearth_metric(http, "hearth_closes_total", code="4008")
+        storm = 150  # more arrivals than --queue-frames, fewer than BURST_FACTOR times it
+        joiners = await asyncio.gather(*(server.client(max_queue=None) for _ in range(storm)))
+        welcomes = await asyncio.gather(*(joiner.join(room) for joiner in joiners))
+        assert [w["t"] for w in welcomes] == ["welcome"] * storm
+        heard = {(await watcher.next("joined"))["member"]["pid"] for _ in range(storm)}
+        assert heard == {joiner.pid for joiner in joiners}
+        mid = (await watcher.request({"t": "say", "text": "welcome, all"}))["mid"]
+        for joiner in joiners:  # every one still here, reading the room
+            await joiner.next("msg", mid=mid)
+        assert await hearth_metric(http, "hearth_closes_total", code="4008") == drops
+        await asyncio.gather(*(joiner.close() for joiner in joiners))
+
+        drain = asyncio.create_task(_drain(watcher))
+        text = "🌿" * 1900  # 7.6 KB: some hundreds fill the kernel's buffers on loopback
+        async with asyncio.timeout(4 * WAIT):
+            while await hearth_metric(http, "hearth_closes_total", code="4008") == drops:
+                for _ in range(10):
+                    await watcher.send({"t": "say", "text": text})
+                await asyncio.sleep(0.005)  # pace the sender: its echoes are read too
+        drain.cancel()
+        stuck.ws.transport.resume_reading()
+        assert await stuck.closed(timeout=2 * WAIT) == 4008
+        assert await hearth_metric(http, "hearth_closes_total", code="4008") == drops + 1
+
+
+async def _drain(client) -> None:
+    with contextlib.suppress(ConnectionClosed, TimeoutError):
+        while True:
+            await client.ws.recv()
