@@ -141,7 +141,12 @@ def name_token(salt: bytes, name: str) -> str:
     """The key under which a name is held unique in a room: a hash of :func:`name_key` keyed
     with the room's secret salt, so that the store's name index shows no names and cannot be
     matched against a list of likely ones."""
-    return hashlib.sha256(salt + name_key(name).encode()).hexdigest()
+    return key_token(salt, name_key(name))
+
+
+def key_token(salt: bytes, key: str) -> str:
+    """:func:`name_token` of a name whose :func:`name_key` is ``key``."""
+    return hashlib.sha256(salt + key.encode()).hexdigest()
 
 
 def normalise_name(
@@ -205,19 +210,33 @@ def _words(text: str) -> list[str]:
     return [*words, current] if current else words
 
 
-def pseudonym(taken: Callable[[str], bool], words: NameWords) -> str:
+def pseudonym(taken: Callable[[str], bool], words: NameWords) -> tuple[str, str]:
     """A friendly random pseudonym that ``taken`` says is free.
 
     Args:
-        taken: whether a name is taken in the room (as its name key compares); a lookup, so
-            that a room of a thousand does not compare every name for every newcomer.
+        taken: whether a name key (:func:`name_key`) is taken in the room; a lookup, so that
+            a room of a thousand does not compare every name for every newcomer.
         words: the room language's words (``Languages.words``): "Quiet Heron", "Garza Serena".
+
+    Returns:
+        The name and its name key.
     """
     for _ in range(50):
         name = words.name(secrets.randbelow(words.size))
-        if not taken(name):
-            return name
+        key = _word_name_key(name)
+        if not taken(key):
+            return name, key
     while True:
         name = f"{words.name(secrets.randbelow(words.size))} {secrets.randbelow(1000)}"
-        if not taken(name):
-            return name
+        key = name_key(name)
+        if not taken(key):
+            return name, key
+
+
+@cache
+def _word_name_key(name: str) -> str:
+    # The name key of a name made from the word lists, computed once per process: in a room
+    # of a thousand, a newcomer's first picks are often taken, and each key is an ICU
+    # skeleton (the join storm's profile had name keys at a tenth of the server's time). The
+    # names are the word lists' combinations, the same for everyone: nothing personal is kept.
+    return name_key(name)

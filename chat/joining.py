@@ -27,6 +27,7 @@ from chat.events import Ack, Event, Joined, Knock, Left, Waiting, Welcome
 from chat.identity import (
     address_hash,
     hash_secret,
+    key_token,
     name_token,
     new_pid,
     new_secret,
@@ -106,11 +107,16 @@ async def _join(services: Services, caller: Caller, room: LocalRoom, msg: Join) 
             max_length=services.limits.max_name,
             reserved=settings.languages.reserved,
         )
+
+    def taken(key: str) -> bool:  # the replica as it is now: a refused try may reload it
+        return key_token(state.salt, key) in current(room).names()
+
     for _ in range(1 if wished is not None else PSEUDONYM_TRIES):
-        member.name = wished or pseudonym(
-            lambda name: name_token(state.salt, name) in state.names(), words
-        )
-        member.name_token = name_token(state.salt, member.name)
+        if wished is not None:
+            member.name, member.name_token = wished, name_token(state.salt, wished)
+        else:
+            member.name, key = pseudonym(taken, words)
+            member.name_token = key_token(state.salt, key)
         try:
             await services.hub.commit(room, [*checks, MemberAdd(member)], [_arrival(member)])
             break
