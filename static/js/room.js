@@ -302,6 +302,12 @@ const handlers = {
       safety.onError(request, msg);
       return;
     }
+    if (request?.kind === "help" && msg.code === "rate_limited") {
+      // A help flare shares the member's message allowance: after a quick run of messages the
+      // server asks for a moment. The flare is not dropped: it goes again once allowed.
+      setTimeout(sendHelp, Math.min(Math.max(Number(msg.retry_after) || 0, 100), 60_000));
+      return;
+    }
     if (request?.text && !$("composer-text").value) $("composer-text").value = request.text;
     if (msg.code === "bad_resume") return;
     if (!state.you && msg.code === "forbidden" && loadRoom(roomId).key) {
@@ -410,9 +416,13 @@ function showResources(msg) {
   if (!$("resources-dialog").open) openDialog($("resources-dialog"));
 }
 
-function askForHelp() {
+function sendHelp() {
   const id = conn.request({ t: "help" });
   if (id !== null) state.pending.set(id, { kind: "help" });
+}
+
+function askForHelp() {
+  sendHelp();
   notice("notice.help_asked", {}, "warn");
 }
 

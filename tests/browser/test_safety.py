@@ -251,3 +251,23 @@ def test_crisis_words_in_a_refused_message_still_bring_help(server, new_page, ui
     contact.get_by_role("button", name="Edit my message").click()
     expect(wren.locator("#composer-text")).to_have_value(re.compile("call me on"))
     expect(guide.locator("#messages li.msg")).to_have_count(0)
+
+
+def test_a_help_flare_refused_for_speed_is_sent_again(own_server, new_page, ui):
+    """The help flare shares the member's message allowance (Part 2): when the server answers
+    rate_limited, the page asks again once allowed, so the facilitators still hear it, and
+    the person is not told they are sending too fast."""
+    server = own_server("--rate", "0.25", "--burst", "2")  # a token every 4 s
+    room = server.create_room("Quick", "")
+    guide, wren = new_page(), new_page(viewport=PHONE)
+    ui.join(guide, server.http + room["facilitator_url"], "Guide")
+    ui.join(wren, server.http + room["join_url"], "Wren")
+    wren.click("#help-btn")  # the last token (the join took the first)
+    wren.locator("#resources-dialog").get_by_role("button", name="Close").click()
+    alerts = guide.locator("#alerts .help-alert")
+    expect(alerts).to_have_count(1)
+    expect(alerts).not_to_contain_text("again")
+    wren.click("#help-btn")  # refused for now: the page sends it again when allowed
+    expect(alerts).to_contain_text("again")
+    expect(wren.locator("#resources-dialog")).to_be_visible()
+    expect(wren.locator("#composer-note")).not_to_contain_text("quickly")
