@@ -132,7 +132,9 @@ async def room_info(request: Request) -> Response:
     repeats ``id`` (v1 pages)."""
     services = _services(request)
     record = await services.hub.backend.snapshot(request.path_params["room"])
-    if record is None:
+    # Past its end time a room has ended (§13), even before a clock has closed it or its keys
+    # have expired: nobody may join it any more (chat.lobby.admission).
+    if record is None or (record.ends_at is not None and record.ends_at <= now_ms()):
         return JSONResponse(
             {"error": "not_found", "message": "There is no such room."}, status_code=404
         )

@@ -12,9 +12,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from chat.backend.memory import MemoryBackend
+from chat.buscrypt import Sealer
+from chat.ops import MemberAdd, RoomSet
+from chat.redis.client import RedisSpace
+from chat.redis.scripts import END_LATE_MS
 from tests.conftest import Server
 from tests.redis_server import RedisServer, redis_server
-from tests.test_backend import Inbox, new_room, redis_backend, say
+from tests.test_backend import Inbox, commit, member, new_room, now_ms, redis_backend, say
 from tests.test_redis_workers import two_workers
 from tests.timing import wait_until
 
@@ -115,3 +119,50 @@ async def test_a_room_planned_for_later_is_not_unused_before_it_opens(
     unplanned = await server.room()
     await wait_until(lambda: ended(server, unplanned), what="the unplanned room ended")
     assert not await ended(server, planned)
+
+
+@pytest.mark.redis
+async def test_redis_keys_live_no_longer_than_the_room_end(redis_server: RedisServer) -> None:
+    """In Redis every key of a room with an end time expires END_LATE_MS after it at the
+    latest (§13): from its creation, through commits and the heartbeat (which would otherwise
+    give them the idle timeout, 60 s here), and an ``extend`` moves that bound with it. The
+    index of live rooms (--max-rooms) frees its place then too."""
+    prefix = "t" + secrets.token_hex(4)
+    backend = redis_backend(redis_server, prefix)
+    await backend.start(Inbox(), lambda: None)
+    client = aioredis.Redis.from_url(redis_server.url)
+    room = new_room()
+    ends = now_ms() + 20_000
+    room.ends_at = ends
+    keys = RedisSpace(client, prefix, Sealer(None), 60).keys(room.id)
+
+    async def expiries() -> dict[str, int]:
+        """Each existing key's expiry time (ms)."""
+        found = {k: int(await client.execute_command("PEXPIRETIME", k)) for k in keys}
+        return {k.rsplit(":", 1)[1]: at for k, at in found.items() if at != -2}
+
+    try:
+        await backend.create_room(room)
+        assert await expiries() == {"room": ends + END_LATE_MS, "ctr": ends + END_LATE_MS}
+        await commit(backend, room.id, MemberAdd(member("p1")))
+        await say(backend, room.id, "p1", "before the end")
+        await backend.vouch(room.id, ["p1"])
+        kept = await expiries()
+        assert {"room", "members", "fields", "ctr", "history", "alive"} <= set(kept)
+        assert all(0 < at <= ends + END_LATE_MS for at in kept.values()), kept
+        assert kept["room"] == kept["members"] == ends + END_LATE_MS
+        assert await client.zscore(f"{prefix}:rooms", room.id) == ends + END_LATE_MS
+        later = ends + 20_000  # extend: the bound moves with the end (still short of 60 s)
+        await commit(backend, room.id, RoomSet({"ends_at": later}, {"ends_at": ends}))
+        moved = await expiries()
+        assert moved["room"] == moved["members"] == later + END_LATE_MS
+        assert all(at <= later + END_LATE_MS for at in moved.values()), moved
+        # A room with no end keeps the idle timeout.
+        plain = new_room("room2")
+        await backend.create_room(plain)
+        await commit(backend, plain.id, MemberAdd(member("p1")))
+        idle = int(await client.pttl(f"{prefix}:{{room2}}:members"))
+        assert 55_000 < idle <= 60_000
+    finally:
+        await client.aclose()
+        await backend.aclose()

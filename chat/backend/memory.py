@@ -187,14 +187,24 @@ class MemoryBackend:
         return []
 
     async def sweep(self, now_ms: int) -> int:
-        """Wipe rooms empty for the idle timeout, or never joined for the unused one (§3, §11)."""
+        """Wipe rooms empty for the idle timeout, or never joined for the unused one (§3, §11),
+        and rooms past their end time that this worker no longer holds (§13: members in their
+        resume grace do not keep it; a room held here is closed by the worker's clock, which
+        tells its members)."""
         ended = [
             room_id
             for room_id, room in self._rooms.items()
-            if not room.state.members
-            and (
-                (room.used and now_ms - room.empty_since_ms >= self._idle_ms)
-                or (not room.used and now_ms - _unused_from(room.state) >= self._unused_ms)
+            if (
+                room.state.ends_at is not None
+                and room.state.ends_at <= now_ms
+                and room_id not in self._subscribed
+            )
+            or (
+                not room.state.members
+                and (
+                    (room.used and now_ms - room.empty_since_ms >= self._idle_ms)
+                    or (not room.used and now_ms - _unused_from(room.state) >= self._unused_ms)
+                )
             )
         ]
         for room_id in ended:

@@ -2,7 +2,9 @@
 
 A room's keys (``chat.redis.client.ROOM_PARTS``) all carry the room's ``{room}`` hash tag and
 live for the room idle timeout, renewed by every commit and by each worker's presence
-heartbeat: a room with members never expires and an empty one goes by itself. A commit is
+heartbeat: a room with members never expires and an empty one goes by itself. A room with an
+end time (§13) goes at its end at the latest (:data:`~chat.redis.scripts.END_LATE_MS` after
+it), whether or not any worker holds it to commit the close. A commit is
 one script (:data:`~chat.redis.scripts.COMMIT`), one round trip, shared with other commits
 of the same loop turn in one pipeline (:mod:`chat.redis.batch`).
 
@@ -38,6 +40,7 @@ from chat.redis.records import as_bytes, as_text, now_ms, unavailable
 from chat.redis.scripts import (
     COMMIT,
     CREATE,
+    END_LATE_MS,
     READ_AFTER,
     RESTORE,
     ROOM_SLOT,
@@ -214,12 +217,14 @@ class RedisBackend:
         # Unused, a room lives for the unused timeout: from its opening when that is later
         # (§13: a meeting planned for next week is not "unused" today).
         unused_ms = max(now, state.opens_at or 0) - now + self._unused_ms
+        expires = now + unused_ms
+        if state.ends_at is not None:  # and no later than its end (§13; CREATE does the same)
+            expires = min(expires, state.ends_at + END_LATE_MS)
         async with unavailable():
             # The index of live rooms is one key for the deployment (§11 --max-rooms): a slot
             # first, then the room's own keys, which live for the unused timeout until joined.
             slot = await self._room_slot(
-                self._client,
-                keys=[self._rooms_key], args=[state.id, now, now + unused_ms, self._max_rooms]
+                self._client, keys=[self._rooms_key], args=[state.id, now, expires, self._max_rooms]
             )
             if not slot:
                 raise Refused("full")
@@ -231,6 +236,7 @@ class RedisBackend:
                     self._layout.settings(state),
                     state.epoch,
                     unused_ms,
+                    now,
                 ],
             )
 
@@ -393,8 +399,11 @@ class RedisBackend:
             )
         if reply is None:
             return False
+        expires = now_ms() + self._space.ttl_ms
+        if state.ends_at is not None:  # as RESTORE: a room past its end lives a little more
+            expires = min(expires, max(state.ends_at, now_ms()) + END_LATE_MS)
         async with unavailable():
-            await self._client.zadd(self._rooms_key, {state.id: now_ms() + self._space.ttl_ms})
+            await self._client.zadd(self._rooms_key, {state.id: expires})
         log.warning("restored a room the store had lost")
         return True
 
@@ -412,8 +421,10 @@ class RedisBackend:
             now, self._space.ttl_ms, oldest, STREAM_MS, in_redis, cutoff_ms, *pids
         ]  # fmt: skip
         async with unavailable():
-            lapsed = await self._vouch(self._client, keys=self._space.keys(room), args=args)
-            await self._client.zadd(self._rooms_key, {room: now + self._space.ttl_ms}, xx=True)
+            expires, lapsed = await self._vouch(
+                self._client, keys=self._space.keys(room), args=args
+            )
+            await self._client.zadd(self._rooms_key, {room: int(expires)}, xx=True)
         return [as_text(pid) for pid in lapsed]
 
     # --- helpers -------------------------------------------------------------------------

@@ -14,12 +14,21 @@ titles, rules, key hashes, salts, reports, log entries and envelopes are sealed 
 
 from __future__ import annotations
 
+# How long a room's keys outlive its end time at most (§13): long enough for a worker that holds
+# members to commit the close and tell them (its clock fires at the end, retrying every 0.3 s);
+# a room nobody holds goes with its keys then. Joins and GET /api/rooms refuse from the end on.
+END_LATE_MS = 5_000
+
 # Every script receives the room's keys in this order (chat.redis.client.ROOM_PARTS).
-_KEYS = """
+_KEYS = (
+    """
 local K_ROOM, K_MEMBERS, K_FIELDS, K_NAMES, K_RESUME, K_BANS = 1, 2, 3, 4, 5, 6
 local K_REPORTS, K_LOG, K_CTR, K_STREAM, K_HISTORY = 7, 8, 9, 10, 11
 local K_HELD, K_KEYS, K_ALIVE, K_CLOSED = 12, 13, 14, 15
 local TRUE, FALSE = cmsgpack.pack(true), cmsgpack.pack(false)
+local END_LATE = """
+    + str(END_LATE_MS)
+    + """
 
 local function field(pid, name) return redis.call('HGET', KEYS[K_FIELDS], pid .. '|' .. name) end
 local function value(pid, name)
@@ -51,6 +60,26 @@ local function reported(mid)
   return found
 end
 
+-- The latest a room's keys may live (ms): its end time (§13) plus END_LATE, so that a worker
+-- holding members closes it and tells them before the keys go; nil for a room with no end.
+local function end_cap()
+  local raw = redis.call('HGET', KEYS[K_ROOM], 's:ends_at')
+  if not raw then return nil end
+  local ends = cmsgpack.unpack(raw)
+  if type(ends) ~= 'number' then return nil end
+  return ends + END_LATE
+end
+
+-- Renew key `i` for `ttl` ms from `now`, but not past `cap` (a room's end: see end_cap). Past
+-- it, nothing renews the key: it goes at the expiry it has (no later than the cap).
+local function renew(i, now, ttl, cap)
+  if not cap or now + ttl <= cap then
+    redis.call('PEXPIRE', KEYS[i], ttl)
+  elseif cap > now then
+    redis.call('PEXPIREAT', KEYS[i], cap)
+  end
+end
+
 local function find_message(mid)
   for _, entry in ipairs(redis.call('ZRANGE', KEYS[K_HISTORY], 0, -1)) do
     local found = string.match(entry, '^%d+:([^:]*):')
@@ -59,6 +88,7 @@ local function find_message(mid)
   return nil
 end
 """
+)
 
 # KEYS: the room's keys. ARGV: 1 ops (msgpack), 2 sealed envelope, 3 channel, 4 now (ms),
 # 5 ttl (ms), 6 and 7 the epoch and offset this worker has seen (the store must not be behind
@@ -294,13 +324,15 @@ end
 local touched = {K_FIELDS, K_CTR, K_STREAM, K_HISTORY}
 if not message then touched = {K_ROOM, K_MEMBERS, K_FIELDS, K_NAMES, K_RESUME, K_BANS,
   K_REPORTS, K_LOG, K_CTR, K_STREAM, K_HISTORY, K_HELD, K_KEYS, K_ALIVE} end
-for _, i in ipairs(touched) do redis.call('PEXPIRE', KEYS[i], ttl) end
+local cap = end_cap()  -- read after the ops: an ``extend`` moves it
+for _, i in ipairs(touched) do renew(i, now, ttl, cap) end
 return {1, epoch, off, seq}
 """
 )
 
 # KEYS: the room's keys. ARGV: 1 the room's sealed record, 2 its settings (msgpack map of
-# packed values), 3 epoch, 4 ttl (ms). Creates the room's record and its stream counters.
+# packed values), 3 epoch, 4 ttl (ms), 5 now (ms). Creates the room's record and its stream
+# counters.
 CREATE = (
     _KEYS
     + """
@@ -309,8 +341,9 @@ for name, v in pairs(cmsgpack.unpack(ARGV[2])) do
   redis.call('HSET', KEYS[K_ROOM], 's:' .. name, v)
 end
 redis.call('HSET', KEYS[K_CTR], 'ep', ARGV[3], 'off', 0, 'seq', 0)
-redis.call('PEXPIRE', KEYS[K_ROOM], ARGV[4])
-redis.call('PEXPIRE', KEYS[K_CTR], ARGV[4])
+local now, ttl, cap = tonumber(ARGV[5]), tonumber(ARGV[4]), end_cap()
+renew(K_ROOM, now, ttl, cap)
+renew(K_CTR, now, ttl, cap)
 return 1
 """
 )
@@ -318,8 +351,9 @@ return 1
 # KEYS: the room's keys. ARGV: 1 now, 2 ttl, 3 oldest history ts, 4 stream ms kept, 5 history
 # and stream in Redis ('1'), 6 the presence cutoff, then the pids this worker vouches for. The
 # presence heartbeat: vouch (XX: a member removed meanwhile is not brought back), keep every
-# key alive, trim history and stream by age now, not only when someone reads them (§11), and
-# return the members nobody has vouched for since the cutoff.
+# key alive (up to the room's end), trim history and stream by age now, not only when someone
+# reads them (§11). Returns {when the keys now expire (ms), the members nobody has vouched for
+# since the cutoff}.
 VOUCH = (
     _KEYS
     + """
@@ -329,8 +363,11 @@ if ARGV[5] == '1' then
   trim(KEYS[K_HISTORY], 1000000, tonumber(ARGV[3]))
   trim(KEYS[K_STREAM], 1000000, now - tonumber(ARGV[4]))
 end
-for i = 1, K_ALIVE do redis.call('PEXPIRE', KEYS[i], ttl) end
-return redis.call('ZRANGEBYSCORE', KEYS[K_ALIVE], '-inf', ARGV[6])
+local cap = end_cap()
+for i = 1, K_ALIVE do renew(i, now, ttl, cap) end
+local until_ms = now + ttl
+if cap and cap < until_ms then until_ms = cap end
+return {until_ms, redis.call('ZRANGEBYSCORE', KEYS[K_ALIVE], '-inf', ARGV[6])}
 """
 )
 
@@ -413,8 +450,11 @@ redis.call('HSET', KEYS[K_CTR], 'ep', ARGV[4], 'off', off, 'seq', seq,
   'rfrom_ep', my_epoch, 'rfrom_off', my_off, 'rstart', off)
 local frame = ARGV[4] .. ':' .. off .. ':0:' .. ARGV[6]
 redis.call('PUBLISH', ARGV[7], frame)
+-- A room restored after its end lives END_LATE more: the worker's clock closes it then.
+local cap = end_cap()
+if cap and cap < now + END_LATE then cap = now + END_LATE end
 for i = 1, K_ALIVE do
-  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('PEXPIRE', KEYS[i], ttl) end
+  if redis.call('EXISTS', KEYS[i]) == 1 then renew(i, now, ttl, cap) end
 end
 return {ARGV[4], off}
 """
