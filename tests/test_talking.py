@@ -191,6 +191,33 @@ async def test_slow_mode_holds_across_a_resume(server) -> None:
     assert 20_000 < answer["retry_after"] <= 30_001
 
 
+async def test_reports_are_deduplicated_and_capped_per_member(server) -> None:
+    """§11: a second report of one message by one member is acked and changes nothing; the
+    eleventh open report is rate_limited for a minute; another member may still report."""
+    room, host = await server.hosted()
+    author = await server.member(room["room"], "Author")
+    mids = [(await author.request({"t": "say", "text": f"m{n}"}))["mid"] for n in range(11)]
+    reporter = await server.member(room["room"], "Reporter")
+    other = await server.member(room["room"], "Other")
+    first = {"t": "report", "mid": mids[0], "reason": "first"}
+    assert (await reporter.request(first))["t"] == "ack"
+    again = {"t": "report", "mid": mids[0], "reason": "second"}
+    assert (await reporter.request(again))["t"] == "ack"
+    for mid in mids[1:10]:
+        assert (await reporter.request({"t": "report", "mid": mid}))["t"] == "ack"
+    answer = await reporter.request({"t": "report", "mid": mids[10]})
+    assert answer["t"] == "error" and answer["code"] == "rate_limited"
+    assert answer["retry_after"] == 60_000
+    assert (await other.request({"t": "report", "mid": mids[10]}))["t"] == "ack"
+    reports = [await host.next("report") for _ in range(11)]
+    assert [(r["mid"], r["by"]) for r in reports] == [
+        *((mid, reporter.pid) for mid in mids[:10]),
+        (mids[10], other.pid),
+    ]
+    assert reports[0]["reason"] == "first"
+    assert [m for m in await host.quiet() if m["t"] == "report"] == []
+
+
 async def test_sustained_flooding_closes_1008(start_server) -> None:
     """A client that keeps flooding after rate_limited is closed with 1008."""
     server = await start_server(rate=1.0, burst=2, flood_strikes=5)
