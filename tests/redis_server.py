@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 import redis
@@ -191,15 +191,33 @@ class RedisServer:
         return Path(self._dir.name)
 
 
+class Startable(Protocol):
+    """A server or a set of them, with its own files: started, then stopped and removed."""
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=Startable)
+
+
 @contextlib.contextmanager
-def running_redis(*, persistent: bool = False, port: int | None = None) -> Iterator[RedisServer]:
-    """A started private server, stopped and removed afterwards."""
-    server = RedisServer(port, persistent=persistent)
-    server.start()
+def started(servers: S) -> Iterator[S]:
+    """``servers`` started, then stopped and their files removed (also when a start fails
+    half-way: a cluster may have started some of its nodes)."""
     try:
-        yield server
+        servers.start()
+        yield servers
     finally:
-        server.close()
+        servers.close()
+
+
+def running_redis(
+    *, persistent: bool = False, port: int | None = None
+) -> contextlib.AbstractContextManager[RedisServer]:
+    """A started private server, stopped and removed afterwards."""
+    return started(RedisServer(port, persistent=persistent))
 
 
 @pytest.fixture(scope="session")
@@ -481,26 +499,14 @@ class ClusterNodes:
             node.close()
 
 
-@contextlib.contextmanager
-def running_sentinels(**kwargs: Any) -> Iterator[SentinelSet]:
+def running_sentinels(**kwargs: Any) -> contextlib.AbstractContextManager[SentinelSet]:
     """A started :class:`SentinelSet`, stopped and removed afterwards."""
-    found = SentinelSet(**kwargs)
-    try:
-        found.start()
-        yield found
-    finally:
-        found.close()
+    return started(SentinelSet(**kwargs))
 
 
-@contextlib.contextmanager
-def running_cluster(**kwargs: Any) -> Iterator[ClusterNodes]:
+def running_cluster(**kwargs: Any) -> contextlib.AbstractContextManager[ClusterNodes]:
     """A started :class:`ClusterNodes`, stopped and removed afterwards."""
-    found = ClusterNodes(**kwargs)
-    try:
-        found.start()
-        yield found
-    finally:
-        found.close()
+    return started(ClusterNodes(**kwargs))
 
 
 @pytest.fixture(scope="session")

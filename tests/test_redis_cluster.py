@@ -10,12 +10,10 @@ scripts are loaded on the node that lost them. (The core protocol tests also run
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +27,14 @@ from chat.ops import MemberAdd
 from chat.redis.backend import RedisBackend
 from chat.redis.client import RedisSpace
 from chat.redis.topology import close_client, command_client
-from chat.settings import Settings
 from tests.client import Client, create_room
-from tests.conftest import Server, free_port, running
+from tests.conftest import Server
 from tests.conversation import Conversation
 from tests.redis_server import ClusterNodes, RedisServer, own_cluster, redis_cluster
 from tests.test_backend import Inbox, commit, member, new_room, say
 from tests.test_guard import refused_status
-from tests.test_redis_workers import wait_ready
 from tests.timing import MS, WAIT, scaled, wait_until
+from tests.workers import at, wait_ready, worker_settings, workers
 
 __all__ = ["own_cluster", "redis_cluster"]  # fixtures, imported for pytest
 
@@ -45,28 +42,6 @@ pytestmark = pytest.mark.redis
 BACK = scaled(10.0)  # §16: talking again within 10 s of cluster_state:ok (on an idle machine)
 MOVE = scaled(5.0)  # §12: a worker hears a room again within 5 s of its slot moving
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "scaling.md"
-
-
-def at(n: int) -> dict[str, Any]:
-    """Connect from a loopback address of our own: a removal bans the address it sees."""
-    return {"local_addr": (f"127.0.0.{n}", 0)}
-
-
-def cluster_settings(found: ClusterNodes, prefix: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = dict(
-        port=free_port(), redis_prefix=prefix, resume_grace=5.0, rate=100.0, burst=100
-    )
-    return Settings(**{**values, **found.settings(), **overrides})
-
-
-@contextlib.asynccontextmanager
-async def workers(found: ClusterNodes, **overrides: Any) -> AsyncIterator[tuple[Server, Server]]:
-    prefix = "hearth:t" + secrets.token_hex(4)
-    async with (
-        running(cluster_settings(found, prefix, **overrides)) as a,
-        running(cluster_settings(found, prefix, **overrides)) as b,
-    ):
-        yield a, b
 
 
 _CREATED = itertools.count()
@@ -230,7 +205,7 @@ async def test_a_slot_migrated_mid_conversation(
 async def test_scripts_load_on_the_node_that_lost_them(redis_cluster: ClusterNodes) -> None:
     """SCRIPT FLUSH on every node: commits batched across shards, single scripts, and the
     per-address limits' heartbeat load their script where it is missing and succeed."""
-    settings = cluster_settings(redis_cluster, "t" + secrets.token_hex(4))
+    settings = worker_settings(redis_cluster, "t" + secrets.token_hex(4))
     space = RedisSpace(command_client(settings), settings.redis_prefix, Sealer(None), 60)
     backend = RedisBackend(space, history_messages=10, history_seconds=60)
     inbox = Inbox()

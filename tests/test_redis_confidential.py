@@ -13,8 +13,8 @@ import redis.asyncio as aioredis
 from chat.settings import bus_key
 from tests.conftest import running
 from tests.redis_server import RedisServer, monitor, own_redis, redis_server, running_redis
-from tests.test_redis_workers import two_workers, worker_settings
 from tests.timing import wait_until
+from tests.workers import worker_settings, workers
 
 __all__ = ["own_redis", "redis_server"]  # fixture, imported for pytest
 
@@ -43,7 +43,7 @@ async def test_persisting_redis_keeps_history_in_worker_memory(
     start, and each worker's memory follows the bus (messages said and deleted elsewhere)."""
     caplog.set_level(logging.INFO)
     with running_redis(persistent=True) as server:
-        async with two_workers(server.url) as (a, b):
+        async with workers(server.url) as (a, b):
             assert "history is kept in worker memory" in caplog.text
             room = await a.room()
             alice = await a.client()
@@ -76,7 +76,7 @@ async def test_non_persisting_redis_keeps_history(
 ) -> None:
     """A Redis that keeps nothing on disk holds the history, and the log says so."""
     caplog.set_level(logging.INFO)
-    async with two_workers(redis_server.url) as (a, _):
+    async with workers(redis_server.url) as (a, _):
         assert "history is kept in redis memory" in caplog.text
         assert "bus in clear" in caplog.text
         room = await a.room()
@@ -96,7 +96,7 @@ async def test_bus_key_hides_names_and_text(
     caplog.set_level(logging.INFO)
     key = bus_key(KEY_HEX)
     async with (
-        two_workers(redis_server.url, bus_key=key) as (a, b),
+        workers(redis_server.url, bus_key=key) as (a, b),
         monitor(redis_server) as seen,
     ):
         assert "bus encrypted" in caplog.text
@@ -151,7 +151,7 @@ async def test_a_worker_that_stopped_hearing_a_room_forgets_its_history() -> Non
     """Persisting Redis: a message deleted while worker B had nobody in the room never comes
     back in a later welcome from B (B's stale memory of the room is dropped)."""
     with running_redis(persistent=True) as server:
-        async with two_workers(server.url) as (a, b):
+        async with workers(server.url) as (a, b):
             room = await a.room(settings={"history": "recent"})
             fac = await a.client()
             await fac.join(room["room"], name="Guide", key=room["facilitator_key"])

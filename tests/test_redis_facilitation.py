@@ -11,8 +11,8 @@ import pytest
 from tests.client import JSON, MSGPACK, Client
 from tests.conftest import Server
 from tests.redis_server import RedisServer, redis_server
-from tests.test_redis_workers import two_workers
 from tests.timing import MS, WAIT
+from tests.workers import workers
 
 __all__ = ["redis_server"]  # a fixture, imported for pytest
 
@@ -35,7 +35,7 @@ async def circle(a: Server, b: Server, **settings: object) -> tuple[dict, Client
 
 async def test_mute_expiry_and_unmute_cross_workers(redis_server: RedisServer) -> None:
     """A timed mute from B ends by itself for everyone; an unmute from B frees A's speaker."""
-    async with two_workers(redis_server.url) as (a, b):
+    async with workers(redis_server.url) as (a, b):
         _, guide, one, two = await circle(a, b)
         assert (await guide.request({"t": "mute", "pid": one.pid, "seconds": 1}))["t"] == "ack"
         assert (await two.next("muted"))["pid"] == one.pid
@@ -54,7 +54,7 @@ async def test_muted_member_stays_muted_when_resuming_on_the_other_worker(
     redis_server: RedisServer,
 ) -> None:
     """A member muted on A who resumes on B is still muted there."""
-    async with two_workers(redis_server.url) as (a, b):
+    async with workers(redis_server.url) as (a, b):
         _, guide, one, _ = await circle(a, b)
         await guide.request({"t": "mute", "pid": one.pid})
         await one.next("muted")
@@ -67,7 +67,7 @@ async def test_muted_member_stays_muted_when_resuming_on_the_other_worker(
 
 async def test_delete_slow_announce_cross_workers(redis_server: RedisServer) -> None:
     """delete, slow and announce from B bind on A, and the deletion reaches history."""
-    async with two_workers(redis_server.url) as (a, b):
+    async with workers(redis_server.url) as (a, b):
         room, guide, one, two = await circle(a, b, history="recent")
         ack = await one.request({"t": "say", "text": "regrettable"})
         assert (await guide.request({"t": "delete", "mid": ack["mid"]}))["t"] == "ack"
@@ -86,7 +86,7 @@ async def test_delete_slow_announce_cross_workers(redis_server: RedisServer) -> 
 
 async def test_remove_bans_on_every_worker(redis_server: RedisServer) -> None:
     """A member removed from B is closed 4001 on A and refused on both workers afterwards."""
-    async with two_workers(redis_server.url) as (a, b):
+    async with workers(redis_server.url) as (a, b):
         room, guide, one, two = await circle(a, b)
         await guide.request({"t": "remove", "pid": one.pid, "reason": "unkind"})
         assert (await one.next("removed"))["reason"] == "unkind"
@@ -103,7 +103,7 @@ async def test_remove_bans_on_every_worker(redis_server: RedisServer) -> None:
 
 async def test_close_ends_the_room_on_every_worker(redis_server: RedisServer) -> None:
     """close from B: everyone on A is told and closed 4010; the room is gone everywhere."""
-    async with two_workers(redis_server.url) as (a, b):
+    async with workers(redis_server.url) as (a, b):
         room, guide, one, two = await circle(a, b)
         assert (await guide.request({"t": "close"}))["t"] == "ack"
         for client in (one, two):
@@ -121,7 +121,7 @@ async def test_close_ends_the_room_on_every_worker(redis_server: RedisServer) ->
 
 async def test_knock_admit_and_deny_across_workers(redis_server: RedisServer) -> None:
     """A knock on A reaches the facilitator on B; admit and deny act on A."""
-    async with two_workers(redis_server.url) as (a, b):
+    async with workers(redis_server.url) as (a, b):
         room = await a.room(settings={"admission": "knock"})
         guide = await b.client()
         await guide.join(room["room"], key=room["facilitator_key"])
@@ -144,7 +144,7 @@ async def test_knock_admit_and_deny_across_workers(redis_server: RedisServer) ->
 
 async def test_report_whisper_help_cross_workers(redis_server: RedisServer) -> None:
     """Report and help from A reach only the facilitator on B; whispers reach both ends only."""
-    async with two_workers(redis_server.url) as (a, b):
+    async with workers(redis_server.url) as (a, b):
         _, guide, one, two = await circle(a, b)
         ack = await one.request({"t": "say", "text": "hmm"})
         await two.request({"t": "report", "mid": ack["mid"], "reason": "hurtful"})

@@ -13,8 +13,8 @@ from tests.client import Client, create_room
 from tests.conftest import running
 from tests.process import ServerProcess
 from tests.redis_server import RedisServer, redis_server
-from tests.test_redis_workers import worker_settings
 from tests.timing import MS, WAIT
+from tests.workers import worker_settings
 
 __all__ = ["redis_server"]  # fixture, imported for pytest
 

@@ -19,22 +19,18 @@ from tests.client import MSGPACK, Client, create_room
 from tests.process import ServerProcess
 from tests.redis_server import RedisServer, monitor, redis_server
 from tests.test_redis_confidential import KEY_HEX, all_values
-from tests.test_redis_workers import two_workers
 from tests.timing import wait_until
+from tests.workers import at, workers
 
 __all__ = ["redis_server"]  # fixture, imported for pytest
 
 pytestmark = pytest.mark.redis
 
 
-def at(n: int) -> dict[str, str]:
-    return {"source": f"127.0.0.{n}"}
-
-
 async def test_hold_and_release_across_workers(redis_server: RedisServer) -> None:
     """A hold decided on A holds the participant on B; the release from B (another
     facilitator) posts the message to members of both workers with a new seq."""
-    async with two_workers(redis_server.url) as (a, b):
+    async with workers(redis_server.url) as (a, b):
         room = await a.room()
         host = await a.client()
         await host.join(room["room"], key=room["facilitator_key"], name="Host")
@@ -62,7 +58,7 @@ async def test_hold_and_release_across_workers(redis_server: RedisServer) -> Non
 async def test_ignore_made_on_one_worker_filters_on_the_other(redis_server: RedisServer) -> None:
     """An ignorer on B gets nothing from the ignored on A; a member on A still does; after a
     resume on A the ignore still holds."""
-    async with two_workers(redis_server.url) as (a, b):
+    async with workers(redis_server.url) as (a, b):
         room = await a.room(settings={"history": "recent"})
         loud = await a.client(**at(2))
         await loud.join(room["room"], name="Loud")
@@ -90,7 +86,7 @@ async def test_revoke_closes_a_co_facilitator_on_the_other_worker(
 ) -> None:
     """A key invited on A, used on B, revoked from A: B's connection closes with 4003 and the
     key and the resume token are useless on either worker."""
-    async with two_workers(redis_server.url) as (a, b):
+    async with workers(redis_server.url) as (a, b):
         room = await a.room()
         host = await a.client()
         await host.join(room["room"], key=room["facilitator_key"], name="Host")

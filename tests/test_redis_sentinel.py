@@ -9,10 +9,8 @@ bind, and every member is still connected. The failover times are measured and r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,40 +18,17 @@ import redis.asyncio as aioredis
 
 from chat.redis.history import redis_persists
 from chat.redis.topology import close_client, command_client
-from chat.settings import Settings
-from tests.conftest import Server, free_port, running
+from tests.conftest import running
 from tests.conversation import Conversation
 from tests.redis_server import RedisServer, SentinelSet, own_sentinels, running_sentinels
-from tests.test_redis_workers import wait_ready
 from tests.timing import WAIT, scaled, wait_until
+from tests.workers import at, wait_ready, worker_settings, workers
 
 __all__ = ["own_sentinels"]  # fixture, imported for pytest
 
 pytestmark = pytest.mark.redis
 # §16: every worker on the new master within 10 s of it being named (on an idle machine)
 NEW_MASTER = scaled(10.0)
-
-
-def at(n: int) -> dict[str, Any]:
-    """Connect from a loopback address of our own: a removal bans the address it sees."""
-    return {"local_addr": (f"127.0.0.{n}", 0)}
-
-
-def sentinel_settings(found: SentinelSet, prefix: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = dict(
-        port=free_port(), redis_prefix=prefix, resume_grace=5.0, rate=100.0, burst=100
-    )
-    return Settings(**{**values, **found.settings(), **overrides})
-
-
-@contextlib.asynccontextmanager
-async def workers(found: SentinelSet) -> AsyncIterator[tuple[Server, Server]]:
-    prefix = "hearth:t" + secrets.token_hex(4)
-    async with (
-        running(sentinel_settings(found, prefix)) as a,
-        running(sentinel_settings(found, prefix)) as b,
-    ):
-        yield a, b
 
 
 async def named_new_master(found: SentinelSet, old: int, timeout: float = scaled(20.0)) -> float:
@@ -157,7 +132,7 @@ async def test_a_persisting_replica_makes_the_deployment_persisting() -> None:
     the server counts the deployment as persisting (history stays in worker memory)."""
     for persistent_replica in (False, True):
         with running_sentinels(persistent_replica=persistent_replica) as found:
-            client = command_client(sentinel_settings(found, "t"))
+            client = command_client(worker_settings(found, "t"))
             try:
                 assert await redis_persists(client) is persistent_replica
             finally:
@@ -169,7 +144,7 @@ async def test_sentinel_down_then_up_is_only_not_ready(own_sentinels: SentinelSe
     for sentinel in own_sentinels.sentinels:
         sentinel.kill()
     prefix = "t" + secrets.token_hex(4)
-    async with running(sentinel_settings(own_sentinels, prefix)) as a:
+    async with running(worker_settings(own_sentinels, prefix)) as a:
         await wait_ready(a, 503)
         for sentinel in own_sentinels.sentinels:
             sentinel.start()

@@ -16,18 +16,13 @@ import pytest
 from tests.client import Client, create_room
 from tests.redis_server import RedisServer, redis_server
 from tests.test_lobby import ms
-from tests.test_redis_workers import two_workers
 from tests.test_schedule import LATE, until_closed
 from tests.timing import WAIT
+from tests.workers import at, workers
 
 __all__ = ["redis_server"]  # a fixture, imported for pytest
 
 pytestmark = pytest.mark.redis
-
-
-def at(n: int) -> dict[str, Any]:
-    """A loopback address of the test's own (per-address limits count each apart)."""
-    return {"source": f"127.0.4.{n}"}
 
 
 async def rounds_seen(client: Client, count: int) -> list[dict[str, Any]]:
@@ -37,11 +32,11 @@ async def rounds_seen(client: Client, count: int) -> list[dict[str, Any]]:
 async def test_one_round_order_for_hands_raised_on_both_workers(redis_server: RedisServer):
     """Hands raised at once on both workers make one queue that every member sees in the same
     order, event after event; done on either worker passes the turn on for all."""
-    async with two_workers(redis_server.url) as (a, b):
+    async with workers(redis_server.url) as (a, b):
         room = await a.room()
         host = await a.client()
         await host.join(room["room"], key=room["facilitator_key"])
-        people = [await (a if i % 2 else b).client(**at(i + 1)) for i in range(6)]
+        people = [await (a if i % 2 else b).client(**at(i + 2)) for i in range(6)]
         for i, person in enumerate(people):
             await person.join(room["room"], name=f"P{i}")
         assert (await host.request({"t": "round", "mode": "queue"}))["t"] == "ack"
@@ -65,7 +60,7 @@ async def test_one_round_order_for_hands_raised_on_both_workers(redis_server: Re
 async def test_a_strict_round_binds_on_the_other_worker(redis_server: RedisServer):
     """A strict round decided on A refuses the say of a participant on B whose turn it is
     not, and lets B's speaker talk."""
-    async with two_workers(redis_server.url) as (a, b):
+    async with workers(redis_server.url) as (a, b):
         room = await a.room()
         host = await a.client()
         await host.join(room["room"], key=room["facilitator_key"])
@@ -82,7 +77,7 @@ async def test_a_strict_round_binds_on_the_other_worker(redis_server: RedisServe
 async def test_the_staffed_pause_follows_facilitators_on_every_worker(redis_server: RedisServer):
     """A facilitator arriving on A unpauses a staffed room for a participant on B; leaving
     pauses it again there; a facilitator's pause on B binds on A."""
-    async with two_workers(redis_server.url) as (a, b):
+    async with workers(redis_server.url) as (a, b):
         room = await a.room(settings={"staffed": "required"})
         person = await b.client(**at(21))
         welcome = await person.join(room["room"])
@@ -109,7 +104,7 @@ async def test_the_staffed_pause_follows_facilitators_on_every_worker(redis_serv
 async def test_capacity_holds_across_workers(redis_server: RedisServer):
     """Joins racing on both workers for the last seats: exactly ``capacity`` get in, the rest
     get room_full and close 4006."""
-    async with two_workers(redis_server.url) as (a, b):
+    async with workers(redis_server.url) as (a, b):
         room = await a.room(settings={"capacity": 3})
         clients = [await (a if i % 2 else b).client(**at(30 + i)) for i in range(8)]
         answers = await asyncio.gather(*(c.join(room["room"]) for c in clients))
@@ -123,7 +118,7 @@ async def test_capacity_holds_across_workers(redis_server: RedisServer):
 async def test_the_end_fires_once_for_members_on_both_workers(redis_server: RedisServer):
     """Both workers hold members; the room gets one ``ending`` and one ``closed`` each, on
     time, wherever the clock that fired was."""
-    async with two_workers(redis_server.url) as (a, b):
+    async with workers(redis_server.url) as (a, b):
         ends = ms(2.5)
         room = await a.room(settings={"ends_at": ends})
         host = await a.client()
@@ -145,7 +140,7 @@ async def test_the_room_ends_on_time_when_the_worker_holding_its_timer_is_killed
     (SIGKILL) shortly before ends_at; B still closes the room on time, and it is gone."""
     from tests.conftest import running
     from tests.process import ServerProcess
-    from tests.test_redis_workers import worker_settings
+    from tests.workers import worker_settings
 
     prefix = "t" + secrets.token_hex(4)
     first = ServerProcess("--redis-url", redis_server.url, "--redis-prefix", prefix,

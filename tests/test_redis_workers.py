@@ -8,20 +8,17 @@ across workers, and Redis failures that heal by themselves.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import secrets
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from chat.settings import Settings
-from tests.conftest import Server, running
-from tests.ports import free_port
+from tests.conftest import running
 from tests.redis_server import RedisServer, monitor, own_redis, redis_server
 from tests.timing import MS, WAIT, wait_until
+from tests.workers import wait_ready, worker_settings, workers
 
 __all__ = ["own_redis", "redis_server"]  # fixtures, imported for pytest
 
@@ -29,42 +26,9 @@ pytestmark = pytest.mark.redis
 KEY = bytes(range(32))
 
 
-def worker_settings(url: str, prefix: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = dict(
-        port=free_port(),
-        redis_url=url,
-        redis_prefix=prefix,
-        resume_grace=3.0,
-        join_timeout=5.0,
-        rate=100.0,
-        burst=100,
-    )
-    values.update(overrides)
-    return Settings(**values)
-
-
-@contextlib.asynccontextmanager
-async def two_workers(url: str, **overrides: Any) -> AsyncIterator[tuple[Server, Server]]:
-    prefix = "t" + secrets.token_hex(4)
-    async with (
-        running(worker_settings(url, prefix, **overrides)) as a,
-        running(worker_settings(url, prefix, **overrides)) as b,
-    ):
-        yield a, b
-
-
-async def wait_ready(server: Server, status: int, timeout: float = 3 * WAIT) -> None:
-    """Poll /readyz until it answers ``status``."""
-
-    async def answers() -> bool:
-        return await server.status("/readyz") == status
-
-    await wait_until(answers, timeout, f"/readyz answers {status}")
-
-
 async def test_chat_across_workers_in_one_seq_order(redis_server: RedisServer) -> None:
     """Messages said on A and on B reach everyone on both, in the same seq order."""
-    async with two_workers(redis_server.url) as (a, b):
+    async with workers(redis_server.url) as (a, b):
         room = await a.room()
         alice = await a.client()
         bob = await b.client()
@@ -86,7 +50,7 @@ async def test_chat_across_workers_in_one_seq_order(redis_server: RedisServer) -
 
 async def test_presence_agrees_across_workers(redis_server: RedisServer) -> None:
     """welcome.members is the same on both workers, and ``joined`` crosses over."""
-    async with two_workers(redis_server.url) as (a, b):
+    async with workers(redis_server.url) as (a, b):
         room, fac = await b.hosted()
         alice = await a.client()
         welcome_a = await alice.join(room["room"], name="Alice")
@@ -107,7 +71,7 @@ async def test_presence_agrees_across_workers(redis_server: RedisServer) -> None
 
 async def test_moderation_binds_across_workers(redis_server: RedisServer) -> None:
     """Mute on A refuses say on B; lock on A refuses join on B (4005); remove on A closes 4001."""
-    async with two_workers(redis_server.url) as (a, b):
+    async with workers(redis_server.url) as (a, b):
         room, fac = await a.hosted()
         bob = await b.member(room["room"], "Bob")
         await fac.next("joined")
@@ -136,7 +100,7 @@ async def test_moderation_binds_across_workers(redis_server: RedisServer) -> Non
 
 async def test_resume_on_another_worker_replays_missed(redis_server: RedisServer) -> None:
     """Join on A, drop, resume with since on B: same pid, and the missed messages."""
-    async with two_workers(redis_server.url) as (a, b):
+    async with workers(redis_server.url) as (a, b):
         room = await a.room()
         alice = await a.client()
         welcome = await alice.join(room["room"], name="Alice")
@@ -162,7 +126,7 @@ async def test_rate_and_slow_mode_follow_the_member_to_another_worker(
 ) -> None:
     """Tokens spent on A are spent on B (§11): after a resume on B, whisper and report are
     rate_limited although B's connection is new; slow mode counts from the say made on A."""
-    async with two_workers(redis_server.url, rate=0.05, burst=4) as (a, b):  # 1 token / 20 s
+    async with workers(redis_server.url, rate=0.05, burst=4) as (a, b):  # 1 token / 20 s
         room = await a.room()
         host = await b.client()
         await host.join(room["room"], key=room["facilitator_key"], name="Guide")
@@ -196,7 +160,7 @@ async def test_a_say_costs_one_redis_command(redis_server: RedisServer) -> None:
     """A say is one EVALSHA (guard, offset and seq, publish, stream and history together);
     another worker recalls it."""
     says = 5
-    async with two_workers(redis_server.url) as (a, b):
+    async with workers(redis_server.url) as (a, b):
         room = await a.room(settings={"history": "recent"})
         alice = await a.member(room["room"], "Alice")
         # The first run of a script on a fresh Redis is NOSCRIPT, SCRIPT LOAD, EVALSHA again.
@@ -228,7 +192,7 @@ async def test_a_say_costs_one_redis_command(redis_server: RedisServer) -> None:
 
 async def test_redis_restart_mid_conversation(own_redis: RedisServer) -> None:
     """Redis killed: say answers unavailable and /readyz is 503; restarted: chat goes on."""
-    async with two_workers(own_redis.url) as (a, b):
+    async with workers(own_redis.url) as (a, b):
         room = await a.room()
         alice = await a.member(room["room"], "Alice")
         bob = await b.member(room["room"], "Bob")
@@ -281,7 +245,7 @@ async def test_a_burst_beyond_the_connection_pool_waits_its_turn(
     redis_server: RedisServer,
 ) -> None:
     """More simultaneous requests than pooled Redis connections: every one is acked."""
-    async with two_workers(redis_server.url) as (a, _):
+    async with workers(redis_server.url) as (a, _):
         room = await a.room()
         # From six loopback addresses: one address may hold 30 connections (§11).
         clients = [await a.client(source=f"127.0.0.{2 + i // 25}") for i in range(150)]
@@ -300,7 +264,7 @@ async def test_an_odd_bus_frame_does_not_stop_the_worker(redis_server: RedisServ
     import msgpack
     import redis.asyncio as aioredis
 
-    async with two_workers(redis_server.url) as (a, _):
+    async with workers(redis_server.url) as (a, _):
         room = await a.room()
         alice = await a.member(room["room"], "Alice")
         channel = f"{a.settings.redis_prefix}:{{{room['room']}}}:bus"

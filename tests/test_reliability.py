@@ -11,10 +11,9 @@ import asyncio
 import contextlib
 import random
 import re
-import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +28,10 @@ from chat.ops import MemberSet
 from chat.redis.backend import RedisBackend
 from chat.redis.client import RedisSpace, connect
 from tests.client import Client
-from tests.conftest import Server, running
+from tests.conftest import Server
 from tests.redis_server import RedisServer, own_redis, redis_server
-from tests.test_redis_workers import wait_ready, worker_settings
 from tests.timing import WAIT, scaled, wait_until
+from tests.workers import at, wait_ready, workers
 
 __all__ = ["own_redis", "redis_server"]  # fixtures, imported for pytest
 
@@ -41,24 +40,6 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "scaling.md"
 BOUND = scaled(5.0)  # §12: a decision binds on every worker within 5 s (on an idle machine)
 ROUNDS = 8  # bounded rounds for the races
 RACERS = 12  # concurrent resumes per round (the issue asks for 8 to 16)
-
-
-def at(n: int) -> dict[str, Any]:
-    """Connect from a loopback address of our own: a removal bans the address it sees."""
-    return {"local_addr": (f"127.0.0.{n}", 0)}
-
-
-@contextlib.asynccontextmanager
-async def workers(
-    url_a: str, url_b: str | None = None, **overrides: Any
-) -> AsyncIterator[tuple[Server, Server]]:
-    # Inside the documented ACL's key pattern (hearth:*), and apart from other tests.
-    prefix = "hearth:t" + secrets.token_hex(4)
-    async with (
-        running(worker_settings(url_a, prefix, **overrides)) as a,
-        running(worker_settings(url_b or url_a, prefix, **overrides)) as b,
-    ):
-        yield a, b
 
 
 async def closed_within(client: Client, seconds: float) -> int:

@@ -19,8 +19,8 @@ from chat.redis.scripts import END_LATE_MS
 from tests.conftest import Server
 from tests.redis_server import RedisServer, redis_server
 from tests.test_backend import Inbox, commit, member, new_room, now_ms, redis_backend, say
-from tests.test_redis_workers import two_workers
 from tests.timing import wait_until
+from tests.workers import workers
 
 __all__ = ["redis_server"]  # fixture, imported for pytest
 
@@ -43,7 +43,7 @@ async def test_max_rooms_answers_503(start_server) -> None:
 @pytest.mark.redis
 async def test_max_rooms_counts_every_worker(redis_server: RedisServer) -> None:
     """With Redis the bound is the deployment's, whichever worker a request reaches."""
-    async with two_workers(redis_server.url, max_rooms=3, room_create_rate=100) as (a, b):
+    async with workers(redis_server.url, max_rooms=3, room_create_rate=100) as (a, b):
         await a.room()
         await b.room()
         await a.room()
@@ -65,7 +65,7 @@ async def test_a_room_nobody_joined_ends_after_room_unused(start_server) -> None
 @pytest.mark.redis
 async def test_a_room_nobody_joined_expires_in_redis(redis_server: RedisServer) -> None:
     """With Redis, an unused room's keys live for --room-unused, not the idle timeout."""
-    async with two_workers(redis_server.url, room_unused=1.0, room_idle=60) as (a, _):
+    async with workers(redis_server.url, room_unused=1.0, room_idle=60) as (a, _):
         room = await a.room()
         assert not await ended(a, room)
         await wait_until(lambda: ended(a, room), what="the unused room's keys expired")
