@@ -301,6 +301,9 @@ MAX_PHONE_DIGITS = 17  # E.164's 15, with an international prefix such as 00
 # taken to hold a phone number (a nudge asks the writer to check; a real number among many
 # decoys is not let through unread).
 MAX_PHONE_RUNS = 4
+# Dates are the commonest runs that are not numbers (libphonenumber leaves them out too): they
+# are passed over unread, so that a message listing a few dates is not taken for a number.
+_DATE = re.compile(r"\d{4}([-/.])\d{1,2}\1\d{1,2}|\d{1,2}([-/.])\d{1,2}\2(?:\d{4}|\d{2})")
 
 
 def _has_phone(text: str, lang: str) -> bool:
@@ -309,7 +312,7 @@ def _has_phone(text: str, lang: str) -> bool:
     read = 0
     for run in _NUMBER_RUN.finditer(text):
         digits = sum(ch.isdigit() for ch in run.group())
-        if MIN_PHONE_DIGITS <= digits <= MAX_PHONE_DIGITS:
+        if MIN_PHONE_DIGITS <= digits <= MAX_PHONE_DIGITS and not _DATE.fullmatch(run.group()):
             if read == MAX_PHONE_RUNS:
                 return True
             read += 1

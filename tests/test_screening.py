@@ -170,6 +170,7 @@ NOT_CONTACT = [
     "meet me @home",  # "@" for "at" before an everyday word
     "see you all @ the meeting, @least I hope so",
     "case 123456789, ref 1234567 and 7654321",  # a few ids, each read and let go
+    "we met on 2024-05-10, 2024-05-17, 2024-05-24, 10/06/2024, 17.06.2024 and 6/24/24",
 ]
 
 
