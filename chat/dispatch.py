@@ -1,10 +1,13 @@
 """Which handler answers each client message, and the request-id rule of protocol §2.
 
-Handlers are peers, one module per kind of work: ``joining`` (join, leave), ``talking`` (say,
-typing, report, whisper, help), ``facilitation`` (the facilitator's powers) and ``structure``
-(pause, rounds, stepping out, extend: §13). Each returns
-its answer (:data:`~chat.context.Answer`) or raises; the session turns that into the wire's
-``ack``/``error``/answer with the request's ``id``, in one place.
+One module per kind of work: ``joining`` (join, leave), ``talking`` (say, typing, report,
+whisper, help), ``facilitation`` (the facilitator's powers of §6), ``safety`` (warn, resolve,
+help_seen, ignore, cw, settings: §14), ``review`` (hold, release, discard), ``structure``
+(pause, rounds, stepping out, extend: §13) and ``staff`` (invite, revoke). They are layered,
+not peers: the first three may call the last four, and each of those the ones after it (the
+README's module map). Each returns its answer (:data:`~chat.context.Answer`) or raises; the
+session turns that into the wire's ``ack``/``error``/answer with the request's ``id``, in one
+place.
 """
 
 from __future__ import annotations
