@@ -295,12 +295,14 @@ def _name_words(name: str) -> set[str]:
 # eight matchers.
 _NUMBER_RUN = re.compile(r"\+?\(?\d(?:[ \t().\-/]{0,3}\d)*")
 MAX_PHONE_DIGITS = 17  # E.164's 15, with an international prefix such as 00
-# The candidate runs read per message. The screening runs on the event loop, so its cost must
-# be bounded whatever the text: a 2,000-character message of digit runs would otherwise take
-# a quarter of a second of the worker's time. A message with more candidates than this is
-# taken to hold a phone number (a nudge asks the writer to check; a real number among many
-# decoys is not let through unread).
+# The screening runs on the event loop, so its cost must be bounded whatever the text: a
+# 2,000-character message of digit runs would otherwise take a quarter of a second of the
+# worker's time. At most MAX_PHONE_RUNS candidate runs of at most MAX_RUN_CHARS characters
+# (two numbers side by side, "0207 946 0000 / 07700 900 123") are read; a message with more
+# candidates, or a longer run, is taken to hold a phone number: a nudge asks the writer to
+# check, and a real number among decoys is never let through unread.
 MAX_PHONE_RUNS = 4
+MAX_RUN_CHARS = 40
 # Dates are the commonest runs that are not numbers (libphonenumber leaves them out too): they
 # are passed over unread, so that a message listing a few dates is not taken for a number.
 _DATE = re.compile(r"\d{4}([-/.])\d{1,2}\1\d{1,2}|\d{1,2}([-/.])\d{1,2}\2(?:\d{4}|\d{2})")
@@ -311,13 +313,17 @@ def _has_phone(text: str, lang: str) -> bool:
         return False  # the common case: no number long enough to be one
     read = 0
     for run in _NUMBER_RUN.finditer(text):
-        digits = sum(ch.isdigit() for ch in run.group())
-        if MIN_PHONE_DIGITS <= digits <= MAX_PHONE_DIGITS and not _DATE.fullmatch(run.group()):
-            if read == MAX_PHONE_RUNS:
-                return True
-            read += 1
-            if _phone_in(run.group(), lang):
-                return True
+        candidate = run.group()
+        digits = sum(ch.isdigit() for ch in candidate)
+        if digits < MIN_PHONE_DIGITS or _DATE.fullmatch(candidate):
+            continue
+        if digits > MAX_PHONE_DIGITS and digits + candidate.startswith("+") == len(candidate):
+            continue  # one long plain number (an id): no phone number hides between digits
+        if read == MAX_PHONE_RUNS or len(candidate) > MAX_RUN_CHARS:
+            return True
+        read += 1
+        if _phone_in(candidate, lang):
+            return True
     return False
 
 

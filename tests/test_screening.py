@@ -148,6 +148,8 @@ PHONE = [
     "my number is +44 7911 123456",
     "text me (202) 555-0143",
     "0034 612 345 678",
+    "home 0207 946 0000 / mobile 07700 900 123",
+    "Call 0207 946 0000 / 07700 900 123",  # one run of 22 digits: still read
 ]
 NOT_CONTACT = [
     "in 2024 I felt better",  # a year
@@ -170,6 +172,8 @@ NOT_CONTACT = [
     "meet me @home",  # "@" for "at" before an everyday word
     "see you all @ the meeting, @least I hope so",
     "case 123456789, ref 1234567 and 7654321",  # a few ids, each read and let go
+    "ref 12345678901234567890123456789012345678901234567890",  # one long plain number
+    "scores 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16",
     "we met on 2024-05-10, 2024-05-17, 2024-05-24, 10/06/2024, 17.06.2024 and 6/24/24",
 ]
 
@@ -288,7 +292,9 @@ def test_a_real_number_among_decoys_is_found(text: str) -> None:
 
 
 def test_many_candidate_runs_count_as_a_phone_number() -> None:
-    """More candidate runs than are read is taken as a number (Part 2 says so)."""
+    """More candidate runs than are read, or one too long to read, is taken as a number (Part 2
+    says so)."""
+    assert contact_kinds("1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20", "en") == ["phone"]
     ids = ", ".join(str(1_000_000 + 1111 * i) for i in range(MAX_PHONE_RUNS + 1))
     assert contact_kinds(f"ids {ids}", "en") == ["phone"]
     few = ", ".join(str(1_000_000 + 1111 * i) for i in range(MAX_PHONE_RUNS))
