@@ -116,12 +116,17 @@ async def test_body_just_under_the_limit_is_read(server) -> None:
 
 
 async def test_slow_body_answers_408(start_server) -> None:
-    """A body trickled a byte at a time past the deadline answers 408 and is dropped."""
+    """A body trickled a byte at a time past the deadline answers 408 and is dropped; a
+    well-behaved client is served meanwhile."""
     server = await start_server(body_timeout=0.5)
     port = server.settings.port
     request = head(port, "Content-Type: application/json", "Content-Length: 100")
     started = asyncio.get_running_loop().time()
-    answer, closed = await raw_request(port, request, [b" "] * 100, pause=0.05)
+    trickle = asyncio.create_task(raw_request(port, request, [b" "] * 100, pause=0.05))
+    async with http_client(server.http, "127.0.0.3") as http:
+        assert (await http.post("/api/rooms", json={})).status_code == 201
+    assert not trickle.done()  # served while the trickle still went on
+    answer, closed = await trickle
     assert answer.startswith(b"HTTP/1.1 408")
     assert closed
     assert asyncio.get_running_loop().time() - started < WAIT

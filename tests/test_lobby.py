@@ -200,6 +200,13 @@ async def test_max_waiting_limits_a_knock_room_but_not_the_lobby(start_server, e
     over = await server.client(encoding)
     assert (await over.join(room["room"]))["code"] == "room_full"
     assert await over.closed() == 4006
+    host = await server.client(encoding, source="127.0.0.3")  # the door is full, not the room
+    assert (await host.join(room["room"], key=room["facilitator_key"]))["t"] == "welcome"
+    assert len(host.welcome["waiting"]) == 2
+    open_room = await server.room()
+    guest = await server.client(encoding, source="127.0.0.4")
+    assert (await guest.join(open_room["room"]))["t"] == "welcome"
+    assert (await guest.request({"t": "say", "text": "served"}))["t"] == "ack"
     lobby = await server.room(settings={"admission": "knock", "opens_at": ms(30)})
     for _ in range(4):
         assert (await (await server.client(encoding)).join(lobby["room"]))["t"] == "waiting"
