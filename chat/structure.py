@@ -26,13 +26,13 @@ from chat.envelope import Delivery
 from chat.errors import ErrorCode, RequestError, Unavailable
 from chat.events import Away, HelpEvent
 from chat.localroom import LocalRoom, RoomGone
-from chat.ops import LogAdd, MemberSet, Op, Refused, RoomSet
+from chat.ops import MemberSet, Op, Refused, RoomSet
 from chat.protocol import Message
 from chat.requests import Away as AwayRequest
-from chat.requests import ClientMessage, EndRound, Extend, Hand, Next, Pause, Round
 from chat.requests import Done as DoneRequest
+from chat.requests import EndRound, Extend, Hand, Next, Pause, Round
 from chat.requests import Unpause as UnpauseRequest
-from chat.roomstate import MemberState, RoomState, Value
+from chat.roomstate import RoomState, Value
 from chat.staff import logged
 
 # Compare-and-set attempts before answering ``unavailable``: a whole room raising hands at
@@ -49,11 +49,6 @@ def _state(room: LocalRoom) -> RoomState:
     if state is None or room.closed:
         raise RoomGone(room.id)
     return state
-
-
-def _logged(room: LocalRoom, msg: ClientMessage, by: MemberState) -> LogAdd:
-    """The facilitation log's entry for a decision (never any text, §6; the key's label, §14)."""
-    return logged(room, msg.t, by)
 
 
 async def _compare_and_set(
@@ -99,7 +94,7 @@ async def pause(services: Services, caller: Caller, msg: Pause | UnpauseRequest)
     room while no facilitator is present — but then nobody could send ``unpause`` either."""
     room, me = facilitator(caller)
     change = RoomSet({"pause": isinstance(msg, Pause)})
-    await services.hub.commit(room, [change, _logged(room, msg, me)])
+    await services.hub.commit(room, [change, logged(room, msg.t, me)])
     return None
 
 
@@ -116,7 +111,7 @@ async def extend(services: Services, caller: Caller, msg: Extend) -> Answer:
             raise RequestError(ErrorCode.BAD_REQUEST, "This room has no end time to extend.")
         return state.ends_at + msg.minutes * 60_000
 
-    await _compare_and_set(services, room, "ends_at", later, [_logged(room, msg, me)])
+    await _compare_and_set(services, room, "ends_at", later, [logged(room, msg.t, me)])
     return None
 
 
@@ -131,7 +126,7 @@ async def start_round(services: Services, caller: Caller, msg: Round) -> Answer:
     def new_round(state: RoomState) -> Value:
         return rounds.start(state, msg.mode, msg.order, strict)
 
-    await _compare_and_set(services, room, "round", new_round, [_logged(room, msg, me)])
+    await _compare_and_set(services, room, "round", new_round, [logged(room, msg.t, me)])
     return None
 
 
@@ -154,7 +149,7 @@ async def next_turn(services: Services, caller: Caller, msg: Next) -> Answer:
     """``next``: a facilitator moves the turn on."""
     room, me = facilitator(caller)
     await _compare_and_set(
-        services, room, "round", _normalised(rounds.next_turn), [_logged(room, msg, me)]
+        services, room, "round", _normalised(rounds.next_turn), [logged(room, msg.t, me)]
     )
     return None
 
@@ -167,7 +162,7 @@ async def end_round(services: Services, caller: Caller, msg: EndRound) -> Answer
         rounds.end(state)
         return None
 
-    await _compare_and_set(services, room, "round", ended, [_logged(room, msg, me)])
+    await _compare_and_set(services, room, "round", ended, [logged(room, msg.t, me)])
     return None
 
 
