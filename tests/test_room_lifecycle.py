@@ -14,12 +14,13 @@ import redis.asyncio as aioredis
 from chat.backend.memory import MemoryBackend
 from chat.buscrypt import Sealer
 from chat.ops import MemberAdd, RoomSet
+from chat.redis.backend import STREAM_MS
 from chat.redis.client import RedisSpace
 from chat.redis.scripts import END_LATE_MS
 from tests.conftest import Server
-from tests.redis_server import RedisServer, redis_server
+from tests.redis_server import RedisServer, redis_server, running_redis
 from tests.test_backend import Inbox, commit, member, new_room, now_ms, redis_backend, say
-from tests.timing import wait_until
+from tests.timing import WAIT, scaled, wait_until
 from tests.workers import workers
 
 __all__ = ["redis_server"]  # fixture, imported for pytest
@@ -102,6 +103,64 @@ async def test_redis_history_is_dropped_by_age_unread(redis_server: RedisServer)
     finally:
         await client.aclose()
         await backend.aclose()
+
+
+@pytest.mark.redis
+async def test_redis_history_expires_by_age_with_nobody_there(redis_server: RedisServer) -> None:
+    """History past --history-seconds goes from Redis though no worker holds the room to trim
+    it (no heartbeat): its key expires at the age bound, and a later commit that is no message
+    (or a heartbeat) does not give it the idle timeout back. The stream lives by its own bound
+    (STREAM_MS), the room itself by the idle timeout (60 s here)."""
+    prefix = "t" + secrets.token_hex(4)
+    backend = redis_backend(redis_server, prefix, history_seconds=0.3)
+    await backend.start(Inbox(), lambda: None)
+    client = aioredis.Redis.from_url(redis_server.url)
+    room = new_room()
+    history, stream = f"{prefix}:{{{room.id}}}:history", f"{prefix}:{{{room.id}}}:stream"
+
+    async def gone() -> bool:
+        return not await client.exists(history)
+
+    try:
+        await backend.create_room(room)
+        await say(backend, room.id, "f", "soon gone", guarded=False)
+        assert 0 < await client.pttl(history) <= 300
+        assert 0 < await client.pttl(stream) <= STREAM_MS
+        await commit(backend, room.id, MemberAdd(member("p1")))  # not a message
+        assert 0 < await client.pttl(history) <= 300
+        await backend.vouch(room.id, ["p1"])
+        assert 0 < await client.pttl(history) <= 300
+        assert 0 < await client.pttl(stream) <= STREAM_MS
+        await wait_until(gone, scaled(0.3) + WAIT, "the history key expired")
+        assert await client.pttl(f"{prefix}:{{{room.id}}}:room") > 50_000
+        assert await backend.history(room.id, 0) == []
+    finally:
+        await client.aclose()
+        await backend.aclose()
+
+
+@pytest.mark.redis
+async def test_worker_memory_history_is_dropped_by_age_on_the_sweep() -> None:
+    """With a persisting Redis (history in worker memory) the sweep drops what is past its
+    age, in every room, read or not."""
+    with running_redis(persistent=True) as server:
+        prefix = "t" + secrets.token_hex(4)
+        inbox = Inbox()
+        backend = redis_backend(server, prefix, history_seconds=0.3)
+        await backend.start(inbox, lambda: None)
+        try:
+            room = new_room()
+            await backend.create_room(room)
+            await backend.subscribe(room.id)
+            await say(backend, room.id, "f", "soon gone", guarded=False)
+            await inbox.wait_for(1)
+            assert len(await backend.history(room.id, 0)) == 1  # kept here, not in Redis
+            assert backend._local._rooms
+            await asyncio.sleep(0.4)  # wall-clock time must pass: history is kept for 0.3 s
+            await backend.sweep(int(time.time() * 1000))
+            assert not backend._local._rooms  # dropped from memory, not just hidden on read
+        finally:
+            await backend.aclose()
 
 
 @pytest.mark.parametrize("on_redis", [False, pytest.param(True, marks=pytest.mark.redis)])

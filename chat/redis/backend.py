@@ -4,7 +4,9 @@ A room's keys (``chat.redis.client.ROOM_PARTS``) all carry the room's ``{room}``
 live for the room idle timeout, renewed by every commit and by each worker's presence
 heartbeat: a room with members never expires and an empty one goes by itself. A room with an
 end time (§13) goes at its end at the latest (:data:`~chat.redis.scripts.END_LATE_MS` after
-it), whether or not any worker holds it to commit the close. A commit is
+it), whether or not any worker holds it to commit the close. The stream and the history live
+by their own age bounds instead (``STREAM_MS``, ``--history-seconds``), set by each commit
+that adds to them, so old text goes even from a room nobody is in. A commit is
 one script (:data:`~chat.redis.scripts.COMMIT`), one round trip, shared with other commits
 of the same loop turn in one pipeline (:mod:`chat.redis.batch`).
 
@@ -252,6 +254,9 @@ class RedisBackend:
             return bool(await self._client.exists(self._space.key(room, "closed")))
 
     async def sweep(self, now_ms: int) -> int:
+        # History kept in worker memory (Redis persists) drops what is past its age here, also
+        # in rooms nobody talks in any more (§11).
+        self._local.trim_all()
         return 0  # every key carries the idle TTL: Redis expires an empty room by itself
 
     # --- the stream ----------------------------------------------------------------------

@@ -312,19 +312,30 @@ if closing then
   redis.call('SET', KEYS[K_CLOSED], '1', 'PX', ttl)
   return {1, epoch, off, seq}
 end
+local cap = end_cap()  -- read after the ops: an ``extend`` moves it
+-- Stream and history live by their own age bounds, not the room's idle timeout (§11): each
+-- new entry is the newest, so once it is past the bound the whole key is, and it goes even
+-- while nobody is there to trim it. Nothing else renews them. Neither outlives the room.
+local history_ms = math.min(now - tonumber(ARGV[12]), ttl)
+local stream_ms = math.min(tonumber(ARGV[10]), ttl)
 if in_redis then
   redis.call('ZADD', KEYS[K_STREAM], off, now .. ':' .. frame)
   trim(KEYS[K_STREAM], tonumber(ARGV[9]), now - tonumber(ARGV[10]))
+  renew(K_STREAM, now, stream_ms, cap)
   if message then
     redis.call('ZADD', KEYS[K_HISTORY], seq, message[2] .. ':' .. message[1] .. ':' .. ARGV[2])
     trim(KEYS[K_HISTORY], tonumber(ARGV[11]), tonumber(ARGV[12]))
+    renew(K_HISTORY, now, history_ms, cap)
   end
 end
+-- An edit that emptied and refilled the history left it with no expiry: give it the bound.
+if not message and redis.call('PTTL', KEYS[K_HISTORY]) == -1 then
+  renew(K_HISTORY, now, history_ms, cap)
+end
 -- A room message touches only these; the presence heartbeat renews the rest.
-local touched = {K_FIELDS, K_CTR, K_STREAM, K_HISTORY}
+local touched = {K_FIELDS, K_CTR}
 if not message then touched = {K_ROOM, K_MEMBERS, K_FIELDS, K_NAMES, K_RESUME, K_BANS,
-  K_REPORTS, K_LOG, K_CTR, K_STREAM, K_HISTORY, K_HELD, K_KEYS, K_ALIVE} end
-local cap = end_cap()  -- read after the ops: an ``extend`` moves it
+  K_REPORTS, K_LOG, K_CTR, K_HELD, K_KEYS, K_ALIVE} end
 for _, i in ipairs(touched) do renew(i, now, ttl, cap) end
 return {1, epoch, off, seq}
 """
@@ -351,9 +362,9 @@ return 1
 # KEYS: the room's keys. ARGV: 1 now, 2 ttl, 3 oldest history ts, 4 stream ms kept, 5 history
 # and stream in Redis ('1'), 6 the presence cutoff, then the pids this worker vouches for. The
 # presence heartbeat: vouch (XX: a member removed meanwhile is not brought back), keep every
-# key alive (up to the room's end), trim history and stream by age now, not only when someone
-# reads them (§11). Returns {when the keys now expire (ms), the members nobody has vouched for
-# since the cutoff}.
+# key but history and stream alive (up to the room's end), trim history and stream by age now,
+# not only when someone reads them (§11). Returns {when the keys now expire (ms), the members
+# nobody has vouched for since the cutoff}.
 VOUCH = (
     _KEYS
     + """
@@ -364,7 +375,10 @@ if ARGV[5] == '1' then
   trim(KEYS[K_STREAM], 1000000, now - tonumber(ARGV[4]))
 end
 local cap = end_cap()
-for i = 1, K_ALIVE do renew(i, now, ttl, cap) end
+for i = 1, K_ALIVE do
+  -- Stream and history keep the expiry of their age bound (COMMIT): never the idle timeout.
+  if i ~= K_STREAM and i ~= K_HISTORY then renew(i, now, ttl, cap) end
+end
 local until_ms = now + ttl
 if cap and cap < until_ms then until_ms = cap end
 return {until_ms, redis.call('ZRANGEBYSCORE', KEYS[K_ALIVE], '-inf', ARGV[6])}
@@ -454,7 +468,8 @@ redis.call('PUBLISH', ARGV[7], frame)
 local cap = end_cap()
 if cap and cap < now + END_LATE then cap = now + END_LATE end
 for i = 1, K_ALIVE do
-  if redis.call('EXISTS', KEYS[i]) == 1 then renew(i, now, ttl, cap) end
+  -- History keeps the expiry of its age bound (COMMIT); the stream starts again empty.
+  if i ~= K_HISTORY and redis.call('EXISTS', KEYS[i]) == 1 then renew(i, now, ttl, cap) end
 end
 return {ARGV[4], off}
 """
