@@ -25,6 +25,8 @@ from tests.workers import workers
 
 __all__ = ["redis_server"]  # fixture, imported for pytest
 
+SLACK_MS = int(scaled(0.5) * 1000)  # a command's way from the test's clock to Redis, at most
+
 
 async def ended(server: Server, room: dict[str, str]) -> bool:
     return await server.status(f"/api/rooms/{room['room']}") == 404
@@ -196,26 +198,34 @@ async def test_redis_keys_live_no_longer_than_the_room_end(redis_server: RedisSe
     keys = RedisSpace(client, prefix, Sealer(None), 60).keys(room.id)
 
     async def expiries() -> dict[str, int]:
-        """Each existing key's expiry time (ms)."""
+        """Each existing key's expiry time (ms). The scripts set the time left by the worker's
+        clock, so Redis's own reading of it may come later by a command's way there."""
         found = {k: int(await client.execute_command("PEXPIRETIME", k)) for k in keys}
         return {k.rsplit(":", 1)[1]: at for k, at in found.items() if at != -2}
 
+    def at_end(at: int, end: int) -> bool:
+        return end <= at <= end + SLACK_MS
+
     try:
         await backend.create_room(room)
-        assert await expiries() == {"room": ends + END_LATE_MS, "ctr": ends + END_LATE_MS}
+        created = await expiries()
+        assert set(created) == {"room", "ctr"}
+        assert all(at_end(at, ends + END_LATE_MS) for at in created.values()), created
         await commit(backend, room.id, MemberAdd(member("p1")))
         await say(backend, room.id, "p1", "before the end")
         await backend.vouch(room.id, ["p1"])
         kept = await expiries()
         assert {"room", "members", "fields", "ctr", "history", "alive"} <= set(kept)
-        assert all(0 < at <= ends + END_LATE_MS for at in kept.values()), kept
-        assert kept["room"] == kept["members"] == ends + END_LATE_MS
+        assert all(0 < at <= ends + END_LATE_MS + SLACK_MS for at in kept.values()), kept
+        assert at_end(kept["room"], ends + END_LATE_MS)
+        assert at_end(kept["members"], ends + END_LATE_MS)
         assert await client.zscore(f"{prefix}:rooms", room.id) == ends + END_LATE_MS
         later = ends + 20_000  # extend: the bound moves with the end (still short of 60 s)
         await commit(backend, room.id, RoomSet({"ends_at": later}, {"ends_at": ends}))
         moved = await expiries()
-        assert moved["room"] == moved["members"] == later + END_LATE_MS
-        assert all(at <= later + END_LATE_MS for at in moved.values()), moved
+        assert at_end(moved["room"], later + END_LATE_MS)
+        assert at_end(moved["members"], later + END_LATE_MS)
+        assert all(at <= later + END_LATE_MS + SLACK_MS for at in moved.values()), moved
         # A room with no end keeps the idle timeout.
         plain = new_room("room2")
         await backend.create_room(plain)

@@ -71,12 +71,14 @@ local function end_cap()
 end
 
 -- Renew key `i` for `ttl` ms from `now`, but not past `cap` (a room's end: see end_cap). Past
--- it, nothing renews the key: it goes at the expiry it has (no later than the cap).
+-- it, nothing renews the key: it goes at the expiry it has (no later than the cap). PEXPIRE
+-- with the time left rather than PEXPIREAT: `now` and the end are the workers' clock, and the
+-- documented ACL (docs/scaling.md) grants PEXPIRE only.
 local function renew(i, now, ttl, cap)
   if not cap or now + ttl <= cap then
     redis.call('PEXPIRE', KEYS[i], ttl)
   elseif cap > now then
-    redis.call('PEXPIREAT', KEYS[i], cap)
+    redis.call('PEXPIRE', KEYS[i], cap - now)
   end
 end
 
