@@ -60,9 +60,12 @@ def session(services: Services, n: int) -> tuple[Session, Wire]:
     return Session(wire.receive, wire.send, services, Encoding.JSON, f"10.0.0.{n}"), wire
 
 
-async def handle(s: Session, **msg: Any) -> None:
+async def handle(s: Session, wire: Wire, expect: str, **msg: Any) -> None:
+    """Hand the session one request and wait for the frame it answers with (the outbox
+    writes once per loop turn, after the handler returned)."""
+    before = len(wire.of(expect))
     await s._handle(json.dumps(msg))
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: len(wire.of(expect)) > before, what=f"{expect} for {msg['t']}")
 
 
 async def test_a_reload_wakes_the_commits_waiting_for_it() -> None:
@@ -84,13 +87,13 @@ async def test_an_admitted_member_gets_no_message_twice() -> None:
     admitted task that builds the welcome is in the welcome's history AND among the held
     events: the participant receives it twice."""
     services, _, state = await start(admission="knock")
-    fac, _ = session(services, 1)
-    talker, _ = session(services, 2)
+    fac, fac_wire = session(services, 1)
+    talker, talker_wire = session(services, 2)
     guest, wire = session(services, 3)
-    await handle(fac, t="join", room=state.id, key=KEY, name="Fac")
-    await handle(talker, t="join", room=state.id, key=KEY, name="Other")
-    await handle(guest, t="join", room=state.id, name="Guest", id=7)
-    assert wire.of("waiting")
+    await handle(fac, fac_wire, "welcome", t="join", room=state.id, key=KEY, name="Fac")
+    await handle(talker, talker_wire, "welcome", t="join", room=state.id, key=KEY, name="Other")
+    await handle(guest, wire, "waiting", t="join", room=state.id, name="Guest", id=7)
+    assert not wire.of("welcome")
     # The admission and another member's message are handled in the same loop turn.
     await asyncio.gather(
         fac._handle(json.dumps({"t": "admit", "pid": guest.pid})),

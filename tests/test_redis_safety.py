@@ -19,7 +19,7 @@ from tests.client import MSGPACK, Client, create_room
 from tests.process import ServerProcess
 from tests.redis_server import RedisServer, monitor, redis_server
 from tests.test_redis_confidential import KEY_HEX, all_values
-from tests.timing import wait_until
+from tests.timing import MS, wait_until
 from tests.workers import at, workers
 
 __all__ = ["redis_server"]  # fixture, imported for pytest
@@ -70,7 +70,7 @@ async def test_ignore_made_on_one_worker_filters_on_the_other(redis_server: Redi
         await loud.request({"t": "say", "text": "unheard"})
         await witness.request({"t": "say", "text": "heard"})
         assert (await witness.next("msg", text="unheard"))["pid"] == loud.pid
-        got = [m["text"] for m in await ignorer.quiet(0.6) if m["t"] == "msg"]
+        got = [m["text"] for m in await ignorer.quiet(600 * MS) if m["t"] == "msg"]
         assert got == ["heard"]
         ignorer.ws.transport.abort()
         back = await a.client(**at(3))
@@ -78,7 +78,7 @@ async def test_ignore_made_on_one_worker_filters_on_the_other(redis_server: Redi
         assert [m["text"] for m in welcome["history"]] == ["heard"]
         await loud.request({"t": "say", "text": "still unheard"})
         await witness.request({"t": "say", "text": "still heard"})
-        assert [m["text"] for m in await back.quiet(0.6) if m["t"] == "msg"] == ["still heard"]
+        assert [m["text"] for m in await back.quiet(600 * MS) if m["t"] == "msg"] == ["still heard"]
 
 
 async def test_revoke_closes_a_co_facilitator_on_the_other_worker(
