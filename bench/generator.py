@@ -25,11 +25,12 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped,unused-ignore]
 from websockets.exceptions import WebSocketException
 
-from bench import procstat
+from bench import ignoring, procstat
 from bench.spec import GenSpec, Phase
 from bench.wsclient import Connection
 
 _SATURATED_PCT = 90.0
+_IGNORE_ID = 1  # the request id on each member's one ``ignore`` (ids are per connection)
 
 
 def _log(text: str) -> None:
@@ -77,6 +78,7 @@ class PhaseResult:
     p95_ms: float = 0.0
     p99_ms: float = 0.0
     max_ms: float = 0.0
+    to_ignorers: int = 0  # msgs delivered to a member who ignores their sender: must be 0
     server_cpu_pct: float = 0.0
     redis_cpu_pct: float = 0.0
     server_cpu_s: float = 0.0  # CPU seconds in the window, for the cost per delivery
@@ -103,6 +105,11 @@ class Recorder:
     window_expected: list[int] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     welcomed: int = 0
+    pids: dict[int, str] = field(default_factory=dict)  # connection index -> its welcome's pid
+    # capacity-ignore: connection index of an ignorer -> position in Generator.conns of the
+    # member it ignores (the "<sender>" of a text). Empty otherwise: one falsy test per msg.
+    ignored_by: dict[int, int] = field(default_factory=dict)
+    window_to_ignorers: list[int] = field(default_factory=list)
 
     def on_frame(self, conn: Connection, data: bytes | bytearray | memoryview) -> None:
         """Decode one server frame (a map, or an array of maps when batched: protocol §2)."""
@@ -125,13 +132,20 @@ class Recorder:
         if t == "msg":
             now = time.monotonic_ns()
             try:
-                _, n_s, ns_s = m["text"].split(":")
+                sender_s, n_s, ns_s = m["text"].split(":")
                 n = int(n_s)
                 sent_ns = int(ns_s, 36)
             except (KeyError, ValueError, AttributeError):
                 return  # not one of ours (announcements and the like)
-            self.received[n] += 1
             ph = self.window[n]
+            ignored = self.ignored_by.get(conn.index) if self.ignored_by else None
+            if ignored is not None and sender_s.lstrip(".") == str(ignored):
+                # The server must filter this one out (protocol §14): not a delivery, an error.
+                self.errors["msg_to_ignorer"] += 1
+                if ph >= 0:
+                    self.window_to_ignorers[ph] += 1
+                return
+            self.received[n] += 1
             if ph >= 0:
                 self.window_received[ph] += 1
                 self.latencies[ph].append(now - sent_ns)
@@ -140,8 +154,19 @@ class Recorder:
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
             self.welcomed += 1
+            you = m.get("you")
+            if isinstance(you, dict) and isinstance(you.get("pid"), str):
+                self.pids[conn.index] = you["pid"]
+        elif t == "ack" and m.get("id") == _IGNORE_ID:
+            acked = _ack_waiters.pop(conn.index, None)
+            if acked is not None and not acked.done():
+                acked.set_result(None)
         elif t == "error":
             self.errors[f"error:{m.get('code')}"] += 1
+            if m.get("id") == _IGNORE_ID:
+                refused = _ack_waiters.pop(conn.index, None)
+                if refused is not None and not refused.done():
+                    refused.set_exception(IgnoreRefused(str(m.get("code"))))
             waiter = _welcome_waiters.pop(conn.index, None)
             if waiter is not None and not waiter.done():
                 # An error before the welcome answers the join: fail now, not at the timeout.
@@ -149,6 +174,7 @@ class Recorder:
 
 
 _welcome_waiters: dict[int, asyncio.Future[None]] = {}
+_ack_waiters: dict[int, asyncio.Future[None]] = {}  # capacity-ignore: each ignorer's ack
 
 
 def _welcome_only(conn: Connection, data: bytes | bytearray | memoryview) -> None:
@@ -169,6 +195,10 @@ class JoinRefused(RuntimeError):
     """The server answered a join with an error (its code is the message)."""
 
 
+class IgnoreRefused(RuntimeError):
+    """The server answered an ``ignore`` with an error (its code is the message)."""
+
+
 class Generator:
     """Owns the connections of one generator run."""
 
@@ -183,6 +213,8 @@ class Generator:
         self.connect_errors: Counter[str] = Counter()
         self.stalled: list[Connection] = []
         self.pad = "." * spec.text_pad
+        self.ignoring: dict[int, int] = {}  # ignorer -> ignored, as positions in self.conns
+        self.ignore_errors: Counter[str] = Counter()
 
     def _watch(self) -> list[int]:
         return procstat.tree(self.spec.watch_pids)
@@ -287,14 +319,40 @@ class Generator:
             outcome[f"closed {conn.close_code}" if conn.closed.done() else "still open"] += 1
         return dict(outcome)
 
-    def _room_sizes(self) -> list[int]:
-        sizes = [0] * len(self.spec.rooms)
-        for r in self.room_of:
-            sizes[r] += 1
-        return sizes
+    async def ignore_some(self) -> None:
+        """capacity-ignore: ``spec.ignoring`` of each room's members ignore another member
+        (bench/ignoring.py says who), each waiting for its ``ack`` before any load is sent.
+        Only acked ignores change what the recorder expects; a refusal is reported."""
+        chosen = ignoring.plan(self.room_of, self.spec.ignoring)
+        if not chosen:
+            return
+        loop = asyncio.get_running_loop()
+        waits: list[asyncio.Future[None]] = []
+        for ignorer, target in chosen.items():
+            conn = self.conns[ignorer]
+            acked: asyncio.Future[None] = loop.create_future()
+            _ack_waiters[conn.index] = acked
+            pid = self.rec.pids.get(self.conns[target].index)
+            conn.send(self.packer.pack({"t": "ignore", "pid": pid, "id": _IGNORE_ID}))
+            waits.append(acked)
+        timeout = self.spec.join_timeout_s
+        results = await asyncio.gather(
+            *(asyncio.wait_for(w, timeout) for w in waits), return_exceptions=True
+        )
+        for (ignorer, target), res in zip(chosen.items(), results, strict=True):
+            if isinstance(res, BaseException):
+                self.ignore_errors[type(res).__name__ + (f": {res}"[:80])] += 1
+            else:
+                self.ignoring[ignorer] = target
+        self.rec.ignored_by = {self.conns[i].index: t for i, t in self.ignoring.items()}
+        _log(
+            f"{len(self.ignoring)}/{len(chosen)} members ignore another member"
+            + (f"; failures: {dict(self.ignore_errors)}" if self.ignore_errors else "")
+        )
 
-    async def _send_for(self, rate: float, duration: float, window: int, sizes: list[int]) -> int:
-        """Send ``rate`` messages/s spread evenly over the senders for ``duration`` seconds."""
+    async def _send_for(self, rate: float, duration: float, window: int, owed: list[int]) -> int:
+        """Send ``rate`` messages/s spread evenly over the senders for ``duration`` seconds;
+        ``owed[c]`` is how many deliveries a message from connection ``c`` must make."""
         rec, conns, senders, pack = self.rec, self.conns, self.senders, self.packer.pack
         n_senders = len(senders)
         if n_senders == 0:
@@ -310,7 +368,7 @@ class Generator:
                 ci = senders[k % n_senders]
                 conn = conns[ci]
                 n = len(rec.expected)
-                rec.expected.append(sizes[self.room_of[ci]])
+                rec.expected.append(owed[ci])
                 rec.received.append(0)
                 rec.window.append(window)
                 text = f"{self.pad}{ci}:{n}:{base36(time.monotonic_ns())}"
@@ -332,15 +390,17 @@ class Generator:
         rec.latencies.append([])
         rec.window_received.append(0)
         rec.window_expected.append(0)
-        sizes = self._room_sizes()
-        await self._send_for(phase.rate, phase.warmup_s, -1, sizes)
+        rec.window_to_ignorers.append(0)
+        # Every member of the sender's room, sender included, but those who ignore the sender.
+        owed = ignoring.expected_per_sender(self.room_of, self.ignoring)
+        await self._send_for(phase.rate, phase.warmup_s, -1, owed)
         first = len(rec.expected)
         watch = self._watch()
         srv0 = procstat.sample(watch, time.monotonic())
         red0 = procstat.sample(self.spec.redis_pids, time.monotonic())
         gen0 = (own_cpu_s(), time.monotonic())
         busy0 = procstat.system_busy_s()
-        sent = await self._send_for(phase.rate, phase.measure_s, ph, sizes)
+        sent = await self._send_for(phase.rate, phase.measure_s, ph, owed)
         srv1 = procstat.sample(watch, time.monotonic())
         red1 = procstat.sample(self.spec.redis_pids, time.monotonic())
         gen1 = (own_cpu_s(), time.monotonic())
@@ -355,6 +415,7 @@ class Generator:
             max(0, r - e) for r, e in zip(received, rec.expected[first:], strict=False)
         )
         res.lost = res.expected - res.received
+        res.to_ignorers = rec.window_to_ignorers[ph]
         res.send_rate = sent / phase.measure_s
         res.deliveries_per_s = res.received / phase.measure_s
         lat = sorted(rec.latencies[ph])
@@ -375,10 +436,12 @@ class Generator:
         res.server_peak_rss = procstat.peak_rss_bytes(watch)
         res.server_rss = procstat.rss_bytes(watch)
         limit = self.spec.fail_p99_ms
-        res.passed = res.lost == 0 and res.sent > 0 and (limit is None or res.p99_ms <= limit)
+        res.passed = res.lost == 0 and res.to_ignorers == 0 and res.sent > 0
+        res.passed = res.passed and (limit is None or res.p99_ms <= limit)
         _log(
             f"phase {ph} rate={phase.rate:g}/s sent={sent} deliveries/s={res.deliveries_per_s:.0f} "
-            f"p99={res.p99_ms:.1f}ms lost={res.lost} server={res.server_cpu_pct:.0f}% "
+            f"p99={res.p99_ms:.1f}ms lost={res.lost} to_ignorers={res.to_ignorers} "
+            f"server={res.server_cpu_pct:.0f}% "
             f"gen={res.gen_cpu_pct:.0f}%"
         )
         return res
@@ -432,6 +495,13 @@ async def run(spec: GenSpec) -> dict[str, Any]:
             )
         else:
             await gen.connect_stalled()
+            if spec.ignoring > 0:
+                await gen.ignore_some()
+                out["ignoring"] = {
+                    "fraction": spec.ignoring,
+                    "ignorers": len(gen.ignoring),
+                    "refused": dict(gen.ignore_errors),
+                }
             phases: list[dict[str, Any]] = []
             for i, phase in enumerate(spec.phases):
                 res = await gen.run_phase(i, phase)

@@ -113,6 +113,8 @@ def _why(phase: dict[str, Any] | None) -> str:
     parts = [f"at {phase['rate']:g} msg/s:"]
     if phase["lost"]:
         parts.append(f"lost {phase['lost']:,}")
+    if phase.get("to_ignorers"):
+        parts.append(f"{phase['to_ignorers']:,} msgs to ignorers")
     parts.append(f"p99 {_fmt(phase['p99_ms'])} ms")
     if phase["gen_saturated"]:
         parts.append("(generator saturated)")
@@ -282,6 +284,14 @@ def _notes(rows: list[dict[str, Any]]) -> list[str]:
             notes.append(f"{name}: {row['status']}: {row.get('reason', '')[:400]}")
             continue
         res = row["result"]
+        if row.get("reused_from"):
+            continue  # the plain workload's baseline row, noted there already
+        ign = res.get("ignoring")
+        if ign and (ign.get("refused") or not ign.get("ignorers")):
+            notes.append(
+                f"{name}: {ign.get('ignorers')} members ignore someone; ignores refused: "
+                f"{ign.get('refused')}"
+            )
         if row.get("busy_before_pct", 0) > 25:
             notes.append(
                 f"{name}: started while other processes used "
@@ -344,6 +354,36 @@ def _with_redis_baseline(
     return out
 
 
+def _ignoring_note(part: list[dict[str, Any]]) -> list[str]:
+    """Under a capacity section holding a workload with ignores: what its baseline row is, and
+    Hearth's capacity with ignores over its capacity without (issue 15: within 10%)."""
+    notes: list[str] = []
+    for row in part:
+        if not row.get("ignoring") or row["target"] == "baseline":
+            continue
+        res = row.get("result") or {}
+        ign = res.get("ignoring") or {}
+        notes.append(
+            f"{row['workload']}: {100 * row['ignoring']:g}% of each room's members "
+            f"({ign.get('ignorers', '?')} in all) ignore another member first (Hearth only, "
+            "protocol §14); a msg delivered to an ignorer fails the step. The baseline has no "
+            f"ignore: its row is this run's plain {row['plain']} baseline, so Hearth's ratio "
+            f"here is to that; compare it with Hearth's ratio on the {row['plain']} row."
+        )
+        plain = next(
+            (r for r in part if r["workload"] == row["plain"] and r["target"] == row["target"]),
+            None,
+        )
+        with_, without = _phase_summary(row), _phase_summary(plain) if plain else None
+        if with_ and without and with_.get("rate") and without.get("rate"):
+            notes.append(
+                f"{row['workload']}: Hearth's capacity with ignores / without, same run: "
+                f"{with_['rate']:,.0f} / {without['rate']:,.0f} msg/s = "
+                f"{with_['rate'] / without['rate']:.2f}"
+            )
+    return notes
+
+
 def table(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """The whole printed report, one section per topology and workload kind."""
     out = [
@@ -380,6 +420,8 @@ def table(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                 if kind in _TITLES:
                     out.append(_TITLES[kind])
                 out.append(_section(kind, part))
+                if kind == "capacity":
+                    out += _ignoring_note(part)
     notes = _notes(rows)
     gen = [
         p["gen_cpu_pct"] for r in rows if r["status"] == "ok" for p in r["result"].get("phases", [])

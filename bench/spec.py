@@ -35,6 +35,9 @@ class GenSpec:
     connect_concurrency: int = 100
     join_timeout_s: float = 30.0
     fail_p99_ms: float | None = None  # set for capacity: stop at the first failing phase
+    # capacity-ignore (Hearth only): this fraction of each room's members ignore another
+    # member once joined (protocol §14); what a message is owed leaves its ignorers out.
+    ignoring: float = 0.0
     # The storms (J and R): how many handshakes may be in flight at once while measured.
     storm_concurrency: int = 1000
     expect_presence: bool = True  # J: wait for joined announcements (the baseline has none)

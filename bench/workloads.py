@@ -26,6 +26,8 @@ class Workload:
     rate: float = 0.0
     slow: int = 0  # extra members per room that stop reading once joined
     pad: int = 0  # characters added to each text, so a stalled reader's buffers fill
+    ignoring: float = 0.0  # fraction of each room's members that ignore another (Hearth only)
+    plain: str = ""  # the workload without ignores, whose baseline row this one's compares to
 
 
 A = Workload("A", "1 room x 100, 10 senders, 50 msg/s", "load", 1, 100, 10, 50)
@@ -47,6 +49,18 @@ CAPACITY = Workload(
     20,
     20,
 )
+# Issue 15's figure "with 10% of members ignoring someone": capacity again, but 2 of each
+# room's 20 members ignore another member first (protocol §14), so the server filters every
+# fan-out of those members' messages. The baseline has no ignore: its row for this workload is
+# the plain capacity run's, and Hearth's ratio is to that. Opt-in (--only capacity-ignore).
+CAPACITY_IGNORE = replace(
+    CAPACITY,
+    key="capacity-ignore",
+    title="shape C, 10% of members ignore another member, stepped as capacity",
+    ignoring=0.1,
+    plain="capacity",
+)
+OPT_IN = [CAPACITY_IGNORE]  # run only when named in --only
 
 
 # Issue 13's storms. J: everyone joins one room at once; its "rate" is unused. R: the rooms
@@ -143,9 +157,10 @@ QUICK = Profile(
 
 
 def select(only: set[str] | None, profile: Profile, scale: float = 1.0) -> list[Workload]:
-    """The workloads to run, in order; ``only`` holds keys such as A, B, C, J, R, idle."""
+    """The workloads to run, in order; ``only`` holds keys such as A, B, C, J, R, idle, and
+    the opt-in ones (capacity-ignore), which a run without ``only`` leaves out."""
     storms = [scaled(J, scale), scaled(R, scale)]
-    every = [A, B, C, S, CAPACITY, *storms] + [idle(n) for n in profile.idle_sizes]
+    every = [A, B, C, S, CAPACITY, *OPT_IN, *storms] + [idle(n) for n in profile.idle_sizes]
     if not only:
-        return every
+        return [w for w in every if w not in OPT_IN]
     return [w for w in every if w.key in only or (w.kind == "idle" and "idle" in only)]
