@@ -3,6 +3,7 @@ names or text in MONITOR or in a dump of every key."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from pathlib import Path
@@ -13,7 +14,7 @@ import redis.asyncio as aioredis
 from chat.settings import bus_key
 from tests.conftest import running
 from tests.redis_server import RedisServer, monitor, own_redis, redis_server, running_redis
-from tests.timing import wait_until
+from tests.timing import scaled, wait_until
 from tests.workers import worker_settings, workers
 
 __all__ = ["own_redis", "redis_server"]  # fixture, imported for pytest
@@ -178,3 +179,47 @@ async def test_a_worker_that_stopped_hearing_a_room_forgets_its_history() -> Non
             assert "please delete me" not in [m["text"] for m in welcome["history"]]
             await newcomer.close()
             await fac.close()
+
+
+async def test_a_closed_room_is_not_heard_on_when_redis_persists() -> None:
+    """Persisting Redis (history in worker memory): after a mere leave a worker keeps hearing
+    the room for the resume grace, so that its history stays whole for a member who comes
+    back; after a close nobody comes back, so every worker stops at once, the one that had
+    been lingering too (§12: never linger after a close). A join that found no room does not
+    linger either."""
+    with running_redis(persistent=True) as server:
+        async with workers(server.url, resume_grace=60) as (a, b):
+            room = await a.room()
+            spy = aioredis.Redis.from_url(server.url)
+
+            def channel(room_id: str) -> str:
+                return f"{a.settings.redis_prefix}:{{{room_id}}}:bus"
+
+            async def subscribers(room_id: str = room["room"]) -> int:
+                return int((await spy.pubsub_numsub(channel(room_id)))[0][1])
+
+            async def none() -> bool:
+                return await subscribers() == 0
+
+            try:
+                fac = await a.client()
+                await fac.join(room["room"], name="Guide", key=room["facilitator_key"])
+                member = await b.client()
+                await member.join(room["room"], name="Member")
+                assert await subscribers() == 2
+                assert (await member.request({"t": "leave"}))["t"] == "ack"
+                # A window in which nothing may change: B lingers for the 60 s grace.
+                await asyncio.sleep(scaled(2.5))
+                assert await subscribers() == 2
+                await fac.send({"t": "close"})
+                assert await fac.closed() == 4010
+                await wait_until(none, scaled(5), "no subscriber after the room closed")
+                missing = await b.client()
+                assert (await missing.join("no-such-room-here"))["code"] == "not_found"
+
+                async def nobody_on_the_missing_room() -> bool:
+                    return await subscribers("no-such-room-here") == 0
+
+                await wait_until(nobody_on_the_missing_room, scaled(5), "no linger on no room")
+            finally:
+                await spy.aclose()

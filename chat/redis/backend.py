@@ -111,6 +111,8 @@ class RedisBackend:
         self._local = MessageHistory(history_messages, history_seconds)
         self._linger = linger
         self._lingering: dict[str, asyncio.TimerHandle] = {}
+        # Rooms heard closing while history is in worker memory: nothing is left to linger for.
+        self._closed: set[str] = set()
         self._deliver: Deliver | None = None
         # room -> (epoch, highest offset) seen here: the store must never be behind it.
         self._seen: dict[str, tuple[int, int]] = {}
@@ -154,11 +156,13 @@ class RedisBackend:
         await self._bus.subscribe(room)
 
     async def unsubscribe(self, room: str) -> None:
-        if self._in_redis is False and self._linger > 0:
+        lingers = room not in self._closed and room in self._seen
+        if self._in_redis is False and self._linger > 0 and lingers:
             # Worker-memory history is only as good as what this worker hears: keep hearing
             # the room for the resume grace, so that a member who comes back here finds it
             # whole, deletions included; then stop and let the history go (§12 allows this
-            # only here).
+            # only here). Not for a room that closed, nor one this worker never heard (a join
+            # that found no room): nobody comes back to either.
             if room not in self._lingering:
                 self._lingering[room] = asyncio.get_running_loop().call_later(
                     self._linger, self._stop_lingering, room
@@ -167,12 +171,15 @@ class RedisBackend:
         await self._unsubscribe_now(room)
 
     def _stop_lingering(self, room: str) -> None:
-        self._lingering.pop(room, None)
+        handle = self._lingering.pop(room, None)
+        if handle is not None:
+            handle.cancel()  # when the room closed before the linger was over
         task = asyncio.create_task(self._unsubscribe_now(room))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _unsubscribe_now(self, room: str) -> None:
+        self._closed.discard(room)
         self._seen.pop(room, None)
         self._top_seq.pop(room, None)
         self._local.drop(room)
@@ -209,7 +216,12 @@ class RedisBackend:
             elif isinstance(op, HistoryEdit):
                 self._local.edit(room, op.mid, op.cw)
             elif isinstance(op, RoomClose):
+                # Closed: no member will come back to this history, so stop hearing the room
+                # now (§12: never linger after a close), and at once if it was lingering.
                 self._local.drop(room)
+                self._closed.add(room)
+                if room in self._lingering:
+                    self._stop_lingering(room)
 
     # --- rooms ---------------------------------------------------------------------------
 
