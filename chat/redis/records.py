@@ -17,8 +17,22 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from redis.exceptions import (
+    AskError,
+    BusyLoadingError,
+    ClusterCrossSlotError,
+    ClusterDownError,
+    ExecAbortError,
+    MasterDownError,
+    MovedError,
+    NoPermissionError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chat import metrics
@@ -31,9 +45,32 @@ from chat.redis.client import COMMAND_TIMEOUT
 log = logging.getLogger("hearth.redis")
 
 
+# redis-py strips the code off the error replies it has a class for ("OOM command not
+# allowed..." becomes OutOfMemoryError("command not allowed...")): name those by their code
+# again, as the metric's kinds are documented (docs/protocol.md Part 2). LOADING first: its
+# class is a ConnectionError.
+_REPLY_CODES: tuple[tuple[type[RedisError], str], ...] = (
+    (OutOfMemoryError, "OOM"),
+    (ReadOnlyError, "READONLY"),
+    (BusyLoadingError, "LOADING"),
+    (NoScriptError, "NOSCRIPT"),
+    (MasterDownError, "MASTERDOWN"),
+    (TryAgainError, "TRYAGAIN"),
+    (ClusterDownError, "CLUSTERDOWN"),
+    (ClusterCrossSlotError, "CROSSSLOT"),
+    (MovedError, "MOVED"),
+    (AskError, "ASK"),
+    (ExecAbortError, "EXECABORT"),
+    (NoPermissionError, "NOPERM"),
+)
+
+
 def error_kind(exc: BaseException) -> str:
-    """A loggable name for a Redis failure: the reply's first word (``OOM``, ``BUSY``...) or
-    the exception's class — never the rest of the reply, which may quote a value."""
+    """A loggable name for a Redis failure: the reply's code (``OOM``, ``BUSY``...) or the
+    exception's class — never the rest of the reply, which may quote a value."""
+    for kind, code in _REPLY_CODES:
+        if isinstance(exc, kind):
+            return code
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
         return type(exc).__name__
     if not isinstance(exc, RedisError):  # the cluster client's own: no reply to quote
