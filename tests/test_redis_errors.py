@@ -47,13 +47,15 @@ TOKEN = "operator-" + secrets.token_hex(8)
 @dataclass
 class Scene:
     """Worker A (rooms open to all) and worker B (an operator token) on one Redis, a room,
-    Alice on A and Bob on B, who have already talked."""
+    Alice on A and Bob on B, who have already talked, and Dana, connected to B but not yet
+    joined."""
 
     a: Server
     b: Server
     room: str
     alice: Client
     bob: Client
+    dana: Client
 
 
 @contextlib.asynccontextmanager
@@ -70,17 +72,24 @@ async def scene(url: str, caplog: pytest.LogCaptureFixture) -> AsyncIterator[Sce
         ack = await alice.request({"t": "say", "text": f"{MARK} before"})
         assert ack["t"] == "ack", ack
         assert (await bob.next("msg", seq=ack["seq"]))["text"] == f"{MARK} before"
-        found = Scene(a, b, room, alice, bob)
+        dana = await b.client(**at(6))
+        found = Scene(a, b, room, alice, bob, dana)
         yield found
-        for client in (alice, bob):
+        for client in (alice, bob, dana):
             await client.close()
     logs_hold_nothing(caplog, found)
 
 
 async def refused_everywhere(s: Scene) -> None:
-    """A say, both kinds of room creation and a handshake are refused as unavailable."""
+    """A say, a join, both kinds of room creation and a handshake are refused as unavailable;
+    the room's page answers from what Redis can still read, or 503."""
     answer = await s.alice.request({"t": "say", "text": f"{MARK} lost"})
     assert answer["t"] == "error" and answer["code"] == "unavailable", answer
+    answer = await s.dana.join(s.room, name="Dana")
+    assert answer["t"] == "error" and answer["code"] == "unavailable", answer
+    async with httpx.AsyncClient(base_url=s.b.http) as http:
+        info = await http.get(f"/api/rooms/{s.room}")
+    assert info.status_code in (200, 503), info.status_code  # a read: OOM and READONLY allow it
     async with httpx.AsyncClient(base_url=s.a.http) as http:
         open_post = await http.post("/api/rooms", json={"title": f"{MARK} new"})
     headers = {"authorization": f"Bearer {TOKEN}"}
@@ -115,6 +124,7 @@ async def works_again(s: Scene) -> None:
     texts = [m["text"] for m in got]
     assert texts[-1] == f"{MARK} back"
     assert f"{MARK} lost" not in texts  # refused means nothing was sent
+    assert (await s.dana.join(s.room, name="Dana"))["t"] == "welcome"  # the same socket
     room = await create_room(s.a.http, source="127.0.0.5")
     carol = await s.a.client(**at(4))
     assert (await carol.join(room["room"], name="Carol"))["t"] == "welcome"
@@ -226,8 +236,8 @@ async def test_loading(caplog: pytest.LogCaptureFixture) -> None:
     ]  # fmt: skip
     with started(RedisServer(args=args)) as server:
         async with scene(server.url, caplog) as s:
-            server.ask("DEBUG", "POPULATE", 1000, "filler:", 1024)
-            server.ask("CONFIG", "SET", "key-load-delay", "10000")  # µs a key: 10 s at most
+            server.ask("DEBUG", "POPULATE", 6000, "filler:", 1024)
+            server.ask("CONFIG", "SET", "key-load-delay", "2000")  # µs a key: 12 s at most
             loading = asyncio.ensure_future(asyncio.to_thread(reload, server))
             try:
                 await asyncio.to_thread(wait_for, answers(server, "LOADING"), "LOADING", WAIT)
