@@ -33,6 +33,7 @@ from chat.ops import (
     Admit,
     MemberAdd,
     MemberDrop,
+    MemberSet,
     Op,
     Refused,
     Reset,
@@ -67,6 +68,9 @@ class Hub:
         self.rooms: dict[str, LocalRoom] = {}
         # Starts a room's recovery; chat.recovery installs it (it needs the hub, not vice versa).
         self.recover: Callable[[LocalRoom], None] = lambda room: None
+        # Wakes the room clock (chat.schedule installs it): an entry set a timed mute, which
+        # may end before the clock's next look.
+        self.timers_changed: Callable[[], None] = lambda: None
 
     async def start(self) -> None:
         await self.backend.start(self.deliver, self._reconnected)
@@ -335,6 +339,8 @@ class Hub:
             if not isinstance(op, RoomClose | Reset):
                 apply(state, op)
         room.ignoring.touched(envelope.ops)
+        if any(isinstance(op, MemberSet) and op.fields.get("muted_until") for op in envelope.ops):
+            self.timers_changed()
         state.off = entry.off
         room.remember(entry)
         if entry.seq:

@@ -1,5 +1,5 @@
-"""A room's clock (protocol §13, §11): its opening, the five-minute notice, its end, and knock
-timeouts — kept by every worker that holds members of the room, fired exactly once.
+"""A room's clock (protocol §13, §11, §6): its opening, the five-minute notice, its end, knock
+timeouts and timed mutes — kept by every worker that holds members of the room, fired exactly once.
 
 No worker owns a room's timers: every worker that holds members of a room watches its times
 (one task per worker, :func:`keep_time`, waking at the next thing due and at least every
@@ -7,24 +7,31 @@ No worker owns a room's timers: every worker that holds members of a room watche
 commit meets — the opening requires ``opened`` to be false; the notice requires ``warned`` to
 differ from ``ends_at``; the end requires ``ends_at`` to be unchanged (an ``extend`` that got
 there first wins, and the close wins over a later ``extend``); a knock timeout requires the
-knocker to be still waiting. So each fires once per room even when several workers race for
-it, and even when the worker that would have fired it died: any other that holds members of
-the room does it. A room nobody holds has nobody to tell; the first join after its end finds
-it ended (``chat.lobby.admission``) and the clock of the joiner's worker closes it.
+knocker to be still waiting; a timed mute's end requires ``muted_until`` to be unchanged (an
+unmute, or a new mute, that got there first wins). So each fires once per room even when
+several workers race for it, and even when the worker that would have fired it died: any
+other that holds members of the room does it. Knock timeouts and mute ends are watched by the
+worker the member is connected to, whichever worker the facilitator's is: a mute that ran out
+while its member was away ends when the member comes back (protocol Part 2). The hub wakes the
+clock when an entry sets a timed mute (:attr:`chat.hub.Hub.timers_changed`), so a short one
+ends on time rather than at the next tick. A room nobody holds has nobody to tell; the first
+join after its end finds it ended (``chat.lobby.admission``) and the clock of the joiner's
+worker closes it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from chat import lobby
 from chat.context import Services, now_ms
 from chat.envelope import Delivery
 from chat.errors import Unavailable
-from chat.events import Closed, Ending
+from chat.events import Closed, Ending, Unmuted
 from chat.localroom import LocalRoom, RoomGone
-from chat.ops import Op, Refused, RoomClose, RoomSet
+from chat.ops import MemberSet, Op, Refused, RoomClose, RoomSet
 from chat.roomstate import RoomState
 
 log = logging.getLogger("hearth.schedule")
@@ -76,6 +83,10 @@ class Clock:
             deadline = lobby.knock_deadline(state, member, timeout) if member else None
             if deadline is not None:
                 items.append((f"deny:{pid}", deadline))
+        for pid in room.present:  # timed mutes of members connected here
+            member = state.members.get(pid)
+            if member is not None and member.muted and member.muted_until is not None:
+                items.append((f"unmute:{pid}", member.muted_until))
         return items
 
     async def _fire(self, room: LocalRoom, what: str, key: tuple[str, str]) -> None:
@@ -129,6 +140,13 @@ class Clock:
             if member is None or not member.waiting:
                 return
             ops, out = lobby.turned_away(member)
+        elif what.startswith("unmute:"):
+            member = state.members.get(what.removeprefix("unmute:"))
+            if member is None or not member.muted or member.muted_until is None:
+                return
+            fields = {"muted": False, "muted_until": None}
+            ops = [MemberSet(member.pid, fields, {"muted_until": member.muted_until})]
+            out = [Delivery(Unmuted(member.pid))]
         else:
             return
         if ops:
@@ -138,10 +156,22 @@ class Clock:
 async def keep_time(services: Services) -> None:
     """Run one worker's clock until cancelled."""
     clock = Clock(services)
-    while True:
-        try:
-            wait = clock.tick(now_ms())
-        except Exception:
-            log.exception("the room clock failed")
-            wait = TICK
-        await asyncio.sleep(wait)
+    woken = asyncio.Event()
+    services.hub.timers_changed = woken.set
+    try:
+        while True:
+            woken.clear()
+            try:
+                wait = clock.tick(now_ms())
+            except Exception:
+                log.exception("the room clock failed")
+                wait = TICK
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await woken.wait()
+    finally:
+        services.hub.timers_changed = _nothing
+
+
+def _nothing() -> None:
+    pass

@@ -5,14 +5,13 @@ no member yet), ``WAITING`` (at a knock room's door), ``PRESENT``, ``CLOSING`` (
 on its way), ``CLOSED``. The reader decodes each frame and dispatches it; the answer (an
 ``ack``, an ``error`` or the handler's own message) goes out with the request's ``id``. Frames
 leave through the connection's :class:`~chat.outbound.Outbound`. The hub tells the session
-when its member's state changed (a mute, an admission) or ended (removed, denied, the room
+when its member's state changed (an admission) or ended (removed, denied, the room
 closed, taken over by a newer connection).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -21,12 +20,11 @@ from typing import Any
 from starlette.types import Receive, Send
 
 from chat import dispatch, joining, metrics
-from chat.context import Answered, Phase, Services, now_ms
-from chat.envelope import Delivery
+from chat.context import Answered, Phase, Services
 from chat.errors import CloseCode, ErrorCode, ProtocolError, RequestError, SessionEnded, Unavailable
-from chat.events import Ack, Error, Event, Unmuted
+from chat.events import Ack, Error, Event
 from chat.localroom import LocalRoom, RoomGone
-from chat.ops import MemberSet, Refused
+from chat.ops import Refused
 from chat.outbound import Closing, Outbound, WriteNow
 from chat.protocol import Encoding, Frame, Message, decode, encode
 from chat.ratelimit import TokenBucket
@@ -53,7 +51,6 @@ class Session:
         "_bucket",
         "_close_ack",
         "_follow",
-        "_mute_timer",
         "_phase",
         "_resume",
         "_tasks",
@@ -95,7 +92,6 @@ class Session:
         self.last_typing = 0
         self._resume = ""
         self._bucket = TokenBucket(settings.rate, settings.burst, time.monotonic())
-        self._mute_timer: asyncio.TimerHandle | None = None
         self._close_ack: int | None = None
         self._follow: list[Message] = []  # what goes right after the current request's answer
         self._tasks: set[asyncio.Task[None]] | None = None
@@ -137,7 +133,6 @@ class Session:
             self.out.hold()
             draft = joining.draft_welcome(self.services, room, member, self._resume, None)
             self._spawn(joining.admitted(self.services, self, draft))
-        self._watch_mute(member)
 
     # --- the handlers' view (context.Caller) ----------------------------------------------
 
@@ -155,7 +150,6 @@ class Session:
         self._phase = Phase.WAITING if member.waiting else Phase.PRESENT
         self.out.hold()
         self.services.hub.attach(room, self, member)
-        self._watch_mute(member)
 
     def unseat(self) -> None:
         room = self.room
@@ -171,9 +165,6 @@ class Session:
         self.room = None
         if self._phase in {Phase.WAITING, Phase.PRESENT}:
             self._phase = Phase.JOINING
-        if self._mute_timer is not None:
-            self._mute_timer.cancel()
-            self._mute_timer = None
 
     # --- running ---------------------------------------------------------------------------
 
@@ -298,26 +289,6 @@ class Session:
         if request_id is not None:
             message["id"] = request_id
         self.reply(message)
-
-    # --- timed mutes ---------------------------------------------------------------------
-
-    def _watch_mute(self, member: MemberState) -> None:
-        """A timed mute ends by itself: the connection holding the member tells the room."""
-        if self._mute_timer is not None:
-            self._mute_timer.cancel()
-            self._mute_timer = None
-        until = member.muted_until
-        if member.muted and until is not None:
-            delay = max(0.0, (until - now_ms()) / 1000)
-            room_id, pid = self.room.id if self.room else "", member.pid
-            self._mute_timer = asyncio.get_running_loop().call_later(
-                delay, lambda: self._spawn(self._mute_expired(room_id, pid, until))
-            )
-
-    async def _mute_expired(self, room_id: str, pid: str, until: int) -> None:
-        change = MemberSet(pid, {"muted": False, "muted_until": None}, {"muted_until": until})
-        with contextlib.suppress(Refused):  # unmuted or muted again meanwhile, or gone
-            await self.services.hub.commit_blind(room_id, [change], [Delivery(Unmuted(pid))])
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.ensure_future(self._guarded(work))

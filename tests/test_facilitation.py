@@ -16,7 +16,7 @@ import pytest
 
 from chat.settingfiles import CrisisResources
 from tests.client import JSON, MSGPACK, Client
-from tests.timing import MS, WAIT, scaled
+from tests.timing import MS, WAIT, scaled, wait_until
 
 
 @dataclass
@@ -225,6 +225,28 @@ async def test_mute_survives_a_reconnect(server):
     await acked(host, {"t": "unmute", "pid": target.pid})
     await back.next("unmuted")
     await said(back, "yes")
+
+
+async def test_a_timed_mute_that_ran_out_while_away_ends_when_the_member_returns(server):
+    """Part 2: the worker the muted member is connected to ends a timed mute; one that ran out
+    while its member was away ends, once, when the member comes back."""
+    circle = await room_with(server, 1)
+    host, target = circle.host, circle.people[0]
+    await acked(host, {"t": "mute", "pid": target.pid, "seconds": 1})
+    until = (await target.next("muted"))["until"]
+    await target.close()
+    await wait_until(lambda: time.time() * 1000 > until, what="the mute to run out")
+    # A window to show: nobody ends the mute of a member who is away.
+    assert [m for m in await host.quiet(300 * MS) if m["t"] == "unmuted"] == []
+
+    back = await server.client()
+    welcome = await back.join(circle.id, resume=target.welcome["resume"])
+    assert {m["pid"]: m for m in welcome["members"]}[target.pid]["muted_until"] == until
+    for client in (host, back):
+        assert await client.next("unmuted", timeout=WAIT) == {"t": "unmuted", "pid": target.pid}
+    await said(back, "back again")
+    # A window to show: the mute ends once.
+    assert [m for m in await host.quiet(300 * MS) if m["t"] == "unmuted"] == []
 
 
 # --- remove --------------------------------------------------------------------------------
