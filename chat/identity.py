@@ -22,6 +22,7 @@ from functools import cache
 
 import icu
 
+from chat.address import limit_key
 from chat.errors import ErrorCode, RequestError
 from chat.languages import NameWords, shipped_languages
 
@@ -74,8 +75,9 @@ def secret_matches(secret: str, stored_hash: str) -> bool:
 
 
 def address_hash(salt: bytes, address: str) -> str:
-    """A room-salted hash of a network address: bans key on it; the clear address is dropped."""
-    return hmac.new(salt, address.encode(), hashlib.sha256).hexdigest()
+    """What a removal bans: the room-salted hash of a network address (of its /64 for IPv6,
+    which one person holds whole), never the address in clear (§6, §11)."""
+    return hmac.new(salt, limit_key(address).encode(), hashlib.sha256).hexdigest()
 
 
 def skeleton(text: str) -> str:

@@ -19,7 +19,6 @@ import logging
 from dataclasses import dataclass, replace
 
 from chat import lobby, rounds, structure
-from chat.address import limit_key
 from chat.context import ANSWERED, Answer, Caller, Phase, Services, now_ms
 from chat.envelope import Delivery
 from chat.errors import CloseCode, ErrorCode, RequestError, SessionEnded, Unavailable
@@ -68,9 +67,9 @@ async def join(services: Services, caller: Caller, msg: Join) -> Answer:
 
 
 async def _join(services: Services, caller: Caller, room: LocalRoom, msg: Join) -> Answer:
-    state = current(room)
+    state = room.current()
     role, label = _role(state, msg)
-    banned_as = ban_key(state, caller.address)
+    banned_as = address_hash(state.salt, caller.address)
     if role == PARTICIPANT:
         if banned_as in state.bans:
             raise _ended(CloseCode.FORBIDDEN, ErrorCode.BANNED, "You cannot join this room.")
@@ -109,7 +108,7 @@ async def _join(services: Services, caller: Caller, room: LocalRoom, msg: Join) 
         )
 
     def taken(key: str) -> bool:  # the replica as it is now: a refused try may reload it
-        return key_token(state.salt, key) in current(room).names()
+        return key_token(state.salt, key) in room.current().names()
 
     for _ in range(1 if wished is not None else PSEUDONYM_TRIES):
         if wished is not None:
@@ -161,7 +160,7 @@ def _refused_join(exc: Refused) -> None:
 
 
 async def _resume(services: Services, caller: Caller, room: LocalRoom, msg: Join) -> Answer:
-    state = current(room)
+    state = room.current()
     resume_hash = hash_secret(msg.resume or "")
     member = state.by_resume(resume_hash)
     if member is None:
@@ -170,7 +169,7 @@ async def _resume(services: Services, caller: Caller, room: LocalRoom, msg: Join
         "online": True,
         "holder": caller.conn_id,  # the old connection, wherever it is, gives way
         "away_since": 0,
-        "address_hash": ban_key(state, caller.address),  # a removal bans it (§11)
+        "address_hash": address_hash(state.salt, caller.address),  # a removal bans it (§11)
     }
     try:
         # Checked against the store with the token: a member removed meanwhile is refused.
@@ -203,7 +202,7 @@ async def _enter(
 ) -> Event:
     """Attach the connection to its member, now that the replica holds the commit, and build
     the answer: ``waiting``, or the ``welcome``."""
-    state = current(room)
+    state = room.current()
     member = state.members.get(pid)
     if member is None or member.holder != caller.conn_id:
         raise _bad_resume()  # removed, or taken over, between our commit and now
@@ -234,7 +233,7 @@ def draft_welcome(
     (events after it are held behind the welcome): the history is then read up to the same
     ``seq`` (:func:`with_history`), so nothing comes twice and nothing is lost.
     """
-    state = current(room)
+    state = room.current()
     settings = services.settings
     about = {
         "id": state.id,
@@ -368,20 +367,6 @@ async def _grace_ended(
     except Unavailable:
         # With Redis, the presence sweep of a live worker announces it once Redis is back.
         log.warning("could not announce a departure: backend unavailable")
-
-
-def current(room: LocalRoom) -> RoomState:
-    """The room's replica, or RoomGone when it has ended."""
-    state = room.state
-    if state is None or room.closed:
-        raise RoomGone(room.id)
-    return state
-
-
-def ban_key(state: RoomState, address: str) -> str:
-    """What a removal bans: the room-salted hash of the address (of its /64 for IPv6, which
-    one person holds whole), never the address in clear (§6, §11)."""
-    return address_hash(state.salt, limit_key(address))
 
 
 def _role(state: RoomState, msg: Join) -> tuple[str, str]:

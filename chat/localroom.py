@@ -96,6 +96,13 @@ class LocalRoom:
     past_epochs: set[int] = field(default_factory=set)  # epochs the replica has left behind
     digests: dict[int, int] = field(default_factory=dict)  # off -> hash of the entry applied
 
+    def current(self) -> RoomState:
+        """The replica, or RoomGone when the room has ended."""
+        state = self.state
+        if state is None or self.closed:
+            raise RoomGone(self.id)
+        return state
+
     @property
     def empty(self) -> bool:
         return not self.present and not self.waiting and self.users == 0

@@ -25,7 +25,7 @@ from chat.context import Answer, Caller, Services, facilitator, present
 from chat.envelope import Delivery
 from chat.errors import ErrorCode, RequestError, Unavailable
 from chat.events import Away, HelpEvent
-from chat.localroom import LocalRoom, RoomGone
+from chat.localroom import LocalRoom
 from chat.ops import MemberSet, Op, Refused, RoomSet
 from chat.protocol import Message
 from chat.requests import Away as AwayRequest
@@ -44,13 +44,6 @@ FLARES_KEPT_MS = 30 * 60 * 1000  # §13: a facilitator's welcome lists the last 
 FLARES_MAX = 100  # flares kept at most (one per participant: the latest)
 
 
-def _state(room: LocalRoom) -> RoomState:
-    state = room.state
-    if state is None or room.closed:
-        raise RoomGone(room.id)
-    return state
-
-
 async def _compare_and_set(
     services: Services,
     room: LocalRoom,
@@ -67,7 +60,7 @@ async def _compare_and_set(
         Unavailable: the race was lost :data:`TRIES` times, or the backend is unreachable.
     """
     for attempt in range(TRIES):
-        state = _state(room)
+        state = room.current()
         old = getattr(state, name)
         new = compute(state)
         if new == old and not out:
@@ -81,7 +74,7 @@ async def _compare_and_set(
                 raise Unavailable(f"change refused: {exc.reason}") from None
         # Lost a race: the winner's entry is on its way; fetch it unless it is here already.
         await asyncio.sleep(_JITTER.uniform(0, BACKOFF * (attempt + 1)))
-        if getattr(_state(room), name) == old:
+        if getattr(room.current(), name) == old:
             await services.hub.refresh(room)
     raise Unavailable("the room kept changing; try again")
 
