@@ -26,6 +26,7 @@ from chat.limiter import AddressHasher, RedisConnections
 from chat.ops import MemberAdd
 from chat.redis.backend import RedisBackend
 from chat.redis.client import RedisSpace
+from chat.redis.history import redis_persists
 from chat.redis.topology import close_client, command_client
 from tests.client import Client, create_room
 from tests.conftest import Server
@@ -158,6 +159,25 @@ async def test_a_node_restarted_mid_conversation(
         assert (await late.join(room["room"], name="Late"))["code"] == "room_locked"
         assert (await fac.request({"t": "remove", "pid": gone.pid}))["t"] == "ack"
         assert await gone.closed(timeout=WAIT) == 4001
+
+
+async def test_a_node_that_persists_or_does_not_answer_makes_the_cluster_persisting(
+    own_cluster: ClusterNodes,
+) -> None:
+    """§7 on a Cluster: every node of the slot map is asked; one that writes snapshots, or
+    one that does not answer, makes the deployment persisting."""
+    client = command_client(worker_settings(own_cluster, "t"))
+    try:
+        assert await redis_persists(client) is False
+        some = own_cluster.nodes[1]
+        some.ask("CONFIG", "SET", "save", "3600 1")
+        assert await redis_persists(client) is True
+        some.ask("CONFIG", "SET", "save", "")
+        assert await redis_persists(client) is False
+        own_cluster.nodes[2].kill()
+        assert await redis_persists(client) is True
+    finally:
+        await close_client(client)
 
 
 async def test_a_slot_migrated_mid_conversation(

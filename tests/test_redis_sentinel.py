@@ -9,6 +9,7 @@ bind, and every member is still connected. The failover times are measured and r
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from typing import Any
@@ -20,7 +21,13 @@ from chat.redis.history import redis_persists
 from chat.redis.topology import close_client, command_client
 from tests.conftest import running
 from tests.conversation import Conversation
-from tests.redis_server import RedisServer, SentinelSet, own_sentinels, running_sentinels
+from tests.redis_server import (
+    MASTER,
+    RedisServer,
+    SentinelSet,
+    own_sentinels,
+    running_sentinels,
+)
 from tests.timing import WAIT, scaled, wait_until
 from tests.workers import at, wait_ready, worker_settings, workers
 
@@ -137,6 +144,57 @@ async def test_a_persisting_replica_makes_the_deployment_persisting() -> None:
                 assert await redis_persists(client) is persistent_replica
             finally:
                 await close_client(client)
+
+
+async def test_a_listed_replica_that_does_not_answer_counts_as_persisting() -> None:
+    """§7: a replica the sentinels still list but that does not answer may be promoted and
+    take the text: like a refused CONFIG, it counts as writing to disk."""
+    with running_sentinels() as found:
+        for sentinel in found.sentinels:  # they keep listing it while the test asks
+            sentinel.ask("SENTINEL", "SET", MASTER, "down-after-milliseconds", "60000")
+        client = command_client(worker_settings(found, "t"))
+        try:
+            assert await redis_persists(client) is False
+            found.replica.kill()
+            assert await redis_persists(client) is True
+        finally:
+            await close_client(client)
+
+
+async def test_a_failover_to_a_persisting_replica_moves_history_out_of_redis(
+    own_sentinels: SentinelSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    """§7 after +switch-master: the replica was made to persist after the workers started;
+    once it is master, each worker finds that out, says so once as an error (no names, no
+    text), and keeps new message history out of Redis; members still talk."""
+    async with workers(own_sentinels) as (a, b):
+        room = await a.room()
+        alice, bob = await a.client(**at(90)), await b.client(**at(91))
+        await alice.join(room["room"], name="Alice")
+        await bob.join(room["room"], name="Bob")
+        history = f"{a.settings.redis_prefix}:{{{room['room']}}}:history"
+        assert (await alice.request({"t": "say", "text": "kept in redis"}))["t"] == "ack"
+        assert own_sentinels.master().ask("ZCARD", history) == 1
+        old = own_sentinels.master()
+        replica = next(node for node in own_sentinels.data_nodes if node is not old)
+        replica.ask("CONFIG", "SET", "save", "3600 1")
+        await asyncio.to_thread(own_sentinels.sentinels[0].ask, "SENTINEL", "FAILOVER", MASTER)
+        await named_new_master(own_sentinels, old.port)
+        assert own_sentinels.master() is replica
+
+        def flipped() -> list[logging.LogRecord]:
+            return [r for r in caplog.records if r.levelno == logging.ERROR]
+
+        # Each worker follows the new master (within 10 s of it being named), asks again.
+        await wait_until(lambda: len(flipped()) == 2, NEW_MASTER, "both workers asking again")
+        for n, (client, other) in enumerate(((alice, bob), (bob, alice))):
+            before = replica.ask("ZCARD", history)
+            assert (await client.request({"t": "say", "text": f"after {n}"}))["t"] == "ack"
+            assert (await other.next("msg", text=f"after {n}"))["t"] == "msg"
+            assert replica.ask("ZCARD", history) == before  # the new text is not in Redis
+    for record in flipped():
+        assert "worker memory" in record.getMessage()
+        assert room["room"] not in record.getMessage()
 
 
 async def test_sentinel_down_then_up_is_only_not_ready(own_sentinels: SentinelSet) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from chat.backend.base import Deliver, Entry, MessageMeta, Position, Reconnected
@@ -36,7 +36,7 @@ from chat.protocol import pack_value
 from chat.redis.batch import ScriptBatch
 from chat.redis.bus import Bus, parse_frame
 from chat.redis.client import COMMAND_TIMEOUT, RedisSpace
-from chat.redis.history import place_history
+from chat.redis.history import place_history, redis_persists
 from chat.redis.layout import Layout
 from chat.redis.records import as_bytes, as_text, now_ms, unavailable
 from chat.redis.scripts import (
@@ -108,6 +108,7 @@ class RedisBackend:
         self._max_age_ms = int(history_seconds * 1000)
         self._allow_persistent = allow_persistent
         self._in_redis: bool | None = None  # where history goes; decided once Redis answers
+        self._rechecking = False  # a persistence check after a reconnect is under way
         self._local = MessageHistory(history_messages, history_seconds)
         self._linger = linger
         self._lingering: dict[str, asyncio.TimerHandle] = {}
@@ -129,7 +130,14 @@ class RedisBackend:
 
     async def start(self, deliver: Deliver, reconnected: Reconnected) -> None:
         self._deliver = deliver
-        await self._bus.start(self._on_entry, reconnected)
+
+        def on_reconnected() -> None:
+            # A failover (+switch-master, a new slot map) may have put a node that writes to
+            # disk where the text goes: ask again (protocol §7, §16).
+            self._spawn(self._recheck_persistence())
+            reconnected()
+
+        await self._bus.start(self._on_entry, on_reconnected)
         try:
             await self._history_in_redis()
         except Unavailable:
@@ -452,6 +460,32 @@ class RedisBackend:
                 self._client, allow_persistent=self._allow_persistent
             )
         return self._in_redis
+
+    async def _recheck_persistence(self) -> None:
+        """After a reconnect: if a node now persists (or cannot be asked), keep what comes
+        from now on out of Redis, as at a start on a persisting Redis. One way only: what
+        Redis held already stays until its TTL, and only a restart moves history back."""
+        if self._in_redis is not True or self._allow_persistent or self._rechecking:
+            return
+        self._rechecking = True
+        try:
+            persists = await redis_persists(self._client)
+        except Unavailable:
+            return  # not reachable yet: asked again at the next reconnect
+        finally:
+            self._rechecking = False
+        if persists and self._in_redis:
+            self._in_redis = False
+            log.error(
+                "after a failover a redis node writes to disk or cannot be asked: new "
+                "message history is kept in worker memory only; restart the workers once "
+                "every node keeps nothing on disk"
+            )
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _history_edits(self, room: str, ops: Sequence[Op]) -> dict[str, tuple[bytes, bytes]]:
         """For each :class:`HistoryEdit`, the history entry as stored and as it becomes: the

@@ -2,7 +2,9 @@
 
 History (and the room's stream, which carries message text too) goes to Redis memory when
 Redis does not write to disk, or the operator allowed it; otherwise it stays in each worker's
-memory, so that message text never reaches a disk. :func:`place_history` decides once.
+memory, so that message text never reaches a disk. :func:`place_history` decides at start;
+after a failover the backend asks :func:`redis_persists` again, and moves history out of Redis
+if the answer turned (chat.redis.backend).
 
 "Redis" is every data node the worker can reach (protocol §16): a replica that persists
 writes what its master sends it to disk just the same, so one persisting master or replica
@@ -24,8 +26,9 @@ async def redis_persists(client: Client) -> bool:
     """Whether any data node this worker can reach writes to disk (RDB snapshots or AOF), per
     ``CONFIG GET`` on each.
 
-    A refused ``CONFIG`` (an ACL user without it, a renamed command) counts as persisting: we
-    cannot tell, so message text stays out of it (protocol §7).
+    A refused ``CONFIG`` (an ACL user without it, a renamed command), or a listed replica or
+    cluster node that does not answer, counts as persisting: we cannot tell, so message text
+    stays out of it (protocol §7).
 
     Raises:
         Unavailable: Redis (the master, or every cluster node) cannot be reached.

@@ -177,9 +177,10 @@ async def close_client(client: Client) -> None:
 
 
 async def every_node_config(client: Client, names: tuple[str, ...]) -> list[dict[str, str]]:
-    """``CONFIG GET`` of ``names`` on every data node this worker can reach: the master (or
-    the one server) and its replicas, or every node of a cluster. A node that refuses
-    ``CONFIG`` (an ACL without it) gives ``{}``; one that cannot be reached is left out.
+    """``CONFIG GET`` of ``names`` on every data node: the master (or the one server) and the
+    replicas the sentinels list, or every node of the cluster's slot map. A node that refuses
+    ``CONFIG`` (an ACL without it) gives ``{}``, and so does a listed node that does not
+    answer: what we cannot ask may hold the text, or be promoted to hold it (protocol §7).
 
     Raises:
         RedisError, RedisClusterException, OSError: the master (or no cluster node at all)
@@ -191,10 +192,10 @@ async def every_node_config(client: Client, names: tuple[str, ...]) -> list[dict
         found = await asyncio.gather(
             *(_config(node.execute_command, names) for node in nodes), return_exceptions=True
         )
-        answered = [f for f in found if isinstance(f, dict)]
-        if not answered:
+        if not any(isinstance(f, dict) for f in found):
             raise next(f for f in found if isinstance(f, BaseException))
-        return answered
+        # A node in the map that does not answer may still hold (or come back to hold) slots.
+        return [f if isinstance(f, dict) else {} for f in found]
     configs = [await _config(client.execute_command, names)]
     pool = sentinel_pool(client)
     if pool is not None:
@@ -202,7 +203,9 @@ async def every_node_config(client: Client, names: tuple[str, ...]) -> list[dict
             try:
                 configs.append(await _replica_config(pool, str(host), int(port), names))
             except FAILURES:
-                continue  # a replica that cannot be reached now is not one we could use
+                # Listed, so still replicating or soon back: it may be promoted. As with a
+                # refused CONFIG, what we cannot ask counts as writing to disk.
+                configs.append({})
     return configs
 
 
