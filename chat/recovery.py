@@ -78,6 +78,8 @@ async def _check_positions(hub: Hub) -> None:
         state = room.state
         if state is None or room.closed or room.recovery is not None:
             continue
+        if room.id in store and store[room.id] is None:
+            continue  # its shard did not answer: asked again at the next check
         where = store.get(room.id)
         if where is None or where[0] != state.epoch or where[1] > state.off:
             start(hub, room)

@@ -22,8 +22,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from chat.buscrypt import Sealer
+from chat.envelope import Delivery, Envelope
 from chat.limiter import AddressHasher, RedisConnections
-from chat.ops import MemberAdd
+from chat.ops import MemberAdd, MemberSet
 from chat.redis.backend import RedisBackend
 from chat.redis.client import RedisSpace
 from chat.redis.history import redis_persists
@@ -34,6 +35,7 @@ from tests.conversation import Conversation
 from tests.redis_server import ClusterNodes, RedisServer, own_cluster, redis_cluster
 from tests.test_backend import Inbox, commit, member, new_room, say
 from tests.test_guard import refused_status
+from tests.test_reliability import BOUND, VoidSpace
 from tests.timing import MS, WAIT, scaled, wait_until
 from tests.workers import at, wait_ready, worker_settings, workers
 
@@ -159,6 +161,37 @@ async def test_a_node_restarted_mid_conversation(
         assert (await late.join(room["room"], name="Late"))["code"] == "room_locked"
         assert (await fac.request({"t": "remove", "pid": gone.pid}))["t"] == "ack"
         assert await gone.closed(timeout=WAIT) == 4001
+
+
+async def test_a_lost_decision_binds_while_another_shard_is_down(own_cluster: ClusterNodes) -> None:
+    """§12 during a shard's outage: the watch for lost publishes still covers the rooms of
+    the shards that are up. A worker holds a room on the node that goes down and one on
+    another; a mute on the other whose publish was lost binds there within 5 s."""
+    async with workers(own_cluster) as (a, b):
+        room = await a.room()
+        home = own_cluster.owner(channel(a, room["room"]))
+        other = await room_on(a, own_cluster, avoid=home)
+        down = own_cluster.owner(channel(a, other["room"]))
+        member, there = await b.client(**at(96)), await b.client(**at(97))
+        await member.join(room["room"], name="Quiet")
+        await there.join(other["room"], name="There")
+        prefix = b.settings.redis_prefix
+        client = command_client(worker_settings(own_cluster, prefix))
+        lossy = RedisBackend(
+            VoidSpace(client, prefix, Sealer(None), 60), history_messages=10, history_seconds=60
+        )
+        await lossy.start(lambda room, entry: None, lambda: None)
+        try:
+            await asyncio.to_thread(down.kill)
+            await wait_ready(b, 503)  # its link to that node is down: the watch asks it too
+            change = MemberSet(member.pid, {"muted": True, "muted_until": None})
+            out = [Delivery({"t": "muted", "pid": member.pid, "until": None})]
+            await lossy.commit(room["room"], [change], Envelope([change], out).pack())
+        finally:
+            await lossy.aclose()
+        told = await member.next("muted", timeout=BOUND)
+        assert told["pid"] == member.pid
+        assert (await member.request({"t": "say", "text": "hello?"}))["code"] == "muted"
 
 
 async def test_a_node_that_persists_or_does_not_answer_makes_the_cluster_persisting(

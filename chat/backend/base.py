@@ -177,9 +177,10 @@ class Backend(Protocol):
         """Whether the room was closed or expired (as opposed to lost with the store's memory)."""
         ...
 
-    async def positions(self, rooms: Sequence[str]) -> dict[str, tuple[int, int]]:
+    async def positions(self, rooms: Sequence[str]) -> dict[str, tuple[int, int] | None]:
         """Where each room's stream stands in the store, ``(epoch, off)``; a room the store
-        does not hold is absent. A worker compares it with its replicas to find entries it
+        does not hold is absent, one whose part of the store did not answer (a Cluster shard
+        that is down) is None. A worker compares it with its replicas to find entries it
         missed without noticing (a lost publish)."""
         ...
 

@@ -179,7 +179,7 @@ class MemoryBackend:
     async def ended(self, room: str) -> bool:
         return room not in self._rooms
 
-    async def positions(self, rooms: Sequence[str]) -> dict[str, tuple[int, int]]:
+    async def positions(self, rooms: Sequence[str]) -> dict[str, tuple[int, int] | None]:
         found = {r: self._rooms[r].state for r in rooms if r in self._rooms}
         return {r: (state.epoch, state.off) for r, state in found.items()}
 

@@ -25,12 +25,14 @@ import secrets
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
+
 from chat.backend.base import Deliver, Entry, MessageMeta, Position, Reconnected
 from chat.backend.history import MessageHistory
 from chat.buscrypt import Sealer, SealError, context
 from chat.envelope import Envelope, message_of, with_content_warning
 from chat.errors import Unavailable
-from chat.luascript import Script
+from chat.luascript import FAILURES, Script
 from chat.ops import HistoryDrop, HistoryEdit, Op, Refused, ReportAdd, Reset, RoomClose
 from chat.protocol import pack_value
 from chat.redis.batch import ScriptBatch
@@ -333,8 +335,35 @@ class RedisBackend:
                 await self._client.zrem(self._rooms_key, room)
         return position
 
-    async def positions(self, rooms: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """Where each room's stream stands in the store (absent: no such room)."""
+    async def positions(self, rooms: Sequence[str]) -> dict[str, tuple[int, int] | None]:
+        """Where each room's stream stands in the store (absent: no such room; None: its
+        node did not answer). On a Cluster one pipeline per node, so that a shard that is
+        down costs the watch its own rooms only (protocol §12, §16)."""
+        client = self._client
+        if not isinstance(client, RedisCluster):
+            return dict(await self._positions(rooms))
+        groups: dict[str, list[str]] = {}
+        for room in rooms:
+            try:
+                node = client.get_node_from_key(self._space.key(room, "ctr"))
+            except FAILURES:
+                node = None  # no map yet: these rooms share a pipeline, which finds out
+            groups.setdefault("" if node is None else str(node.name), []).append(room)
+        parts = list(groups.values())
+        outcomes = await asyncio.gather(
+            *(self._positions(part) for part in parts), return_exceptions=True
+        )
+        found: dict[str, tuple[int, int] | None] = {}
+        for part, outcome in zip(parts, outcomes, strict=True):
+            if isinstance(outcome, Unavailable):
+                found.update(dict.fromkeys(part))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                found.update(outcome)
+        return found
+
+    async def _positions(self, rooms: Sequence[str]) -> dict[str, tuple[int, int]]:
         async with unavailable(), self._client.pipeline(transaction=False) as pipe:
             for room in rooms:
                 pipe.hmget(self._space.key(room, "ctr"), ["ep", "off"])
