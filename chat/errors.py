@@ -98,15 +98,22 @@ class ProtocolError(RequestError):
 
 
 class SessionEnded(HearthError):
-    """The session must end with ``close_code``, after an optional ``error`` message."""
+    """The session must end with ``close_code``, after an optional ``error`` message, or
+    after the request's ``ack`` (``ack=True``: the request succeeded, and ends the session)."""
 
     def __init__(
-        self, close_code: CloseCode, error: RequestError | None = None, reason: str = ""
+        self,
+        close_code: CloseCode,
+        error: RequestError | None = None,
+        reason: str = "",
+        *,
+        ack: bool = False,
     ) -> None:
         super().__init__(reason or close_code.name)
         self.close_code = close_code
         self.error = error
         self.reason = reason
+        self.ack = ack
 
 
 class Unavailable(HearthError):

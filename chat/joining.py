@@ -19,10 +19,10 @@ import logging
 from dataclasses import dataclass, replace
 
 from chat import lobby, rounds, structure
-from chat.context import ANSWERED, Answer, Caller, Phase, Services, now_ms
+from chat.context import Answer, Caller, Phase, Services, now_ms
 from chat.envelope import Delivery
 from chat.errors import CloseCode, ErrorCode, RequestError, SessionEnded, Unavailable
-from chat.events import Ack, Event, Joined, Knock, Left, Waiting, Welcome
+from chat.events import Event, Joined, Knock, Left, Waiting, Welcome
 from chat.identity import (
     address_hash,
     hash_secret,
@@ -309,7 +309,8 @@ async def admitted(services: Services, caller: Caller, draft: Draft) -> None:
 
 
 async def leave(services: Services, caller: Caller, msg: Leave) -> Answer:
-    """Handle ``leave``: the others see ``left``; the ack goes out, then the close (1000)."""
+    """Handle ``leave``: the others see ``left``; the session sends the ack (with the id),
+    then the close (1000)."""
     room = caller.room
     state = room.state if room is not None else None
     member = state.members.get(caller.pid) if state is not None else None
@@ -321,10 +322,7 @@ async def leave(services: Services, caller: Caller, msg: Leave) -> Answer:
                 [MemberDrop(member.pid, "left", {"holder": caller.conn_id})],
                 [_departure(member)],
             )
-    if msg.id is not None:
-        caller.reply({**Ack().wire(), "id": msg.id})
-    caller.end(CloseCode.NORMAL)
-    return ANSWERED
+    raise SessionEnded(CloseCode.NORMAL, ack=True)
 
 
 async def went_away(services: Services, caller: Caller) -> None:

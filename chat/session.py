@@ -117,7 +117,7 @@ class Session:
         """The hub says the member's presence on this connection is over."""
         self._forget_member()
         if self._close_ack is not None and code is CloseCode.ROOM_CLOSED:
-            self.reply({**Ack().wire(), "id": self._close_ack})
+            self._answer(None, self._close_ack)
         self._close_ack = None
         self.end(code, reason)
 
@@ -236,6 +236,8 @@ class Session:
         except SessionEnded as exc:
             if exc.error is not None:
                 self._error(exc.error, request_id)
+            elif exc.ack:
+                self._answer(None, request_id)
             self.end(exc.close_code, exc.reason)
         except (Unavailable, Refused):
             self._error(
