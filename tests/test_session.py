@@ -1,0 +1,160 @@
+"""One connection's life (chat.session) on its own: its phases, the join timeout, and the
+answers that end it. Real Sessions on a real hub (embedded backend); the peer is a fake ASGI
+wire the test feeds frames to and reads frames and closes from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+from typing import Any
+
+from chat.context import Phase, Services
+from chat.protocol import Encoding
+from chat.session import Session
+from chat.settings import Settings
+from tests.test_recovery import KEY, start
+from tests.timing import MS, wait_until
+
+
+class Peer:
+    """A fake ASGI peer: the test puts frames in; every frame and close the server sends is
+    recorded. ``open`` cleared stalls the server's sends, as a client that stopped reading."""
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.frames: list[dict[str, Any]] = []
+        self.closes: list[tuple[int, str]] = []
+        self.open = asyncio.Event()
+        self.open.set()
+
+    async def receive(self) -> dict[str, Any]:
+        return await self.inbox.get()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.open.wait()
+        if message["type"] == "websocket.send":
+            got = json.loads(message["text"])
+            self.frames.extend(got if isinstance(got, list) else [got])
+        elif message["type"] == "websocket.close":
+            self.closes.append((message["code"], message.get("reason", "")))
+
+    def says(self, **msg: Any) -> None:
+        self.inbox.put_nowait({"type": "websocket.receive", "text": json.dumps(msg)})
+
+    def hangs_up(self) -> None:
+        self.inbox.put_nowait({"type": "websocket.disconnect", "code": 1006})
+
+    def of(self, t: str) -> list[dict[str, Any]]:
+        return [f for f in self.frames if f.get("t") == t]
+
+    async def next(self, t: str) -> dict[str, Any]:
+        got = await wait_until(lambda: self.of(t), what=f"a {t} frame")
+        return got[-1]
+
+
+class Running:
+    """A Session served by its own task, as the app runs it."""
+
+    def __init__(self, services: Services, n: int) -> None:
+        self.peer = Peer()
+        self.session = Session(
+            self.peer.receive, self.peer.send, services, Encoding.JSON, f"10.0.1.{n}"
+        )
+        self.task = asyncio.ensure_future(self.session.run())
+
+    async def over(self) -> None:
+        """The peer goes; run() must return (and leave the hub tidy)."""
+        self.peer.hangs_up()
+        async with asyncio.timeout(5.0):
+            await self.task
+
+
+async def test_a_member_goes_from_joining_to_present_to_closing_to_closed() -> None:
+    services, _, state = await start()
+    one = Running(services, 1)
+    assert one.session.phase is Phase.JOINING
+    one.peer.says(t="join", room=state.id, key=KEY, name="Fac", id=1)
+    welcome = await one.peer.next("welcome")
+    assert welcome["id"] == 1 and one.session.phase is Phase.PRESENT
+    one.peer.open.clear()  # the close cannot go out yet
+    one.peer.says(t="leave", id=2)
+    await wait_until(lambda: one.session.phase is Phase.CLOSING, what="closing")
+    one.peer.open.set()
+    await wait_until(lambda: one.session.phase is Phase.CLOSED, what="closed")
+    assert one.peer.closes == [(1000, "")]
+    await one.over()
+    room = services.hub.rooms.get(state.id)
+    assert one.session.room is None and (room is None or not room.present)
+
+
+async def test_leave_is_acked_with_its_id_before_the_close_and_without_one_just_closes() -> None:
+    """The dispatcher's ack for a request that ends the session (leave): the ack carries the
+    request's id and comes before the close; a leave without an id gets only the close."""
+    services, _, state = await start()
+    fac, quiet = Running(services, 1), Running(services, 2)
+    fac.peer.says(t="join", room=state.id, key=KEY, name="Fac")
+    quiet.peer.says(t="join", room=state.id, name="Quiet")
+    await fac.peer.next("welcome")
+    await quiet.peer.next("welcome")
+    quiet.peer.says(t="leave", id=9)
+    await wait_until(lambda: quiet.peer.closes, what="the close after leave")
+    assert quiet.peer.frames[-1] == {"t": "ack", "id": 9}
+    assert quiet.peer.closes == [(1000, "")]
+    left = await fac.peer.next("left")
+    assert left["pid"] == quiet.session.pid
+    fac.peer.says(t="leave")
+    await wait_until(lambda: fac.peer.closes, what="the close after a leave without id")
+    assert fac.peer.of("ack") == [] and fac.peer.closes == [(1000, "")]
+    await quiet.over()
+    await fac.over()
+
+
+async def test_a_knocker_waits_then_is_admitted_with_its_join_id() -> None:
+    services, _, state = await start(admission="knock")
+    fac, guest = Running(services, 1), Running(services, 2)
+    fac.peer.says(t="join", room=state.id, key=KEY, name="Fac")
+    await fac.peer.next("welcome")
+    guest.peer.says(t="join", room=state.id, name="Guest", id=4)
+    await guest.peer.next("waiting")
+    assert guest.session.phase is Phase.WAITING
+    fac.peer.says(t="admit", pid=guest.session.pid)
+    welcome = await guest.peer.next("welcome")
+    assert welcome["id"] == 4 and guest.session.phase is Phase.PRESENT
+    await guest.over()
+    await fac.over()
+
+
+async def test_no_join_in_time_gets_not_joined_and_1008_and_a_join_stops_the_clock() -> None:
+    services, _, state = await start()
+    services = replace(services, settings=replace(Settings(), join_timeout=0.2))
+    idle, joined = Running(services, 1), Running(services, 2)
+    joined.peer.says(t="join", room=state.id, key=KEY, name="Fac")
+    await joined.peer.next("welcome")
+    await wait_until(lambda: idle.peer.closes, what="the join timeout")
+    assert [e["code"] for e in idle.peer.of("error")] == ["not_joined"]
+    assert idle.peer.closes == [(1008, "join timeout")]
+    assert idle.session.phase is Phase.CLOSED
+    await asyncio.sleep(300 * MS)  # a window to show: a member's connection has no deadline
+    assert joined.peer.closes == [] and joined.session.phase is Phase.PRESENT
+    await idle.over()
+    await joined.over()
+
+
+async def test_the_closing_facilitator_gets_its_ack_before_4010() -> None:
+    """close's ack is sent by the session when the room's end reaches the connection (Part 2:
+    acked before ``closed``), with the request's id."""
+    services, _, state = await start()
+    fac, other = Running(services, 1), Running(services, 2)
+    fac.peer.says(t="join", room=state.id, key=KEY, name="Fac")
+    other.peer.says(t="join", room=state.id, name="Other")
+    await fac.peer.next("welcome")
+    await other.peer.next("welcome")
+    fac.peer.says(t="close", id=5)
+    await wait_until(lambda: fac.peer.closes and other.peer.closes, what="both closed")
+    acks = [i for i, f in enumerate(fac.peer.frames) if f == {"t": "ack", "id": 5}]
+    assert len(acks) == 1
+    assert fac.peer.closes[0][0] == 4010 and other.peer.closes[0][0] == 4010
+    await fac.over()
+    await other.over()
