@@ -161,6 +161,10 @@ def _refused_join(exc: Refused) -> None:
 
 async def _resume(services: Services, caller: Caller, room: LocalRoom, msg: Join) -> Answer:
     state = room.current()
+    if state.ends_at is not None and now_ms() >= state.ends_at:
+        # Ended (§13), though no clock has closed it yet or its store not let it go: a resume
+        # is refused as a join is (chat.lobby.admission), not welcomed to be closed at once.
+        raise _ended(CloseCode.NOT_FOUND, ErrorCode.NOT_FOUND, "This room has ended.")
     resume_hash = hash_secret(msg.resume or "")
     member = state.by_resume(resume_hash)
     if member is None:

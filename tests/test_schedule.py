@@ -154,3 +154,24 @@ async def test_room_info_answers_404_from_the_end_on(server):
         assert (await http.get(f"/api/rooms/{room['room']}")).status_code == 200
         await asyncio.sleep(max(0.0, ends / 1000 - time.time()))
         assert (await http.get(f"/api/rooms/{room['room']}")).status_code == 404
+
+
+async def test_a_resume_after_the_end_is_refused(server, encoding):
+    """A member still within its resume grace comes back after ``ends_at``, before its room
+    was closed or let go (nobody held it at the end): ``not_found`` (4004), as a join, rather
+    than a welcome into a room that has ended."""
+    ends = ms(3 * SCALE)
+    circle = await room_with(server, 1, encoding, ends_at=ends)
+    person = circle.people[0]
+    await acked(circle.host, {"t": "leave"})
+    await person.ws.close()  # gone without leave: kept for the resume grace
+
+    async def released() -> bool:
+        return await server.metric("hearth_rooms") == 0
+
+    await wait_until(released, what="the worker let the room go")
+    assert time.time() * 1000 < ends, "too slow: the worker still held the room at its end"
+    await asyncio.sleep(max(0.0, ends / 1000 - time.time()))
+    back = await server.client(encoding)
+    assert (await back.join(circle.id, resume=person.welcome["resume"]))["code"] == "not_found"
+    assert await back.closed() == 4004
