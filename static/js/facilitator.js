@@ -1,6 +1,7 @@
 /**
  * Facilitator tools: member actions (mute, unmute, remove, whisper), delete, lock, slow mode,
- * close, the knock waiting list, the reports inbox, help-flare alerts and the recent-actions log.
+ * close, the knock waiting list, the reports inbox and the recent-actions log. (Help-flare alerts
+ * are safety.js's: it takes `help` before these tools see it.)
  * The server enforces every decision; these controls only ask (protocol.md §6).
  */
 
@@ -107,10 +108,6 @@ export class FacilitatorTools {
       this.notice("notice.report", { name: this.members.nameOf(msg.by) }, "warn");
       return true;
     }
-    if (msg.t === "help") {
-      this.helpAlert(msg);
-      return true;
-    }
     return false;
   }
 
@@ -125,23 +122,6 @@ export class FacilitatorTools {
       select.append(render(el("option", { attrs: { value: slow } }), "fac.slow_seconds", { count: Number(slow) }));
     }
     select.value = slow;
-  }
-
-  helpAlert(msg) {
-    const name = this.members.nameOf(msg.pid);
-    const alert = el("div", { class: "help-alert" }, [
-      render(el("p"), "fac.help_alert", { name, time: msg.ts ?? Date.now() }),
-    ]);
-    const actions = el("div", { class: "button-row" }, [
-      render(el("button", {
-        attrs: { type: "button" },
-        on: { click: () => { this.members.whisperTo(msg.pid); $("composer-text").focus(); } },
-      }), "fac.help_whisper", { name }),
-      render(el("button", { class: "secondary", attrs: { type: "button" }, on: { click: () => alert.remove() } }), "common.dismiss"),
-    ]);
-    alert.append(actions);
-    $("alerts").append(alert);
-    announce(t("fac.help_announce", { name }));
   }
 
   renderWaiting() {
