@@ -24,6 +24,7 @@ export class Members {
     this.hooks = hooks;
     this.byPid = new Map();
     this.typing = new Map();
+    this.frame = 0; // a render waiting for the next animation frame
   }
 
   reset(members) {
@@ -43,7 +44,7 @@ export class Members {
   add(member) {
     const known = this.byPid.has(member.pid);
     this.byPid.set(member.pid, { ...this.byPid.get(member.pid), ...member });
-    this.render();
+    this.renderSoon();
     return !known;
   }
 
@@ -51,7 +52,7 @@ export class Members {
     const member = this.byPid.get(pid) ?? null;
     this.byPid.delete(pid);
     this.stopTyping(pid);
-    this.render();
+    this.renderSoon();
     return member;
   }
 
@@ -61,7 +62,7 @@ export class Members {
     if (!member) return null;
     if (on) member.away = true;
     else delete member.away;
-    this.render();
+    this.renderSoon();
     return member;
   }
 
@@ -70,7 +71,7 @@ export class Members {
     const member = this.byPid.get(pid);
     if (!member) return null;
     member.held = Boolean(on);
-    this.render();
+    this.renderSoon();
     return member;
   }
 
@@ -79,11 +80,22 @@ export class Members {
     if (!member) return null;
     if (until === undefined) delete member.muted_until;
     else member.muted_until = until;
-    this.render();
+    this.renderSoon();
     return member;
   }
 
+  /**
+   * Draw the list at the next frame, once for every change before it. A crowd joining at once
+   * (issue 11: 320 bots) would otherwise rebuild the whole list, and lay the page out again,
+   * for each arrival, and freeze a facilitator's page for many seconds.
+   */
+  renderSoon() {
+    if (!this.frame) this.frame = requestAnimationFrame(() => this.render());
+  }
+
   render() {
+    cancelAnimationFrame(this.frame);
+    this.frame = 0;
     const me = this.hooks.me();
     const facilitatorView = this.hooks.isFacilitator();
     const sorted = [...this.byPid.values()].sort((a, b) =>
@@ -144,6 +156,7 @@ export class Members {
   }
 
   whisperTo(pid) {
+    if (this.frame) this.render(); // the choice may have arrived in this very frame
     this.nodes.to.value = pid;
     this.nodes.to.dispatchEvent(new Event("change"));
   }
