@@ -26,7 +26,7 @@ from chat.luascript import FAILURES
 log = logging.getLogger("hearth.bus")
 
 POLL = 1.0  # seconds a read waits before looking again (to notice cancellation promptly)
-BACKOFF_CAP = 5.0
+BACKOFF_CAP = 2.0  # as the link's (chat.redis.link): a new master is heard well within §12's 5 s
 SWITCH = b"+switch-master"
 
 
