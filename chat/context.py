@@ -39,7 +39,9 @@ class Services:
 
 
 class Phase(Enum):
-    """Where a connection is in its life; it only moves down this list."""
+    """Where a connection is in its life. It moves down this list, with one way back: a
+    member whose join failed after it was seated (its welcome's history could not be read)
+    goes back to ``JOINING`` with the connection still open, free to try again."""
 
     JOINING = "joining"  # accepted; no member yet (a join may be in progress)
     WAITING = "waiting"  # a member at a knock room's door

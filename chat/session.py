@@ -48,12 +48,12 @@ class Session:
 
     # Thousands of these live at once: slots keep each one small.
     __slots__ = (
+        "_admitting",
         "_bucket",
         "_close_ack",
         "_follow",
         "_phase",
         "_resume",
-        "_tasks",
         "address",
         "conn_id",
         "encoding",
@@ -94,7 +94,7 @@ class Session:
         self._bucket = TokenBucket(settings.rate, settings.burst, time.monotonic())
         self._close_ack: int | None = None
         self._follow: list[Message] = []  # what goes right after the current request's answer
-        self._tasks: set[asyncio.Task[None]] | None = None
+        self._admitting: asyncio.Task[None] | None = None  # an admitted knocker's welcome
 
     @property
     def phase(self) -> Phase:
@@ -132,7 +132,7 @@ class Session:
             self._phase = Phase.PRESENT
             self.out.hold()
             draft = joining.draft_welcome(self.services, room, member, self._resume, None)
-            self._spawn(joining.admitted(self.services, self, draft))
+            self._admitting = asyncio.ensure_future(self._admitted(draft))
 
     # --- the handlers' view (context.Caller) ----------------------------------------------
 
@@ -182,8 +182,8 @@ class Session:
                 log.warning("could not record a departure: backend unavailable")
             await self.out.drain(self.services.settings.close_timeout)
             self.out.stop()
-            for task in list(self._tasks or ()):
-                task.cancel()
+            if self._admitting is not None:
+                self._admitting.cancel()
 
     async def _read(self) -> None:
         join_deadline = time.monotonic() + self.services.settings.join_timeout
@@ -292,18 +292,13 @@ class Session:
             message["id"] = request_id
         self.reply(message)
 
-    def _spawn(self, work: Any) -> None:
-        task = asyncio.ensure_future(self._guarded(work))
-        if self._tasks is None:
-            self._tasks = set()
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _guarded(self, work: Any) -> None:
+    async def _admitted(self, draft: joining.Draft) -> None:
+        """Send an admitted knocker's welcome: off the reader, as it reads the room's history
+        (the only work a session does outside its reader)."""
         try:
-            await work
+            await joining.admitted(self.services, self, draft)
         except (RequestError, SessionEnded, Unavailable) as exc:
-            log.warning("background step failed", extra={"error": type(exc).__name__})
+            log.warning("an admission's welcome failed", extra={"error": type(exc).__name__})
         except Exception:
-            log.exception("background step failed")
+            log.exception("an admission's welcome failed")
             self.end(CloseCode.INTERNAL)
