@@ -46,12 +46,12 @@ class Bots:
     def run(self, work: Coroutine[Any, Any, T], timeout: float = 4 * WAIT) -> T:
         return asyncio.run_coroutine_threadsafe(work, self.loop).result(timeout)
 
-    def join(self, room: str, count: int) -> list[Client]:
-        """``count`` bots join ``room``, PER_ADDRESS from each loopback address, a few at a
-        time (the order of their joins does not matter)."""
+    def arrive(self, room: str, count: int) -> list[tuple[Client, dict[str, Any]]]:
+        """``count`` bots ask to join ``room``, PER_ADDRESS from each loopback address, a few
+        at a time (the order of their joins does not matter); each with its answer."""
         gate = asyncio.Semaphore(16)
 
-        async def one(n: int) -> Client:
+        async def one(n: int) -> tuple[Client, dict[str, Any]]:
             async with gate:
                 # max_queue=None: a bot reads nothing while it waits, and must not look like
                 # a stuck reader to the server (4008) because of the crowd's own noise.
@@ -59,14 +59,18 @@ class Bots:
                     self.ws, source=f"127.0.0.{100 + n // PER_ADDRESS}", max_queue=None
                 )
                 self.clients.append(client)
-                answer = await client.join(room, name=f"Visitor {n}")
-                assert answer["t"] == "welcome", answer
-                return client
+                return client, await client.join(room, name=f"Visitor {n}")
 
-        async def all_of_them() -> list[Client]:
+        async def all_of_them() -> list[tuple[Client, dict[str, Any]]]:
             return list(await asyncio.gather(*(one(n) for n in range(count))))
 
         return self.run(all_of_them())
+
+    def join(self, room: str, count: int) -> list[Client]:
+        """``count`` bots join an open room."""
+        arrived = self.arrive(room, count)
+        assert all(answer["t"] == "welcome" for _, answer in arrived), arrived
+        return [client for client, _ in arrived]
 
     def leave(self, bots: list[Client]) -> None:
         """These bots leave the room, each told ``left`` and closed with 1000."""
@@ -193,3 +197,34 @@ def test_a_crowd_of_bots_cannot_push_a_message_off_the_facilitators_page(
     guide.set_viewport_size(PHONE)
     ui.messages(guide, SAID).scroll_into_view_if_needed()
     guide.screenshot(path=str(screenshots / "crowd-facilitator-320.png"))
+
+
+def test_a_crowd_at_the_door_is_counted_and_bounded(own_server, bots, new_page, ui):
+    """A knock room: Wren, let in, says "I am not safe tonight"; then 30 bots knock. 20 wait
+    (the default --max-waiting) and 10 are turned away (room_full, 4006); the facilitator's
+    page names three knocks and counts the rest in one notice, and Wren's words stay."""
+    server = own_server()
+    room = server.create_room("Door", "", admission="knock")
+    guide, wren = new_page(viewport=DESKTOP), new_page(viewport=PHONE)
+    ui.join(guide, server.http + room["facilitator_url"], "Guide")
+    wren.goto(server.http + room["join_url"])
+    wren.fill("#name", "Wren")
+    wren.click("#join-btn")
+    guide.get_by_role("button", name="Let in Wren").click()
+    expect(wren.locator("#chat-view")).to_be_visible()
+    ui.say(wren, SAID)
+    expect(ui.messages(guide, SAID)).to_have_count(1)
+    presence = guide.locator("#messages > li.presence")
+    before = presence.count()
+
+    crowd = bots(server.ws)
+    arrived = crowd.arrive(room["room"], 30)
+    kinds = sorted(answer.get("code", answer["t"]) for _, answer in arrived)
+    assert kinds == ["room_full"] * 10 + ["waiting"] * 20, kinds
+    turned_away = [client for client, answer in arrived if answer["t"] == "error"]
+    assert crowd.do(lambda: turned_away[0].closed()) == 4006
+    expect(guide.locator("#waiting-count")).to_have_text("(20)")
+    expect(guide.locator("#waiting-list li")).to_have_count(20)
+    expect(presence).to_have_count(before + 4)
+    expect(presence.last).to_contain_text("17 people are waiting to join.")
+    expect(ui.messages(guide, SAID)).to_have_count(1)
