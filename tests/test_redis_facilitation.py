@@ -43,6 +43,8 @@ async def test_mute_expiry_and_unmute_cross_workers(redis_server: RedisServer) -
         assert (await guide.next("unmuted", timeout=WAIT))["pid"] == one.pid
         assert (await two.next("unmuted"))["pid"] == one.pid
         assert (await one.request({"t": "say", "text": "free"}))["t"] == "ack"
+        # A window to show: the mute's end is committed once, on one worker.
+        assert [m for m in await guide.quiet(300 * MS) if m["t"] == "unmuted"] == []
         await guide.request({"t": "mute", "pid": two.pid})
         assert (await two.request({"t": "say", "text": "x"}))["until"] is None
         await guide.request({"t": "unmute", "pid": two.pid})
