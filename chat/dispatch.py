@@ -7,7 +7,10 @@ help_seen, ignore, cw, settings: §14), ``review`` (hold, release, discard), ``s
 not peers: the first three may call the last four, and each of those the ones after it (the
 README's module map). Each returns its answer (:data:`~chat.context.Answer`) or raises; the
 session turns that into the wire's ``ack``/``error``/answer with the request's ``id``, in one
-place.
+place. A request whose success ends the connection (``leave``) raises
+``SessionEnded(ack=True)``: the ack with its id, then the close. Only two answers leave the
+session later, still with their id: ``close``'s ack, which waits for the room's end to reach
+the connection (Part 2: acked before ``closed``), and an admitted knocker's ``welcome``.
 """
 
 from __future__ import annotations
