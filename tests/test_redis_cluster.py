@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import re
 import secrets
 import time
@@ -211,6 +212,49 @@ async def test_a_node_that_persists_or_does_not_answer_makes_the_cluster_persist
         assert await redis_persists(client) is True
     finally:
         await close_client(client)
+
+
+async def test_a_node_back_with_snapshots_moves_history_out_of_redis(
+    own_cluster: ClusterNodes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """§7 after a cluster change: a room's node restarted as it was leaves history in Redis;
+    restarted writing snapshots, each worker finds that out once it hears the node again,
+    says so once as an error (no names), and keeps new history out of Redis."""
+
+    def errors() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.levelno == logging.ERROR]
+
+    async with workers(own_cluster) as (a, b):
+        room = await a.room()
+        node = own_cluster.owner(channel(a, room["room"]))
+        alice, bob = await a.client(**at(98)), await b.client(**at(99))
+        await alice.join(room["room"], name="Alice")
+        await bob.join(room["room"], name="Bob")
+        history = f"{a.settings.redis_prefix}:{{{room['room']}}}:history"
+
+        async def said(text: str) -> bool:
+            return (await alice.request({"t": "say", "text": text}))["t"] == "ack"
+
+        async def restarted(persistent: bool) -> None:
+            node.persistent = persistent
+            await asyncio.to_thread(node.restart)
+            await asyncio.to_thread(own_cluster.wait_ok)
+            await wait_ready(a, 200, timeout=BACK)
+            await wait_ready(b, 200, timeout=BACK)
+            await wait_until(lambda: said("back"), BACK, "talking again")
+
+        await restarted(persistent=False)
+        assert await said("kept") and node.ask("ZCARD", history) >= 1  # still in Redis
+        assert not errors()
+        await restarted(persistent=True)
+        await wait_until(lambda: len(errors()) == 2, BACK, "both workers asking again")
+        before = node.ask("ZCARD", history)
+        assert await said("kept out")
+        assert (await bob.next("msg", text="kept out"))["t"] == "msg"
+        assert node.ask("ZCARD", history) == before
+    for record in errors():
+        assert "worker memory" in record.getMessage()
+        assert room["room"] not in record.getMessage()
 
 
 async def test_a_slot_migrated_mid_conversation(

@@ -40,6 +40,7 @@ LIMITS_POOL = 8  # the per-address limits' own connections
 LIMITS_TIMEOUT = 2.0
 SENTINEL_TIMEOUT = 2.0  # a sentinel that does not answer in time is skipped for the next
 REPLICA_TIMEOUT = 2.0  # a replica asked for its persistence settings
+RETRY_PAUSE = 0.5  # before a cluster node that did not answer CONFIG GET is asked once more
 
 
 class FreshConnection(Connection):
@@ -187,13 +188,26 @@ async def every_node_config(client: Client, names: tuple[str, ...]) -> list[dict
             could not be asked.
     """
     if isinstance(client, RedisCluster):
-        await client.initialize()
+        if not client.get_nodes():
+            await client.initialize()
+        # The map as the worker follows it (chat.redis.shards refreshes it on every change).
         nodes = client.get_nodes()
-        found = await asyncio.gather(
+        found: list[Any] = await asyncio.gather(
             *(_config(node.execute_command, names) for node in nodes), return_exceptions=True
         )
         if not any(isinstance(f, dict) for f in found):
             raise next(f for f in found if isinstance(f, BaseException))
+        failed = [i for i, f in enumerate(found) if not isinstance(f, dict)]
+        if failed:
+            # A connection that a map refresh recycled meanwhile fails once; a node that is
+            # down fails again.
+            await asyncio.sleep(RETRY_PAUSE)
+            again = await asyncio.gather(
+                *(_config(nodes[i].execute_command, names) for i in failed),
+                return_exceptions=True,
+            )
+            for i, f in zip(failed, again, strict=True):
+                found[i] = f
         # A node in the map that does not answer may still hold (or come back to hold) slots.
         return [f if isinstance(f, dict) else {} for f in found]
     configs = [await _config(client.execute_command, names)]
