@@ -26,6 +26,7 @@ class Peer:
         self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.frames: list[dict[str, Any]] = []
         self.closes: list[tuple[int, str]] = []
+        self.frames_before_close = 0
         self.open = asyncio.Event()
         self.open.set()
 
@@ -39,6 +40,7 @@ class Peer:
             self.frames.extend(got if isinstance(got, list) else [got])
         elif message["type"] == "websocket.close":
             self.closes.append((message["code"], message.get("reason", "")))
+            self.frames_before_close = len(self.frames)
 
     def says(self, **msg: Any) -> None:
         self.inbox.put_nowait({"type": "websocket.receive", "text": json.dumps(msg)})
@@ -71,6 +73,16 @@ class Running:
             await self.task
 
 
+async def facilitator_and_participant(services: Services, room: str) -> tuple[Running, Running]:
+    """Two sessions in the room, both welcomed."""
+    fac, participant = Running(services, 1), Running(services, 2)
+    fac.peer.says(t="join", room=room, key=KEY, name="Fac")
+    participant.peer.says(t="join", room=room, name="Participant")
+    await fac.peer.next("welcome")
+    await participant.peer.next("welcome")
+    return fac, participant
+
+
 async def test_a_member_goes_from_joining_to_present_to_closing_to_closed() -> None:
     services, _, state = await start()
     one = Running(services, 1)
@@ -93,11 +105,7 @@ async def test_leave_is_acked_with_its_id_before_the_close_and_without_one_just_
     """The dispatcher's ack for a request that ends the session (leave): the ack carries the
     request's id and comes before the close; a leave without an id gets only the close."""
     services, _, state = await start()
-    fac, quiet = Running(services, 1), Running(services, 2)
-    fac.peer.says(t="join", room=state.id, key=KEY, name="Fac")
-    quiet.peer.says(t="join", room=state.id, name="Quiet")
-    await fac.peer.next("welcome")
-    await quiet.peer.next("welcome")
+    fac, quiet = await facilitator_and_participant(services, state.id)
     quiet.peer.says(t="leave", id=9)
     await wait_until(lambda: quiet.peer.closes, what="the close after leave")
     assert quiet.peer.frames[-1] == {"t": "ack", "id": 9}
@@ -146,15 +154,11 @@ async def test_the_closing_facilitator_gets_its_ack_before_4010() -> None:
     """close's ack is sent by the session when the room's end reaches the connection (Part 2:
     acked before ``closed``), with the request's id."""
     services, _, state = await start()
-    fac, other = Running(services, 1), Running(services, 2)
-    fac.peer.says(t="join", room=state.id, key=KEY, name="Fac")
-    other.peer.says(t="join", room=state.id, name="Other")
-    await fac.peer.next("welcome")
-    await other.peer.next("welcome")
+    fac, other = await facilitator_and_participant(services, state.id)
     fac.peer.says(t="close", id=5)
     await wait_until(lambda: fac.peer.closes and other.peer.closes, what="both closed")
     acks = [i for i, f in enumerate(fac.peer.frames) if f == {"t": "ack", "id": 5}]
-    assert len(acks) == 1
+    assert len(acks) == 1 and acks[0] < fac.peer.frames_before_close
     assert fac.peer.closes[0][0] == 4010 and other.peer.closes[0][0] == 4010
     await fac.over()
     await other.over()
