@@ -57,7 +57,7 @@ async def subscribers(node: RedisServer, channel: str) -> int:
 
 
 async def test_primary_killed_mid_conversation(
-    own_sentinels: SentinelSet, record_property: Any
+    own_sentinels: SentinelSet, record_property: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """SIGKILL the primary while members on both workers talk: within 10 s of the sentinels
     naming the new master both workers talk again; no acked message is lost; a mute from
@@ -97,6 +97,9 @@ async def test_primary_killed_mid_conversation(
         assert await removed.closed(timeout=WAIT) == 4001
         for client in (alice, bob, fac):
             assert (await client.request({"t": "say", "text": "still here"}))["t"] == "ack"
+    # The dead old master, listed as a replica (disconnected) after the switch, is no node
+    # that persists: history stays in Redis (§7).
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_a_manual_failover_moves_every_worker(

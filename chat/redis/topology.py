@@ -213,14 +213,35 @@ async def every_node_config(client: Client, names: tuple[str, ...]) -> list[dict
     configs = [await _config(client.execute_command, names)]
     pool = sentinel_pool(client)
     if pool is not None:
-        for host, port in await pool.sentinel_manager.discover_slaves(pool.service_name):
+        for host, port in await _promotable(pool):
             try:
-                configs.append(await _replica_config(pool, str(host), int(port), names))
+                configs.append(await _replica_config(pool, host, port, names))
             except FAILURES:
                 # Listed, so still replicating or soon back: it may be promoted. As with a
                 # refused CONFIG, what we cannot ask counts as writing to disk.
                 configs.append({})
     return configs
+
+
+async def _promotable(pool: SentinelConnectionPool) -> list[tuple[str, int]]:
+    """The replicas the sentinels list: not held down, and heard from at least once. (After a
+    crash failover the dead old master is listed as a replica of the new one, never heard
+    from — ``info-refresh`` 0 — until it is held down ``down-after-milliseconds`` later: it
+    holds nothing the new master sends, and counting it would turn every failover into
+    "persisting".) The first sentinel that lists one answers."""
+    for sentinel in pool.sentinel_manager.sentinels:
+        try:
+            listed = await sentinel.sentinel_slaves(pool.service_name)
+        except FAILURES:
+            continue
+        alive = [
+            (str(r["ip"]), int(r["port"]))
+            for r in listed
+            if not (r["is_odown"] or r["is_sdown"]) and int(r.get("info-refresh") or 0) > 0
+        ]
+        if alive:
+            return alive
+    return []
 
 
 async def _config(execute: Any, names: tuple[str, ...]) -> dict[str, str]:
