@@ -54,6 +54,10 @@ BUILT_IN_CRISIS: tuple[str, ...] = (
     "feeling suicidal",
     "harm myself",
     "harming myself",
+    # Safety-planning words: "I am not safe (tonight)" is how people are taught to say it.
+    "i am not safe",
+    "i'm not safe",
+    "im not safe",
 )
 # Spanish drops the pronoun, so "quiero morir" is also the tail of "no quiero morir": the
 # negation just before a match is checked instead (NEGATIONS). Left out on purpose: "me muero

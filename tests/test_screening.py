@@ -35,6 +35,8 @@ CRISIS_MATCH = [
     "thinking of ending my life",
     "I feel suicidal tonight",
     "I've been harming myself again",
+    "I am not safe tonight",  # issue 11's example, in safety-planning words
+    "honestly im not safe right now",
 ]
 CRISIS_NO_MATCH = [
     "I was killing myself laughing",  # an idiom
