@@ -270,6 +270,17 @@ def test_the_phone_tab_bar_keeps_everything_one_tap_away(server, new_page, ui, s
     guide.screenshot(path=str(screenshots / "tabs-tools-phone.png"))
     guide.get_by_role("tab", name="Messages").click()
     expect(guide.locator("#speaking-text")).to_have_text("Now speaking: Wren")
+    # Every label on one line at 320 px, the selected (bold) one included: none breaks inside
+    # its word ("Message / s").
+    lines = guide.eval_on_selector_all(
+        ".tabs [role=tab]:not([hidden])",
+        """tabs => tabs.map(tab => {
+            const range = document.createRange();
+            range.selectNodeContents(tab);
+            return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size;
+        })""",
+    )
+    assert lines == [1, 1, 1, 1], lines
     expect(person.locator("#speaking-text")).to_contain_text("It's your turn to speak.")
     person.screenshot(path=str(screenshots / "round-speaker-phone.png"))
 
