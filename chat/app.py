@@ -17,7 +17,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from chat import metrics, presence, recovery, routes, schedule
+from chat import metrics, presence, recovery, review, routes, schedule
 from chat.address import limit_key
 from chat.backends import build_backend
 from chat.context import Services, now_ms
@@ -201,6 +201,7 @@ async def _sweep_idle_rooms(services: Services) -> None:
         await asyncio.sleep(period)
         try:
             await services.hub.backend.sweep(now_ms())
+            review.forget_old(services, services.hub.rooms.values(), now_ms())
         except Unavailable:
             log.debug("idle sweep skipped: backend unavailable")
         except Exception:

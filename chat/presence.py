@@ -26,6 +26,7 @@ from chat.envelope import Delivery
 from chat.errors import Unavailable
 from chat.events import Left
 from chat.ops import MemberDrop, Refused
+from chat.review import forget_old
 from chat.settings import Settings
 
 log = logging.getLogger("hearth.presence")
@@ -59,6 +60,7 @@ async def _beat(services: Services, slack_ms: int) -> None:
         if room.state is None or room.closed:
             continue
         cutoff = now_ms() - slack_ms
+        forget_old(services, [room], cutoff + slack_ms)  # as the heartbeat does in Redis (§14)
         for pid in await hub.backend.vouch(room.id, room.here(), cutoff):
             member = room.state.members.get(pid) if room.state else None
             waiting = member.waiting if member is not None else False

@@ -14,6 +14,8 @@ worker that has not yet heard of a ``hold`` cannot post it to the room (§12).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from chat.backend.base import MessageMeta
 from chat.context import Answer, Caller, Services, facilitator, now_ms
 from chat.envelope import Delivery
@@ -23,7 +25,7 @@ from chat.localroom import LocalRoom
 from chat.ops import HeldAdd, HeldDrop, MemberSet, Op, Refused
 from chat.requests import Discard, Release, Say, Unhold
 from chat.requests import Hold as HoldRequest
-from chat.roomstate import PARTICIPANT, MemberState, Message, RoomState, Value
+from chat.roomstate import PARTICIPANT, MemberState, Message, RoomState, Value, forget_old_held
 from chat.staff import decide, logged, target
 
 _PRESENT_PARTICIPANT: dict[str, Value] = {"role": PARTICIPANT, "waiting": False}
@@ -41,11 +43,25 @@ def held_list(state: RoomState, now: int, max_age_ms: int) -> list[Message]:
     return sorted(kept, key=lambda h: int(h.get("ts", 0)))
 
 
+def _max_age_ms(services: Services) -> int:
+    return int(services.settings.history_seconds * 1000)
+
+
+def forget_old(services: Services, rooms: Iterable[LocalRoom], now: int) -> None:
+    """Drop held messages past the history's age from this worker's replicas, also in rooms
+    that hold nothing any more (the store drops them on its own: its sweep, or the commit and
+    heartbeat scripts)."""
+    oldest = now - _max_age_ms(services)
+    for room in rooms:
+        if room.state is not None:
+            forget_old_held(room.state, oldest)
+
+
 def _evictions(services: Services, state: RoomState, now: int) -> tuple[str, ...]:
     """The held messages that go as one more comes: those past the history's age, and the
     oldest beyond its count."""
     settings = services.settings
-    oldest = now - int(settings.history_seconds * 1000)
+    oldest = now - _max_age_ms(services)
     ordered = sorted(state.held.values(), key=lambda h: int(h.get("ts", 0)))
     old = [h["mid"] for h in ordered if int(h.get("ts", 0)) < oldest]
     young = [h["mid"] for h in ordered if int(h.get("ts", 0)) >= oldest]
@@ -97,7 +113,9 @@ async def review(services: Services, caller: Caller, msg: Release | Discard) -> 
     state = room.state
     assert state is not None
     held = state.held.get(msg.mid)
-    if held is None:
+    if held is None or int(held.get("ts", 0)) < now_ms() - _max_age_ms(services):
+        # Past the history's age it is gone, here and in the store (even if this replica has
+        # not dropped it yet): held text outlives history nowhere (§14).
         raise RequestError(ErrorCode.NOT_FOUND, "That message is no longer waiting.")
     action = "release" if isinstance(msg, Release) else "discard"
     reviewed = Delivery(Reviewed(msg.mid, action), to=(held["pid"],), facilitators=True)

@@ -223,3 +223,16 @@ def copy_state(state: RoomState) -> RoomState:
         keys=dict(state.keys),
         flares=list(state.flares),
     )
+
+
+def forget_old_held(state: RoomState, oldest: int) -> int:
+    """Drop the held messages sent before ``oldest`` (ms): held text lives like history, no
+    longer than its age bound (§14), whether or not anyone holds more. Returns how many went.
+
+    Not an op: every copy of the room (the embedded store, each worker's replica, Redis's
+    scripts) drops by the same rule on its own clock, and a release of one that went is refused
+    (``not_found``) wherever it is asked."""
+    old = [mid for mid, h in state.held.items() if int(h.get("ts", 0)) < oldest]
+    for mid in old:
+        del state.held[mid]
+    return len(old)

@@ -199,6 +199,7 @@ async def test_commits_leave_the_store_as_the_replica_rule_says(pair: Pair) -> N
     replica.seq += 1  # as a replica does when it applies a message's entry
     mid = (await pair.a.history(room.id, 0))[0]
     mid_text = Envelope.unpack(mid.data).out[0].event["mid"]
+    now = now_ms()  # held messages are kept for the history's age from their ts (§14)
     steps: list[list[Op]] = [
         [MemberAdd(member("p1")), MemberAdd(member("p2", waiting=True))],
         [MemberAdd(member("f1", role="facilitator"))],
@@ -215,9 +216,9 @@ async def test_commits_leave_the_store_as_the_replica_rule_says(pair: Pair) -> N
         [RoomSet({"review": "all", "contact": "block"})],
         [MemberSet("p2", {"held": True, "warnings": 2, "ignores": ["x", "y"]})],
         [MemberSet("p2", {"ignores": ["y"], "resources_at": 9}, {"ignores": ["x", "y"]})],
-        [HeldAdd({"mid": "h1", "pid": "p2", "name": "N", "text": "wait", "ts": 8})],
-        [HeldAdd({"mid": "h2", "pid": "p2", "name": "N", "text": "two", "ts": 9, "cw": "c"})],
-        [HeldAdd({"mid": "h3", "pid": "p2", "name": "N", "text": "3", "ts": 10}, ("h1",))],
+        [HeldAdd({"mid": "h1", "pid": "p2", "name": "N", "text": "wait", "ts": now + 8})],
+        [HeldAdd({"mid": "h2", "pid": "p2", "name": "N", "text": "two", "ts": now + 9, "cw": "c"})],
+        [HeldAdd({"mid": "h3", "pid": "p2", "name": "N", "text": "3", "ts": now + 10}, ("h1",))],
         [HeldDrop("h2")],
         [KeyAdd("tok1", {"label": "Sam's key", "hash": "k" * 64, "ts": 11})],
         [MemberAdd(cofacilitator("c1", "tok1"))],

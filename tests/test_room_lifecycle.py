@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from chat.backend.memory import MemoryBackend
 from chat.buscrypt import Sealer
-from chat.ops import MemberAdd, RoomSet
+from chat.ops import HeldAdd, HeldDrop, MemberAdd, Refused, RoomSet
 from chat.redis.backend import STREAM_MS
 from chat.redis.client import RedisSpace
 from chat.redis.scripts import END_LATE_MS
@@ -232,6 +232,66 @@ async def test_redis_keys_live_no_longer_than_the_room_end(redis_server: RedisSe
         await commit(backend, plain.id, MemberAdd(member("p1")))
         idle = int(await client.pttl(f"{prefix}:{{room2}}:members"))
         assert 55_000 < idle <= 60_000
+    finally:
+        await client.aclose()
+        await backend.aclose()
+
+
+def _held(mid: str, ts: int) -> HeldAdd:
+    return HeldAdd({"mid": mid, "pid": "p1", "name": "N", "text": "held " + mid, "ts": ts})
+
+
+async def test_memory_held_messages_are_dropped_by_age_unread() -> None:
+    """The embedded store drops held messages past the history's age on its sweep, though
+    nothing else is held (§14), and a release of one then finds nothing."""
+    backend = MemoryBackend(history_messages=10, history_seconds=0.3, room_idle=60)
+    await backend.start(Inbox(), lambda: None)
+    room = new_room()
+    await backend.create_room(room)
+    await commit(backend, room.id, _held("h1", now_ms()))
+    assert list((await backend.snapshot(room.id) or room).held) == ["h1"]
+    await asyncio.sleep(0.4)  # wall-clock time must pass: held text is kept for 0.3 s
+    await backend.sweep(now_ms())
+    assert (await backend.snapshot(room.id) or room).held == {}
+    with pytest.raises(Refused) as refused:
+        await commit(backend, room.id, HeldDrop("h1"))
+    assert refused.value.reason == "nomsg"
+
+
+@pytest.mark.redis
+async def test_redis_held_messages_go_by_age_in_commit_and_heartbeat(
+    redis_server: RedisServer,
+) -> None:
+    """In Redis a commit drops held messages past the history's age, the held key expires
+    with its newest message's age bound (not the idle timeout, however often the heartbeat or
+    a commit renews the room) and the heartbeat drops what is past it; a release of one that
+    went is refused (§14)."""
+    prefix = "t" + secrets.token_hex(4)
+    backend = redis_backend(redis_server, prefix, history_seconds=0.3)
+    await backend.start(Inbox(), lambda: None)
+    client = aioredis.Redis.from_url(redis_server.url)
+    room = new_room()
+    held = f"{prefix}:{{{room.id}}}:held"
+    try:
+        await backend.create_room(room)
+        await commit(backend, room.id, MemberAdd(member("p1")))
+        await commit(backend, room.id, _held("old", now_ms() - 1_000))
+        assert not await client.exists(held)  # past the age already: not kept
+        await commit(backend, room.id, _held("h1", now_ms()))
+        assert await client.hkeys(held) == [b"h1"]
+        assert 0 < await client.pttl(held) <= 300
+        await commit(backend, room.id, RoomSet({"slow": 5}))  # not a message: renews the room
+        await backend.vouch(room.id, ["p1"])
+        assert 0 < await client.pttl(held) <= 300
+        await client.persist(held)  # as if its expiry had not come yet: the heartbeat trims
+        await asyncio.sleep(0.4)  # wall-clock time must pass: held text is kept for 0.3 s
+        await backend.vouch(room.id, ["p1"])
+        assert not await client.exists(held)
+        await client.hset(held, "h2", f"{now_ms() - 1_000}:x")  # missed by every heartbeat
+        with pytest.raises(Refused) as refused:
+            await commit(backend, room.id, HeldDrop("h2"))
+        assert refused.value.reason == "nomsg"
+        assert not await client.exists(held)
     finally:
         await client.aclose()
         await backend.aclose()

@@ -6,17 +6,23 @@ two-worker half (and what reaches logs and Redis) is in ``tests/test_redis_safet
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import fields
 from typing import Any
 
 import pytest
 
 from chat.languages import load_languages
+from chat.redis.client import room_key
+from chat.redis.topology import close_client, command_client
 from chat.roomstate import SETTING_CHOICES, RoomState
 from chat.settings import CrisisResources
 from tests.client import JSON, MSGPACK, Client, http_client
 from tests.test_facilitation import acked, newcomer, refused, room_with, said
+from tests.timing import scaled
 
 CRISIS = "some days I want to kill myself"
 
@@ -115,6 +121,66 @@ async def test_unhold_keeps_held_messages_and_a_leaver_can_be_released(server):
     await acked(host, {"t": "release", "mid": ack["mid"]})
     assert (await other.next("msg"))["text"] == "before I go"
     assert (await host.next("reviewed"))["mid"] == ack["mid"]
+
+
+async def test_held_messages_go_with_the_history_window(start_server):
+    """A held message older than --history-seconds is gone, though nothing else was held since:
+    from the store (with Redis: its held key expires with it, and HLEN/EXISTS show it gone),
+    from a late facilitator's welcome, and from release (not_found). A younger one stays."""
+    window = scaled(0.8)
+    server = await start_server(history_seconds=window)
+    circle = await room_with(server, 1, review="all")
+    host, person = circle.host, circle.people[0]
+    old = await acked(person, {"t": "say", "text": "waited too long"})
+    await host.next("held")
+    async with held_store(server, circle.id) as store:
+        if store is not None:
+            assert await store.hlen() == 1
+            assert 0 < await store.pttl() <= window * 1000  # not the room's idle timeout
+        # Wall-clock time must pass (held text is kept for the history's age): not a settle.
+        await asyncio.sleep(window + scaled(0.2))
+        if store is not None:
+            assert not await store.exists()  # gone unread, nothing else held or said
+        await refused(host, {"t": "release", "mid": old["mid"]}, "not_found")
+        _, late = await newcomer(server, circle, facilitator=True)
+        assert late["held"] == []
+        young = await acked(person, {"t": "say", "text": "just now"})
+        await host.next("held")
+        if store is not None:
+            assert await store.hlen() == 1
+    await acked(host, {"t": "release", "mid": young["mid"]})
+    assert (await person.next("msg"))["text"] == "just now"
+    assert [m["t"] for m in await person.quiet()] == ["reviewed"]
+
+
+class _HeldKey:
+    """The room's held hash in the run's Redis (protocol §14), read as an operator would."""
+
+    def __init__(self, client: Any, key: str) -> None:
+        self._client, self._key = client, key
+
+    async def hlen(self) -> int:
+        return int(await self._client.hlen(self._key))
+
+    async def pttl(self) -> int:
+        return int(await self._client.pttl(self._key))
+
+    async def exists(self) -> bool:
+        return bool(await self._client.exists(self._key))
+
+
+@asynccontextmanager
+async def held_store(server: Any, room: str) -> AsyncIterator[_HeldKey | None]:
+    """The room's held key when the server runs on Redis (``--core-broker``), else None."""
+    settings = server.settings
+    if not (settings.redis_url or settings.redis_cluster or settings.redis_sentinel):
+        yield None
+        return
+    client = command_client(settings)
+    try:
+        yield _HeldKey(client, room_key(settings.redis_prefix, room, "held"))
+    finally:
+        await close_client(client)
 
 
 async def test_review_all_holds_every_participant_but_not_facilitators(server):

@@ -30,7 +30,7 @@ from chat.ops import (
     apply,
     check,
 )
-from chat.roomstate import RoomState, copy_state
+from chat.roomstate import RoomState, copy_state, forget_old_held
 
 
 @dataclass(slots=True)
@@ -64,6 +64,7 @@ class MemoryBackend:
         self._subscribed: set[str] = set()
         self._deliver: Deliver | None = None
         self._history = MessageHistory(history_messages, history_seconds)
+        self._max_age_ms = int(history_seconds * 1000)
         self._idle_ms = int(room_idle * 1000)
         # A room nobody joined is empty too: the shorter of the two timeouts ends it.
         unused = min(room_idle, room_unused if room_unused is not None else room_idle)
@@ -118,6 +119,7 @@ class MemoryBackend:
         if found is None:
             raise Refused("noroom")
         state = found.state
+        forget_old_held(state, _now_ms() - self._max_age_ms)  # none past it can be released
         if message is not None and message.guard is not None:
             sender = state.members.get(message.guard)
             if (
@@ -211,6 +213,8 @@ class MemoryBackend:
             del self._rooms[room_id]
             self._history.drop(room_id)
         self._history.trim_all()  # by age now, not only when someone reads it (§11)
+        for room in self._rooms.values():  # held messages too, like history (§14)
+            forget_old_held(room.state, now_ms - self._max_age_ms)
         return len(ended)
 
     # --- helpers -------------------------------------------------------------------------

@@ -9,6 +9,7 @@ and its ops into that form (sealing what holds names or text) and a snapshot bac
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from chat.buscrypt import Sealer, SealError, context
@@ -42,6 +43,7 @@ from chat.roomstate import (
     PARTICIPANT,
     ROOM_SETTINGS,
     MemberState,
+    Message,
     RoomState,
 )
 
@@ -52,6 +54,8 @@ RECORD_FIELDS = ("title", "rules", "key_hash", "salt", "created_ms")
 # key's members: chat.staff.)
 STORED_FIELDS = tuple(f for f in MEMBER_FIELDS if f not in {"pid", "name"})
 ADDED_FIELDS = tuple(f for f in STORED_FIELDS if f != "joined_seq")
+# The ts that opens a held message's value (Layout.held_value); a value from before it has none.
+_HELD_TS = re.compile(rb"^\d{1,16}:")
 
 
 class Layout:
@@ -87,7 +91,8 @@ class Layout:
         }
         log_entries = [self._seal(pack_envelope(e), "log", state.id) for e in state.log]
         held = {
-            mid: self._seal(pack_envelope(h), "held", state.id) for mid, h in state.held.items()
+            mid: self.held_value(h, state.id, with_text=held_in_redis)
+            for mid, h in state.held.items()
         }
         keys = {
             token: self._seal(pack_envelope(k), "key", state.id) for token, k in state.keys.items()
@@ -100,11 +105,18 @@ class Layout:
                 sorted(state.bans),
                 reports,
                 log_entries,
-                held if held_in_redis else {},
+                held,
                 keys,
             ],
             for_lua=True,
         )
+
+    def held_value(self, held: Message, room: str, *, with_text: bool = True) -> bytes:
+        """A held message as the room's ``held`` hash keeps it: ``<ts>:<sealed message>``, or
+        ``<ts>:`` alone (``with_text`` false: history is not in Redis), so that the scripts
+        can drop it by age and check a release in either mode without opening it (§14)."""
+        sealed = self._seal(pack_envelope(held), "held", room) if with_text else b""
+        return b"%d:%s" % (int(held.get("ts", 0)), sealed)
 
     def record(self, state: RoomState) -> bytes:
         record = {name: getattr(state, name) for name in RECORD_FIELDS}
@@ -162,7 +174,8 @@ class Layout:
             return ["hd", op.mid]
         if isinstance(op, HeldAdd):
             sealed = self._seal(pack_envelope(op.held), "held", room)
-            return ["ha", op.held["mid"], sealed, list(op.evict)]
+            ts = str(int(op.held.get("ts", 0)))  # as text: Lua prints large numbers as floats
+            return ["ha", op.held["mid"], sealed, list(op.evict), ts]
         if isinstance(op, HeldDrop):
             return ["hr", op.mid]
         if isinstance(op, ReportDrop):
@@ -209,7 +222,10 @@ class Layout:
                 state.reports[key] = report
         state.reports = dict(sorted(state.reports.items(), key=lambda kv: kv[1].get("ts", 0)))
         state.log = [e for b in reply[8] if (e := open_record(self._sealer, b, "log", room))]
-        for mid, sealed in _pairs(reply[9]).items():
+        for mid, value in _pairs(reply[9]).items():
+            sealed = _HELD_TS.sub(b"", value, count=1)
+            if not sealed:
+                continue  # the text-free index (history not in Redis): the text is elsewhere
             held = open_record(self._sealer, sealed, "held", room)
             if held is not None:
                 state.held[mid] = held

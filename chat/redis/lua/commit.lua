@@ -4,6 +4,7 @@
 -- 9 stream entries kept, 10 stream ms kept, 11 history entries kept, 12 oldest history ts,
 -- 13 history kept here ('1') or in worker memory ('0': nothing with text goes in Redis),
 -- 14 the highest seq this worker has seen in the room.
+-- Held messages past the history's age (ARGV 12) go first, so that none can be released.
 -- Returns {1, epoch, off, seq} or {0, reason, op index}.
 local counters = redis.call('HMGET', KEYS[K_CTR], 'ep', 'off')
 if not counters[1] then return {0, 'noroom', -1} end
@@ -15,6 +16,8 @@ local now, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
 local in_redis = ARGV[13] == '1'
 local message = nil
 if ARGV[8] ~= '' then message = cmsgpack.unpack(ARGV[8]) end
+local held_oldest = tonumber(ARGV[12])
+trim_held(now, held_oldest, ttl, end_cap())
 
 -- The sender may speak: checked here, against the store, whatever the worker's replica says.
 if message and message[3] then
@@ -85,9 +88,9 @@ for i, op in ipairs(ops) do
   elseif kind == 'hd' then
     if in_redis and not find_message(op[2]) then return {0, 'nomsg', index} end
   elseif kind == 'hr' then
-    if in_redis and redis.call('HEXISTS', KEYS[K_HELD], op[2]) == 0 then
-      return {0, 'nomsg', index}
-    end
+    -- Held mids are here in either mode (text only where history may be): a second release
+    -- of one message, from another worker at the same moment, finds it gone (§12, §14).
+    if redis.call('HEXISTS', KEYS[K_HELD], op[2]) == 0 then return {0, 'nomsg', index} end
   elseif kind == 'rd' then
     if #reported(op[2]) == 0 then return {0, 'missing', index} end
   elseif kind == 'ka' then
@@ -139,6 +142,7 @@ if message then
   end
 end
 local closing = false
+local held_changed = false
 
 -- 3. Apply.
 for _, op in ipairs(ops) do
@@ -188,10 +192,15 @@ for _, op in ipairs(ops) do
     if entry then redis.call('ZREM', KEYS[K_HISTORY], entry) end
   elseif kind == 'ha' then
     for _, mid in ipairs(op[4]) do redis.call('HDEL', KEYS[K_HELD], mid) end
-    -- Held text lives like history: in Redis only where history may be (§7, §14).
-    if in_redis then redis.call('HSET', KEYS[K_HELD], op[2], op[3]) end
+    -- Held text lives like history: in Redis only where history may be (§7, §14); elsewhere
+    -- only its mid and ts, so that a release is checked here all the same.
+    local sealed = ''
+    if in_redis then sealed = op[3] end
+    redis.call('HSET', KEYS[K_HELD], op[2], op[5] .. ':' .. sealed)
+    held_changed = true
   elseif kind == 'hr' then
     redis.call('HDEL', KEYS[K_HELD], op[2])
+    held_changed = true
   elseif kind == 'rd' then
     for _, key in ipairs(reported(op[2])) do redis.call('HDEL', KEYS[K_REPORTS], key) end
   elseif kind == 'ka' then
@@ -240,6 +249,8 @@ end
 -- A room message touches only these; the presence heartbeat renews the rest.
 local touched = {K_FIELDS, K_CTR}
 if not message then touched = {K_ROOM, K_MEMBERS, K_FIELDS, K_NAMES, K_RESUME, K_BANS,
-  K_REPORTS, K_LOG, K_CTR, K_HELD, K_KEYS, K_ALIVE} end
+  K_REPORTS, K_LOG, K_CTR, K_KEYS, K_ALIVE} end
 for _, i in ipairs(touched) do renew(i, now, ttl, cap) end
+-- Held messages keep the expiry of their newest's age bound, not the idle timeout.
+if held_changed or not message then trim_held(now, held_oldest, ttl, cap) end
 return {1, epoch, off, seq}

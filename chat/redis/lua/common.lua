@@ -64,3 +64,30 @@ local function find_message(mid)
   end
   return nil
 end
+
+-- Held messages (§14) live like history: none older than `oldest` (the history's age bound),
+-- and the key expires when its newest would, never past `ttl` or the room's end (`cap`).
+-- Values are "<ts>:<sealed message>", or "<ts>:" alone: the text-free index of held mids kept
+-- when history is not in Redis, so that two workers cannot both release one message. A value
+-- without a ts (written before this format) stays, and keeps the key on the idle TTL.
+-- Returns how many went.
+local function trim_held(now, oldest, ttl, cap)
+  if redis.call('EXISTS', KEYS[K_HELD]) == 0 then return 0 end
+  local flat = redis.call('HGETALL', KEYS[K_HELD])
+  local newest, unknown, gone = nil, false, 0
+  for i = 1, #flat, 2 do
+    local ts = tonumber(string.match(flat[i + 1], '^(%d+):'))
+    if ts == nil then
+      unknown = true
+    elseif ts < oldest then
+      redis.call('HDEL', KEYS[K_HELD], flat[i])
+      gone = gone + 1
+    elseif newest == nil or ts > newest then
+      newest = ts
+    end
+  end
+  local keep = ttl
+  if newest and not unknown then keep = math.max(1, math.min(ttl, newest - oldest)) end
+  if newest or unknown then renew(K_HELD, now, keep, cap) end
+  return gone
+end
