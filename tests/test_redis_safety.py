@@ -9,6 +9,7 @@ process at ``--log-level debug`` with a bus key and watches both its output and 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 from chat.settings import bus_key
 from tests.client import MSGPACK, Client, create_room
 from tests.process import ServerProcess
-from tests.redis_server import RedisServer, monitor, redis_server
+from tests.redis_server import RedisServer, monitor, redis_server, running_redis
 from tests.test_redis_confidential import KEY_HEX, all_values
 from tests.timing import MS, wait_until
 from tests.workers import at, workers
@@ -156,3 +157,38 @@ async def test_safety_text_never_reaches_logs_or_redis_in_clear(
     assert marker.encode() not in seen
     assert not any(marker.encode() in v for v in values.values())
     assert bus_key(KEY_HEX)  # the key the server sealed with
+
+
+async def test_one_release_wins_when_redis_persists() -> None:
+    """With a Redis that writes to disk (held text in the workers' replicas only), Redis still
+    keeps a text-free index of held mids: two facilitators on two workers releasing the same
+    message at once post it once, and the other gets not_found (§12, §14)."""
+    text = "held-marker-Okapi-4471"
+    with running_redis(persistent=True) as server:
+        async with workers(server.url) as (a, b):
+            room = await a.room(settings={"review": "all"})
+            host = await a.client()
+            await host.join(room["room"], key=room["facilitator_key"], name="Host")
+            other_host = await b.client()
+            await other_host.join(room["room"], key=room["facilitator_key"], name="Other")
+            person = await b.client(**at(2))
+            await person.join(room["room"], name="Person")
+            listener = await a.client(**at(3))
+            await listener.join(room["room"], name="Listener")
+            ack = await person.request({"t": "say", "text": text})
+            assert ack["held"] is True
+            for facilitator in (host, other_host):
+                assert (await facilitator.next("held"))["mid"] == ack["mid"]
+            values = await all_values(server.url, a.settings.redis_prefix)
+            index = [v for k, v in values.items() if k.endswith(b":held")]
+            assert len(index) == 1 and ack["mid"].encode() in index[0]
+            assert not any(text.encode() in v for v in values.values())
+            answers = await asyncio.gather(
+                host.request({"t": "release", "mid": ack["mid"]}),
+                other_host.request({"t": "release", "mid": ack["mid"]}),
+            )
+            assert sorted(m["t"] for m in answers) == ["ack", "error"]
+            assert next(m for m in answers if m["t"] == "error")["code"] == "not_found"
+            assert (await listener.next("msg", mid=ack["mid"]))["text"] == text
+            later = [m for m in await listener.quiet(300 * MS) if m["t"] == "msg"]
+            assert later == []
