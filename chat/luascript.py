@@ -76,14 +76,9 @@ class Script:
             One item per call: its reply, or the exception it failed with (a whole pipeline
             that failed gives its exception to each of its calls: none is known to have run).
         """
-        if not isinstance(client, RedisCluster):
+        parts = by_node(client, [keys[0] if keys else None for keys, _ in calls])
+        if len(parts) == 1:
             return await self._guarded(client, calls, timeout)
-        groups: dict[str, list[int]] = {}
-        for index, (keys, _) in enumerate(calls):
-            groups.setdefault(_node_name(client, keys), []).append(index)
-        if len(groups) == 1:
-            return await self._guarded(client, calls, timeout)
-        parts = list(groups.values())
         outcomes = await asyncio.gather(
             *(self._guarded(client, [calls[i] for i in part], timeout) for part in parts)
         )
@@ -119,6 +114,17 @@ class Script:
             for keys, args in calls:
                 pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
             return list(await pipe.execute(raise_on_error=False))
+
+
+def by_node(client: Client, keys: Sequence[Any]) -> list[list[int]]:
+    """The indices of ``keys`` grouped by the node that holds each, per a cluster client's slot
+    map (keys it cannot place share a group); one group for any other client."""
+    if not isinstance(client, RedisCluster):
+        return [list(range(len(keys)))]
+    groups: dict[str, list[int]] = {}
+    for index, key in enumerate(keys):
+        groups.setdefault(_node_name(client, [key] if key is not None else []), []).append(index)
+    return list(groups.values())
 
 
 def _node_name(client: RedisCluster, keys: Sequence[Any]) -> str:

@@ -157,10 +157,10 @@ async def test_worker_memory_history_is_dropped_by_age_on_the_sweep() -> None:
             await say(backend, room.id, "f", "soon gone", guarded=False)
             await inbox.wait_for(1)
             assert len(await backend.history(room.id, 0)) == 1  # kept here, not in Redis
-            assert backend._local._rooms
+            assert backend._history.local._rooms
             await asyncio.sleep(0.4)  # wall-clock time must pass: history is kept for 0.3 s
             await backend.sweep(int(time.time() * 1000))
-            assert not backend._local._rooms  # dropped from memory, not just hidden on read
+            assert not backend._history.local._rooms  # dropped from memory, not just hidden on read
         finally:
             await backend.aclose()
 

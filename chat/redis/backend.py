@@ -25,20 +25,16 @@ import secrets
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from redis.asyncio.cluster import RedisCluster
-
 from chat.backend.base import Deliver, Entry, MessageMeta, Position, Reconnected
-from chat.backend.history import MessageHistory
-from chat.buscrypt import Sealer, SealError, context
-from chat.envelope import Envelope, message_of, with_content_warning
+from chat.envelope import Envelope
 from chat.errors import Unavailable
-from chat.luascript import FAILURES, Script
-from chat.ops import HistoryDrop, HistoryEdit, Op, Refused, ReportAdd, Reset, RoomClose
+from chat.luascript import Script, by_node
+from chat.ops import Op, Refused, Reset, RoomClose
 from chat.protocol import pack_value
 from chat.redis.batch import ScriptBatch
 from chat.redis.bus import Bus, parse_frame
 from chat.redis.client import COMMAND_TIMEOUT, RedisSpace
-from chat.redis.history import place_history, redis_persists
+from chat.redis.history import RoomHistory
 from chat.redis.layout import Layout
 from chat.redis.records import as_bytes, as_text, now_ms, unavailable
 from chat.redis.scripts import (
@@ -52,9 +48,8 @@ from chat.redis.scripts import (
     VOUCH,
     sharded,
 )
-from chat.redis.topology import close_client, command_client
+from chat.redis.topology import close_client
 from chat.roomstate import RoomState
-from chat.settings import Settings
 
 log = logging.getLogger("hearth.redis")
 
@@ -89,7 +84,6 @@ class RedisBackend:
     ) -> None:
         self._space = space
         self._client = client = space.client
-        self._sealer: Sealer = space.sealer
         self._layout = Layout(space.sealer)
         self._bus = Bus(space)
         # Commits share pipelines, one in flight at a time: one write instead of one each.
@@ -106,12 +100,12 @@ class RedisBackend:
         self._snapshot = Script(SNAPSHOT)
         self._restore = Script(sharded(RESTORE) if space.sharded else RESTORE)
         self._read_after = Script(READ_AFTER)
-        self._max_messages = history_messages
-        self._max_age_ms = int(history_seconds * 1000)
-        self._allow_persistent = allow_persistent
-        self._in_redis: bool | None = None  # where history goes; decided once Redis answers
-        self._rechecking = False  # a persistence check after a reconnect is under way
-        self._local = MessageHistory(history_messages, history_seconds)
+        self._history = RoomHistory(
+            space,
+            history_messages=history_messages,
+            history_seconds=history_seconds,
+            allow_persistent=allow_persistent,
+        )
         self._linger = linger
         self._lingering: dict[str, asyncio.TimerHandle] = {}
         # Rooms heard closing while history is in worker memory: nothing is left to linger for.
@@ -136,12 +130,12 @@ class RedisBackend:
         def on_reconnected() -> None:
             # A failover (+switch-master, a new slot map) may have put a node that writes to
             # disk where the text goes: ask again (protocol §7, §16).
-            self._spawn(self._recheck_persistence())
+            self._spawn(self._history.recheck())
             reconnected()
 
         await self._bus.start(self._on_entry, on_reconnected)
         try:
-            await self._history_in_redis()
+            await self._history.in_redis()
         except Unavailable:
             log.warning("redis unreachable: history placement is decided when redis comes up")
 
@@ -167,7 +161,7 @@ class RedisBackend:
 
     async def unsubscribe(self, room: str) -> None:
         lingers = room not in self._closed and room in self._seen
-        if self._in_redis is False and self._linger > 0 and lingers:
+        if self._history.in_worker_memory and self._linger > 0 and lingers:
             # Worker-memory history is only as good as what this worker hears: keep hearing
             # the room for the resume grace, so that a member who comes back here finds it
             # whole, deletions included; then stop and let the history go (§12 allows this
@@ -192,7 +186,7 @@ class RedisBackend:
         self._closed.discard(room)
         self._seen.pop(room, None)
         self._top_seq.pop(room, None)
-        self._local.drop(room)
+        self._history.local.drop(room)
         await self._bus.unsubscribe(room)
 
     def _see(self, room: str, epoch: int, off: int, seq: int) -> None:
@@ -205,33 +199,15 @@ class RedisBackend:
     def _on_entry(self, room: str, entry: Entry) -> None:
         if entry.off:
             self._see(room, entry.epoch, entry.off, entry.seq)
-        if self._in_redis is False and entry.off:
-            self._observe(room, entry)
-        deliver = self._deliver
-        if deliver is not None:
-            deliver(room, entry)
-
-    def _observe(self, room: str, entry: Entry) -> None:
-        """Keep worker-memory history in step with the stream (Redis persists)."""
-        try:
-            envelope = Envelope.unpack(entry.data)
-        except ValueError:
-            return
-        message = message_of(envelope)
-        if message is not None and entry.seq:
-            self._local.add(room, entry, str(message.get("mid")), int(message.get("ts", 0)))
-        for op in envelope.ops:
-            if isinstance(op, HistoryDrop):
-                self._local.forget(room, op.mid)
-            elif isinstance(op, HistoryEdit):
-                self._local.edit(room, op.mid, op.cw)
-            elif isinstance(op, RoomClose):
+            if self._history.in_worker_memory and self._history.observe(room, entry):
                 # Closed: no member will come back to this history, so stop hearing the room
                 # now (§12: never linger after a close), and at once if it was lingering.
-                self._local.drop(room)
                 self._closed.add(room)
                 if room in self._lingering:
                     self._stop_lingering(room)
+        deliver = self._deliver
+        if deliver is not None:
+            deliver(room, entry)
 
     # --- rooms ---------------------------------------------------------------------------
 
@@ -278,7 +254,7 @@ class RedisBackend:
     async def sweep(self, now_ms: int) -> int:
         # History kept in worker memory (Redis persists) drops what is past its age here, also
         # in rooms nobody talks in any more (§11).
-        self._local.trim_all()
+        self._history.local.trim_all()
         return 0  # every key carries the idle TTL: Redis expires an empty room by itself
 
     # --- the stream ----------------------------------------------------------------------
@@ -294,15 +270,11 @@ class RedisBackend:
         if not self._bus.hears(room):
             # This worker would not hear the room right now: fail fast, the client retries.
             raise Unavailable("redis pub/sub is not connected")
-        in_redis = await self._history_in_redis()
+        history = self._history
+        in_redis = await history.in_redis()
         if not in_redis:
-            for index, op in enumerate(ops):  # history is ours: check it here
-                mid = op.mid if isinstance(op, HistoryDrop | HistoryEdit) else None
-                if isinstance(op, ReportAdd):
-                    mid = op.report["mid"]
-                if mid is not None and not self._local.has(room, mid):
-                    raise Refused("nomsg", index)
-        edits = await self._history_edits(room, ops) if in_redis else {}
+            history.check_local(room, ops)  # history is ours: check it here
+        edits = await history.edits(room, ops) if in_redis else {}
         seen_epoch, seen_off = self._seen.get(room, (0, 0))
         meta = b""
         if message is not None:
@@ -310,7 +282,7 @@ class RedisBackend:
         now = now_ms()
         args: list[Any] = [
             pack_value([self._layout.op(room, op, edits) for op in ops], for_lua=True),
-            self._seal(envelope, "bus", room),
+            self._space.seal(envelope, room),
             self._space.channel(room),
             now,
             self._space.ttl_ms,
@@ -319,8 +291,8 @@ class RedisBackend:
             meta,
             STREAM_KEEP,
             STREAM_MS,
-            self._max_messages,
-            now - self._max_age_ms,
+            history.max_messages,
+            now - history.max_age_ms,
             "1" if in_redis else "0",
             self._top_seq.get(room, 0),
         ]
@@ -339,24 +311,15 @@ class RedisBackend:
         """Where each room's stream stands in the store (absent: no such room; None: its
         node did not answer). On a Cluster one pipeline per node, so that a shard that is
         down costs the watch its own rooms only (protocol §12, §16)."""
-        client = self._client
-        if not isinstance(client, RedisCluster):
-            return dict(await self._positions(rooms))
-        groups: dict[str, list[str]] = {}
-        for room in rooms:
-            try:
-                node = client.get_node_from_key(self._space.key(room, "ctr"))
-            except FAILURES:
-                node = None  # no map yet: these rooms share a pipeline, which finds out
-            groups.setdefault("" if node is None else str(node.name), []).append(room)
-        parts = list(groups.values())
+        parts = by_node(self._client, [self._space.key(room, "ctr") for room in rooms])
         outcomes = await asyncio.gather(
-            *(self._positions(part) for part in parts), return_exceptions=True
+            *(self._positions([rooms[i] for i in part]) for part in parts),
+            return_exceptions=True,
         )
         found: dict[str, tuple[int, int] | None] = {}
         for part, outcome in zip(parts, outcomes, strict=True):
             if isinstance(outcome, Unavailable):
-                found.update(dict.fromkeys(part))
+                found.update(dict.fromkeys(rooms[i] for i in part))
             elif isinstance(outcome, BaseException):
                 raise outcome
             else:
@@ -377,7 +340,7 @@ class RedisBackend:
     async def publish(self, room: str, envelope: bytes) -> None:
         if not self._bus.hears(room):
             raise Unavailable("redis pub/sub is not connected")
-        frame = b"0:0:0:" + self._seal(envelope, "bus", room)
+        frame = b"0:0:0:" + self._space.seal(envelope, room)
         async with unavailable():
             if self._space.sharded:
                 await self._client.spublish(self._space.channel(room), frame)
@@ -385,7 +348,7 @@ class RedisBackend:
                 await self._client.publish(self._space.channel(room), frame)
 
     async def read_after(self, room: str, epoch: int, off: int) -> list[Entry] | None:
-        if not await self._history_in_redis():
+        if not await self._history.in_redis():
             return None  # the stream holds text: it is not kept in a persisting Redis
         async with unavailable():
             reply = await self._read_after(
@@ -400,40 +363,18 @@ class RedisBackend:
             if parsed is None:
                 return None
             ep, entry_off, seq, blob = parsed
-            entries.append(Entry(ep, entry_off, seq, self._open(blob, room)))
+            entries.append(Entry(ep, entry_off, seq, self._space.open(blob, room)))
         return entries
 
     async def history(self, room: str, after_seq: int) -> list[Entry]:
-        if not await self._history_in_redis():
-            return self._local.after(room, after_seq)
-        async with unavailable():
-            stored: list[Any] = await self._client.zrangebyscore(
-                self._space.key(room, "history"), f"({after_seq}", "+inf", withscores=True
-            )
-        oldest = now_ms() - self._max_age_ms
-        out: list[Entry] = []
-        for raw, score in stored:
-            ts, _, rest = as_bytes(raw).partition(b":")
-            _, _, blob = rest.partition(b":")
-            if not ts.isdigit() or int(ts) < oldest:
-                continue
-            try:
-                out.append(Entry(0, 0, int(score), self._open(blob, room)))
-            except Unavailable:
-                continue
-        return out
+        return await self._history.after(room, after_seq)
 
     async def has_message(self, room: str, mid: str) -> bool:
-        if not await self._history_in_redis():
-            return self._local.has(room, mid)
-        async with unavailable():
-            stored: list[Any] = await self._client.zrange(self._space.key(room, "history"), 0, -1)
-        wanted = mid.encode()
-        return any(as_bytes(raw).split(b":", 2)[1:2] == [wanted] for raw in stored)
+        return await self._history.has(room, mid)
 
     async def restore(self, state: RoomState) -> bool:
-        packed_state = self._layout.whole_state(state, held_in_redis=self._in_redis is True)
-        reset = self._seal(Envelope([Reset()]).pack(), "bus", state.id)
+        packed_state = self._layout.whole_state(state, held_in_redis=self._history.known_in_redis)
+        reset = self._space.seal(Envelope([Reset()]).pack(), state.id)
         new_epoch = secrets.randbelow(2**31 - 1) + 1
         async with unavailable():
             reply = await self._restore(
@@ -469,8 +410,8 @@ class RedisBackend:
         ``XX``: a member removed meanwhile (by a facilitator) is not brought back.
         """
         now = now_ms()
-        in_redis = "1" if await self._history_in_redis() else "0"
-        oldest = now - self._max_age_ms
+        in_redis = "1" if await self._history.in_redis() else "0"
+        oldest = now - self._history.max_age_ms
         args: list[str | int] = [
             now, self._space.ttl_ms, oldest, STREAM_MS, in_redis, cutoff_ms, *pids
         ]  # fmt: skip
@@ -483,87 +424,7 @@ class RedisBackend:
 
     # --- helpers -------------------------------------------------------------------------
 
-    async def _history_in_redis(self) -> bool:
-        if self._in_redis is None:
-            self._in_redis = await place_history(
-                self._client, allow_persistent=self._allow_persistent
-            )
-        return self._in_redis
-
-    async def _recheck_persistence(self) -> None:
-        """After a reconnect: if a node now persists (or cannot be asked), keep what comes
-        from now on out of Redis, as at a start on a persisting Redis. One way only: what
-        Redis held already stays until its TTL, and only a restart moves history back."""
-        if self._in_redis is not True or self._allow_persistent or self._rechecking:
-            return
-        self._rechecking = True
-        try:
-            persists = await redis_persists(self._client)
-        except Unavailable:
-            return  # not reachable yet: asked again at the next reconnect
-        finally:
-            self._rechecking = False
-        if persists and self._in_redis:
-            self._in_redis = False
-            log.error(
-                "after a failover a redis node writes to disk or cannot be asked: new "
-                "message history is kept in worker memory only; restart the workers once "
-                "every node keeps nothing on disk"
-            )
-
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _history_edits(self, room: str, ops: Sequence[Op]) -> dict[str, tuple[bytes, bytes]]:
-        """For each :class:`HistoryEdit`, the history entry as stored and as it becomes: the
-        script cannot open a sealed envelope, so the edit is made here and the script swaps
-        the two if the old one is still there (else ``nomsg``)."""
-        wanted = {op.mid: op.cw for op in ops if isinstance(op, HistoryEdit)}
-        if not wanted:
-            return {}
-        async with unavailable():
-            stored: list[Any] = await self._client.zrange(self._space.key(room, "history"), 0, -1)
-        edits: dict[str, tuple[bytes, bytes]] = {}
-        for raw in stored:
-            ts, _, rest = as_bytes(raw).partition(b":")
-            mid, _, blob = rest.partition(b":")
-            cw = wanted.get(mid.decode(errors="replace"))
-            if cw is None:
-                continue
-            try:
-                edited = with_content_warning(self._open(blob, room), cw)
-            except (Unavailable, ValueError):
-                continue
-            sealed = self._seal(edited, "bus", room)
-            edits[mid.decode()] = (as_bytes(raw), ts + b":" + mid + b":" + sealed)
-        return edits
-
-    def _seal(self, data: bytes, kind: str, room: str) -> bytes:
-        return self._sealer.seal(data, context(kind, room))
-
-    def _open(self, blob: bytes, room: str) -> bytes:
-        try:
-            return self._sealer.open(blob, context("bus", room))
-        except SealError as exc:
-            raise Unavailable("an entry could not be opened") from exc
-
-
-async def build_redis_backend(settings: Settings) -> RedisBackend:
-    """The Redis backend for ``settings``; logs whether what goes to Redis is encrypted."""
-    sealer = Sealer(settings.bus_key, settings.bus_key_old)
-    space = RedisSpace(command_client(settings), settings.redis_prefix, sealer, settings.room_idle)
-    if sealer.encrypting:
-        log.info("bus encrypted: names and text in redis are sealed with AES-GCM")
-    else:
-        log.warning("bus in clear: no --bus-key, so redis sees names and message text")
-    return RedisBackend(
-        space,
-        history_messages=settings.history_messages,
-        history_seconds=settings.history_seconds,
-        allow_persistent=settings.allow_persistent_redis,
-        linger=settings.resume_grace,
-        room_unused=settings.room_unused,
-        max_rooms=settings.max_rooms,
-    )

@@ -13,7 +13,8 @@ from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from chat.buscrypt import Sealer
+from chat.buscrypt import Sealer, SealError, context
+from chat.errors import Unavailable
 from chat.luascript import Client
 
 CONNECT_TIMEOUT = 3.0
@@ -108,6 +109,21 @@ class RedisSpace:
 
     def channel(self, room: str) -> str:
         return room_key(self.prefix, room, "bus")
+
+    def seal(self, data: bytes, room: str) -> bytes:
+        """Seal an entry (a packed envelope) for the room's bus, stream and history."""
+        return self.sealer.seal(data, context("bus", room))
+
+    def open(self, blob: bytes, room: str) -> bytes:
+        """Open what :meth:`seal` sealed.
+
+        Raises:
+            Unavailable: it cannot be opened (another deployment's key, or a forgery).
+        """
+        try:
+            return self.sealer.open(blob, context("bus", room))
+        except SealError as exc:
+            raise Unavailable("an entry could not be opened") from exc
 
 
 def room_key(prefix: str, room: str, part: str) -> str:

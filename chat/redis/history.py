@@ -1,4 +1,5 @@
-"""Where message history goes with Redis: Redis memory, or each worker's memory (protocol §7).
+"""Where message history goes with Redis: Redis memory, or each worker's memory (protocol §7),
+and reading it back from there (:class:`RoomHistory`).
 
 History (and the room's stream, which carries message text too) goes to Redis memory when
 Redis does not write to disk, or the operator allowed it; otherwise it stays in each worker's
@@ -14,9 +15,17 @@ of a Sentinel set, or one persisting node of a Cluster, makes the deployment per
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
+from chat.backend.base import Entry
+from chat.backend.history import MessageHistory
+from chat.envelope import Envelope, message_of, with_content_warning
+from chat.errors import Unavailable
 from chat.luascript import Client
-from chat.redis.records import unavailable
+from chat.ops import HistoryDrop, HistoryEdit, Op, Refused, ReportAdd, RoomClose
+from chat.redis.client import RedisSpace
+from chat.redis.records import as_bytes, now_ms, unavailable
 from chat.redis.topology import every_node_config
 
 log = logging.getLogger("hearth.redis")
@@ -64,3 +73,170 @@ async def place_history(client: Client, *, allow_persistent: bool) -> bool:
     else:
         log.info("message history is kept in redis memory (redis does not persist)")
     return not persists or allow_persistent
+
+
+class RoomHistory:
+    """Every room's message history for one worker: in Redis (a sorted set per room, scored by
+    ``seq``, of ``"<ts>:<mid>:<sealed envelope>"``), or — when Redis writes to disk — in this
+    worker's memory, kept in step with the stream it hears (:meth:`observe`).
+
+    Args:
+        space: the client, key prefix and sealer.
+        history_messages: the most messages kept per room.
+        history_seconds: the oldest message kept, in seconds.
+        allow_persistent: keep history in Redis even if Redis writes to disk.
+    """
+
+    def __init__(
+        self,
+        space: RedisSpace,
+        *,
+        history_messages: int,
+        history_seconds: float,
+        allow_persistent: bool,
+    ) -> None:
+        self._space = space
+        self.max_messages = history_messages
+        self.max_age_ms = int(history_seconds * 1000)
+        self._allow_persistent = allow_persistent
+        self._in_redis: bool | None = None  # decided once Redis answers
+        self._rechecking = False  # a persistence check after a reconnect is under way
+        self.local = MessageHistory(history_messages, history_seconds)
+
+    @property
+    def in_worker_memory(self) -> bool:
+        """Whether history is known to live in this worker's memory (Redis persists)."""
+        return self._in_redis is False
+
+    @property
+    def known_in_redis(self) -> bool:
+        return self._in_redis is True
+
+    async def in_redis(self) -> bool:
+        """Where history goes, decided (and logged) the first time Redis answers.
+
+        Raises:
+            Unavailable: Redis cannot be reached yet.
+        """
+        if self._in_redis is None:
+            self._in_redis = await place_history(
+                self._space.client, allow_persistent=self._allow_persistent
+            )
+        return self._in_redis
+
+    async def recheck(self) -> None:
+        """After a reconnect: if a node now persists (or cannot be asked), keep what comes
+        from now on out of Redis, as at a start on a persisting Redis. One way only: what
+        Redis held already stays until its TTL, and only a restart moves history back."""
+        if self._in_redis is not True or self._allow_persistent or self._rechecking:
+            return
+        self._rechecking = True
+        try:
+            persists = await redis_persists(self._space.client)
+        except Unavailable:
+            return  # not reachable yet: asked again at the next reconnect
+        finally:
+            self._rechecking = False
+        if persists and self._in_redis:
+            self._in_redis = False
+            log.error(
+                "after a failover a redis node writes to disk or cannot be asked: new "
+                "message history is kept in worker memory only; restart the workers once "
+                "every node keeps nothing on disk"
+            )
+
+    def observe(self, room: str, entry: Entry) -> bool:
+        """Keep worker-memory history in step with the stream (Redis persists).
+
+        Returns:
+            True when the entry closed the room.
+        """
+        try:
+            envelope = Envelope.unpack(entry.data)
+        except ValueError:
+            return False
+        message = message_of(envelope)
+        if message is not None and entry.seq:
+            self.local.add(room, entry, str(message.get("mid")), int(message.get("ts", 0)))
+        closed = False
+        for op in envelope.ops:
+            if isinstance(op, HistoryDrop):
+                self.local.forget(room, op.mid)
+            elif isinstance(op, HistoryEdit):
+                self.local.edit(room, op.mid, op.cw)
+            elif isinstance(op, RoomClose):
+                self.local.drop(room)
+                closed = True
+        return closed
+
+    def check_local(self, room: str, ops: Sequence[Op]) -> None:
+        """With history in worker memory, the ops that name a message need it kept here.
+
+        Raises:
+            Refused: ``nomsg`` with the index of the first op whose message is not kept.
+        """
+        for index, op in enumerate(ops):
+            mid = op.mid if isinstance(op, HistoryDrop | HistoryEdit) else None
+            if isinstance(op, ReportAdd):
+                mid = op.report["mid"]
+            if mid is not None and not self.local.has(room, mid):
+                raise Refused("nomsg", index)
+
+    async def edits(self, room: str, ops: Sequence[Op]) -> dict[str, tuple[bytes, bytes]]:
+        """For each :class:`HistoryEdit`, the history entry as stored in Redis and as it
+        becomes: the commit script cannot open a sealed envelope, so the edit is made here and
+        the script swaps the two if the old one is still there (else ``nomsg``)."""
+        wanted = {op.mid: op.cw for op in ops if isinstance(op, HistoryEdit)}
+        if not wanted:
+            return {}
+        stored = await self._stored(room)
+        edits: dict[str, tuple[bytes, bytes]] = {}
+        for raw in stored:
+            ts, _, rest = as_bytes(raw).partition(b":")
+            mid, _, blob = rest.partition(b":")
+            cw = wanted.get(mid.decode(errors="replace"))
+            if cw is None:
+                continue
+            try:
+                edited = with_content_warning(self._space.open(blob, room), cw)
+            except (Unavailable, ValueError):
+                continue
+            sealed = self._space.seal(edited, room)
+            edits[mid.decode()] = (as_bytes(raw), ts + b":" + mid + b":" + sealed)
+        return edits
+
+    async def after(self, room: str, after_seq: int) -> list[Entry]:
+        """The kept messages with a ``seq`` above ``after_seq``, oldest first."""
+        if not await self.in_redis():
+            return self.local.after(room, after_seq)
+        async with unavailable():
+            stored: list[Any] = await self._space.client.zrangebyscore(
+                self._space.key(room, "history"), f"({after_seq}", "+inf", withscores=True
+            )
+        oldest = now_ms() - self.max_age_ms
+        out: list[Entry] = []
+        for raw, score in stored:
+            ts, _, rest = as_bytes(raw).partition(b":")
+            _, _, blob = rest.partition(b":")
+            if not ts.isdigit() or int(ts) < oldest:
+                continue
+            try:
+                out.append(Entry(0, 0, int(score), self._space.open(blob, room)))
+            except Unavailable:
+                continue
+        return out
+
+    async def has(self, room: str, mid: str) -> bool:
+        if not await self.in_redis():
+            return self.local.has(room, mid)
+        wanted = mid.encode()
+        return any(
+            as_bytes(raw).split(b":", 2)[1:2] == [wanted] for raw in await self._stored(room)
+        )
+
+    async def _stored(self, room: str) -> list[Any]:
+        async with unavailable():
+            stored: list[Any] = await self._space.client.zrange(
+                self._space.key(room, "history"), 0, -1
+            )
+        return stored
