@@ -302,6 +302,7 @@ const handlers = {
       safety.onError(request, msg);
       return;
     }
+    if (request?.kind === "review" && msg.code === "not_found") safety.reviewGone(request);
     if (request?.kind === "help" && msg.code === "rate_limited") {
       // A help flare shares the member's message allowance: after a quick run of messages the
       // server asks for a moment. The flare is not dropped: it goes again once allowed.

@@ -223,12 +223,19 @@ export class SafetyTools {
     announce(t("fac.help_announce", { name }));
   }
 
+  /** A release or discard answered not_found: the message no longer waits (it was older than
+   *  the room keeps messages, or went elsewhere unheard), so it leaves the queue too. */
+  reviewGone(request) {
+    if (this.held.delete(request.mid)) this.renderReview();
+  }
+
   renderReview() {
     if (!this.on) return;
     $("review-count").textContent = `(${formatNumber(this.held.size)})`;
     const items = [...this.held.values()].map((h) => {
-      const post = el("button", { attrs: { type: "button" }, on: { click: () => this.send({ t: "release", mid: h.mid }) } });
-      const drop = el("button", { class: "secondary", attrs: { type: "button" }, on: { click: () => this.send({ t: "discard", mid: h.mid }) } });
+      const review = (action) => this.send({ t: action, mid: h.mid }, { kind: "review", mid: h.mid });
+      const post = el("button", { attrs: { type: "button" }, on: { click: () => review("release") } });
+      const drop = el("button", { class: "secondary", attrs: { type: "button" }, on: { click: () => review("discard") } });
       return el("li", { class: "report held-item" }, [
         el("p", {}, [timeEl(h.ts), " · ", el("bdi", { text: h.name })]),
         h.cw ? render(el("p", { class: "hint" }), "safety.cw_shown", { cw: h.cw }) : null,

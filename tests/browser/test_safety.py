@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.test_axe import audit
+from tests.timing import SCALE
 
 pytestmark = pytest.mark.browser
 PHONE = {"width": 320, "height": 720}
@@ -271,3 +272,28 @@ def test_a_help_flare_refused_for_speed_is_sent_again(own_server, new_page, ui):
     expect(alerts).to_contain_text("again")
     expect(wren.locator("#resources-dialog")).to_be_visible()
     expect(wren.locator("#composer-note")).not_to_contain_text("quickly")
+
+
+def test_a_held_message_past_the_history_window_leaves_the_queue(own_server, new_page, ui):
+    """A held message kept longer than --history-seconds is gone (Part 2): posting it is
+    refused calmly and it leaves the review queue, and nobody sees it."""
+    window = 2.0 * SCALE
+    server = own_server("--history-seconds", str(window))
+    room = server.create_room("Window", "")
+    guide, wren = new_page(), new_page(viewport=PHONE)
+    ui.join(guide, server.http + room["facilitator_url"], "Guide")
+    ui.join(wren, server.http + room["join_url"], "Wren")
+    actions(guide, "Wren")
+    guide.click("#member-hold")
+    expect(ui.member(guide, "Wren").locator(".tag")).to_have_text("messages held")
+    ui.say(wren, "Is anyone still there?")
+    queue = guide.locator("#review-list li.held-item")
+    expect(queue).to_have_count(1)
+    # Wall-clock time must pass: held text is kept for the history's age, no longer.
+    guide.wait_for_timeout((window + 0.5 * SCALE) * 1000)
+    queue.get_by_role("button", name=re.compile("Post the message")).click()
+    expect(queue).to_have_count(0)
+    expect(guide.locator("#review-list")).to_contain_text("No messages are waiting.")
+    expect(guide.locator("#composer-note")).to_contain_text("no longer here")
+    for page in (guide, wren):
+        expect(ui.messages(page, "Is anyone still there?")).to_have_count(0)
