@@ -140,9 +140,9 @@ class RoomHistory:
         if persists and self._in_redis:
             self._in_redis = False
             log.error(
-                "after a failover a redis node writes to disk or cannot be asked: new "
-                "message history is kept in worker memory only; restart the workers once "
-                "every node keeps nothing on disk"
+                "after a reconnect or failover a redis node writes to disk or cannot be "
+                "asked: new message history is kept in worker memory only; restart the "
+                "workers once every node keeps nothing on disk"
             )
 
     def observe(self, room: str, entry: Entry) -> bool:
