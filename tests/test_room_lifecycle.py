@@ -295,3 +295,33 @@ async def test_redis_held_messages_go_by_age_in_commit_and_heartbeat(
     finally:
         await client.aclose()
         await backend.aclose()
+
+
+@pytest.mark.redis
+async def test_a_restored_room_keeps_held_messages_no_longer_than_their_age(
+    redis_server: RedisServer,
+) -> None:
+    """A restore after Redis lost the room writes back the held messages a worker kept, but
+    only those within the history's age, and their key expires with the newest's age bound,
+    not the idle timeout (§14)."""
+    prefix = "t" + secrets.token_hex(4)
+    backend = redis_backend(redis_server, prefix, history_seconds=0.5)
+    await backend.start(Inbox(), lambda: None)
+    client = aioredis.Redis.from_url(redis_server.url)
+    room = new_room()
+    held = f"{prefix}:{{{room.id}}}:held"
+    try:
+        await backend.create_room(room)
+        await commit(backend, room.id, MemberAdd(member("p1")), _held("h1", now_ms()))
+        replica = await backend.snapshot(room.id)
+        assert replica is not None and list(replica.held) == ["h1"]
+        replica.held["old"] = {**replica.held["h1"], "mid": "old", "ts": now_ms() - 1_000}
+        redis_server.cli("FLUSHALL")
+        assert await backend.restore(replica)
+        assert await client.hkeys(held) == [b"h1"]
+        assert 0 < await client.pttl(held) <= 500
+        back = await backend.snapshot(room.id)
+        assert back is not None and back.held == {"h1": replica.held["h1"]}
+    finally:
+        await client.aclose()
+        await backend.aclose()

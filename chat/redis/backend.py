@@ -376,6 +376,7 @@ class RedisBackend:
         packed_state = self._layout.whole_state(state, held_in_redis=self._history.known_in_redis)
         reset = self._space.seal(Envelope([Reset()]).pack(), state.id)
         new_epoch = secrets.randbelow(2**31 - 1) + 1
+        now = now_ms()
         async with unavailable():
             reply = await self._restore(
                 self._client,
@@ -388,8 +389,9 @@ class RedisBackend:
                     packed_state,
                     reset,
                     self._space.channel(state.id),
-                    now_ms(),
+                    now,
                     self._space.ttl_ms,
+                    now - self._history.max_age_ms,
                 ],
             )
         if reply is None:

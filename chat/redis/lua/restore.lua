@@ -1,7 +1,8 @@
 -- KEYS: the room's keys. ARGV: 1 the worker's epoch, 2 its offset, 3 its seq, 4 new epoch,
 -- 5 state (msgpack: {rec, settings map, members [[pid, sealed name, fields map]...], bans,
 -- reports map, log list, held map, keys map}), 6 sealed envelope of a Reset, 7 channel,
--- 8 now, 9 ttl.
+-- 8 now, 9 ttl, 10 oldest history ts (held messages older go; the held key expires with its
+-- newest's age bound, §14).
 -- Writes the room back, as a new epoch starting with a Reset entry, when Redis lost it (and it
 -- was not closed); or holds it at an older offset of the worker's epoch (a failover that lost
 -- writes); or was restored from the worker's epoch at an older offset by another worker and
@@ -48,6 +49,9 @@ local cap = end_cap()
 if cap and cap < now + END_LATE then cap = now + END_LATE end
 for i = 1, K_ALIVE do
   -- History keeps the expiry of its age bound (COMMIT); the stream starts again empty.
-  if i ~= K_HISTORY and redis.call('EXISTS', KEYS[i]) == 1 then renew(i, now, ttl, cap) end
+  if i ~= K_HISTORY and i ~= K_HELD and redis.call('EXISTS', KEYS[i]) == 1 then
+    renew(i, now, ttl, cap)
+  end
 end
+trim_held(now, tonumber(ARGV[10]), ttl, cap)
 return {ARGV[4], off}
