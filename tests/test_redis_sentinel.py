@@ -105,7 +105,7 @@ async def test_primary_killed_mid_conversation(
 
 
 async def test_a_manual_failover_moves_every_worker(
-    own_sentinels: SentinelSet, record_property: Any
+    own_sentinels: SentinelSet, record_property: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """SENTINEL FAILOVER demotes a primary that stays up (and accepts writes until the
     sentinels reconfigure it): both workers' subscriptions move to the new master within
@@ -137,6 +137,8 @@ async def test_a_manual_failover_moves_every_worker(
         await talk.more()
         await talk.stop()
         await talk.check(alice, bob)
+    # The demoted master, resyncing as a replica, is still no node that persists (§7).
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_a_persisting_replica_makes_the_deployment_persisting() -> None:

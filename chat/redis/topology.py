@@ -40,7 +40,7 @@ LIMITS_POOL = 8  # the per-address limits' own connections
 LIMITS_TIMEOUT = 2.0
 SENTINEL_TIMEOUT = 2.0  # a sentinel that does not answer in time is skipped for the next
 REPLICA_TIMEOUT = 2.0  # a replica asked for its persistence settings
-RETRY_PAUSE = 0.5  # before a cluster node that did not answer CONFIG GET is asked once more
+RETRY_PAUSE = 0.5  # before a node that did not answer CONFIG GET is asked once more
 
 
 class FreshConnection(Connection):
@@ -214,13 +214,24 @@ async def every_node_config(client: Client, names: tuple[str, ...]) -> list[dict
     pool = sentinel_pool(client)
     if pool is not None:
         for host, port in await _promotable(pool):
-            try:
-                configs.append(await _replica_config(pool, host, port, names))
-            except FAILURES:
-                # Listed, so still replicating or soon back: it may be promoted. As with a
-                # refused CONFIG, what we cannot ask counts as writing to disk.
-                configs.append({})
+            configs.append(await _replica_or_nothing(pool, host, port, names))
     return configs
+
+
+async def _replica_or_nothing(
+    pool: SentinelConnectionPool, host: str, port: int, names: tuple[str, ...]
+) -> dict[str, str]:
+    """A listed replica's settings, asked twice (one resyncing answers ``LOADING`` for a
+    moment); ``{}`` when it does not answer: listed, so replicating or soon back, it may be
+    promoted. As with a refused CONFIG, what we cannot ask counts as writing to disk."""
+    try:
+        return await _replica_config(pool, host, port, names)
+    except FAILURES:
+        await asyncio.sleep(RETRY_PAUSE)
+    try:
+        return await _replica_config(pool, host, port, names)
+    except FAILURES:
+        return {}
 
 
 async def _promotable(pool: SentinelConnectionPool) -> list[tuple[str, int]]:
