@@ -10,8 +10,9 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from chat.context import Phase, Services
+from chat.context import Phase, Services, now_ms
 from chat.protocol import Encoding
+from chat.review import forget_old
 from chat.session import Session
 from chat.settings import Settings
 from tests.test_recovery import KEY, start
@@ -162,3 +163,22 @@ async def test_the_closing_facilitator_gets_its_ack_before_4010() -> None:
     assert fac.peer.closes[0][0] == 4010 and other.peer.closes[0][0] == 4010
     await fac.over()
     await other.over()
+
+
+async def test_a_worker_replica_forgets_held_messages_past_the_history_age() -> None:
+    """Held text leaves this worker's replica at the history's age (review.forget_old, which
+    the heartbeat and the idle sweep run), and a release of it is then not_found (§14)."""
+    services, _, state = await start(review="all")
+    services = replace(services, settings=replace(Settings(), history_seconds=0.3))
+    fac, participant = await facilitator_and_participant(services, state.id)
+    participant.peer.says(t="say", text="kept a while", id=3)
+    held = await fac.peer.next("held")
+    room = services.hub.rooms[state.id]
+    assert room.state is not None and list(room.state.held) == [held["mid"]]
+    await asyncio.sleep(0.4)  # wall-clock time must pass: held text is kept for 0.3 s
+    forget_old(services, services.hub.rooms.values(), now_ms())
+    assert room.state.held == {}
+    fac.peer.says(t="release", mid=held["mid"], id=4)
+    assert (await fac.peer.next("error"))["code"] == "not_found"
+    await fac.over()
+    await participant.over()
