@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-from chat.luascript import FAILURES, Client, Script
+from chat.luascript import FAILURES, Client, Script, ScriptBatch
 
 log = logging.getLogger("hearth.limiter")
 T = TypeVar("T")
@@ -293,6 +293,12 @@ class RedisConnections:
         self._hasher = hasher
         self._lease_ms = int(lease * 1000)
         self._period = lease / 3
+        # Every handshake and close of the deployment runs one of these: a storm of them
+        # (a worker's members resuming here, a thousand joining at once, a worker closing all
+        # its connections at shutdown) shares pipelines instead of queueing for the pool's
+        # connections one command each (which ended in 503s and cancelled releases).
+        self._acquire = ScriptBatch(client, _ACQUIRE.source, timeout=COMMAND_TIMEOUT)
+        self._release = ScriptBatch(client, _RELEASE.source, timeout=COMMAND_TIMEOUT)
         self._counts: dict[str, int] = {}  # this worker's, by address key (memory only)
         self._stale: set[str] = set()  # released while Redis failed: rewritten on heartbeat
         self._heartbeat: asyncio.Task[None] | None = None
@@ -305,7 +311,7 @@ class RedisConnections:
         args: list[str | int] = [self.worker, self._lease_ms, self.limit]
         # An increment in Redis, not a count from here: concurrent handshakes of one address
         # on this worker must each be counted.
-        if not await _ask(_ACQUIRE(self._client, keys, args)):
+        if not await _ask(self._acquire(keys, args)):
             return False
         self._counts[key] = self._counts.get(key, 0) + 1
         return True
@@ -318,7 +324,7 @@ class RedisConnections:
             self._counts.pop(key, None)
         try:
             keys = [self._prefix + await self._hasher.key(key)]
-            await _ask(_RELEASE(self._client, keys, [self.worker, self._lease_ms]))
+            await _ask(self._release(keys, [self.worker, self._lease_ms]))
         except LimiterUnavailable:
             self._stale.add(key)  # the heartbeat writes the true count
 

@@ -8,7 +8,7 @@ it), whether or not any worker holds it to commit the close. The stream and the 
 by their own age bounds instead (``STREAM_MS``, ``--history-seconds``), set by each commit
 that adds to them, so old text goes even from a room nobody is in. A commit is
 one script (:data:`~chat.redis.scripts.COMMIT`), one round trip, shared with other commits
-of the same loop turn in one pipeline (:mod:`chat.redis.batch`).
+of the same loop turn in one pipeline (:class:`chat.luascript.ScriptBatch`).
 
 Sealed means :mod:`chat.buscrypt` (AES-GCM with the room id bound in) when a bus key is set,
 and a one-byte clear marker otherwise. What stays in clear: room ids, pids, offsets, seqs,
@@ -28,10 +28,9 @@ from typing import Any
 from chat.backend.base import Deliver, Entry, MessageMeta, Position, Reconnected
 from chat.envelope import Envelope
 from chat.errors import Unavailable
-from chat.luascript import Script, by_node
+from chat.luascript import Script, ScriptBatch, by_node
 from chat.ops import Op, Refused, Reset, RoomClose
 from chat.protocol import pack_value
-from chat.redis.batch import ScriptBatch
 from chat.redis.bus import Bus, parse_frame
 from chat.redis.client import COMMAND_TIMEOUT, RedisSpace
 from chat.redis.history import RoomHistory
