@@ -161,6 +161,9 @@ def _node_name(client: RedisCluster, keys: Sequence[Any]) -> str:
 _Queued = tuple[list[str], list[Any], "asyncio.Future[Any]"]
 
 
+BATCH_LIMIT = 500  # calls in one pipeline at most
+
+
 class ScriptBatch:
     """Runs one Lua script for many callers, one batch in flight at a time.
 
@@ -201,7 +204,11 @@ class ScriptBatch:
     async def _send_all(self) -> None:
         try:
             while self._pending:
-                batch, self._pending = self._pending, []
+                # At most BATCH_LIMIT a pipeline: each pipeline has the command timeout to
+                # itself, and ten thousand closes at once (a worker's connections ending)
+                # would not fit in one.
+                batch = self._pending[:BATCH_LIMIT]
+                del self._pending[:BATCH_LIMIT]
                 await self._run(batch)
         finally:
             self._sender = None
