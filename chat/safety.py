@@ -154,7 +154,9 @@ def screen(
     if state is None or member.role != PARTICIPANT:
         return out
     if state.contact != "allow" and not (state.contact == "nudge" and msg.confirm is True):
-        names = [m.name for m in state.members.values() if not m.waiting]
+        # Read only when the text has an "@" (a reply to someone present is not a handle):
+        # not a walk over the whole room for every message.
+        names = (m.name for m in state.members.values() if not m.waiting)
         kinds = contact_kinds(msg.text, room_lang(state), names)
         if kinds and state.contact == "block":
             raise RequestError(
