@@ -31,7 +31,7 @@ from chat.redis.topology import every_node_config
 log = logging.getLogger("hearth.redis")
 
 
-async def redis_persists(client: Client) -> bool:
+async def redis_persists(client: Client, *, silent_counts: bool = True) -> bool:
     """Whether any data node this worker can reach writes to disk (RDB snapshots or AOF), per
     ``CONFIG GET`` on each.
 
@@ -43,7 +43,9 @@ async def redis_persists(client: Client) -> bool:
         Unavailable: Redis (the master, or every cluster node) cannot be reached.
     """
     async with unavailable():
-        configs = await every_node_config(client, ("save", "appendonly"))
+        configs = await every_node_config(
+            client, ("save", "appendonly"), silent_counts=silent_counts
+        )
     return any(
         not config or config.get("save", "").strip() or config.get("appendonly") == "yes"
         for config in configs
@@ -125,14 +127,16 @@ class RoomHistory:
         return self._in_redis
 
     async def recheck(self) -> None:
-        """After a reconnect: if a node now persists (or cannot be asked), keep what comes
+        """After a reconnect: if a node now persists (or refuses to say), keep what comes
         from now on out of Redis, as at a start on a persisting Redis. One way only: what
         Redis held already stays until its TTL, and only a restart moves history back."""
         if self._in_redis is not True or self._allow_persistent or self._rechecking:
             return
         self._rechecking = True
         try:
-            persists = await redis_persists(self._space.client)
+            # A node that is restarting does not answer for a moment: not a reason to move
+            # history for good. It is asked again at the next reconnect, when it is back.
+            persists = await redis_persists(self._space.client, silent_counts=False)
         except Unavailable:
             return  # not reachable yet: asked again at the next reconnect
         finally:

@@ -177,11 +177,16 @@ async def close_client(client: Client) -> None:
         await sentinels.sentinel_manager.aclose()
 
 
-async def every_node_config(client: Client, names: tuple[str, ...]) -> list[dict[str, str]]:
+async def every_node_config(
+    client: Client, names: tuple[str, ...], *, silent_counts: bool = True
+) -> list[dict[str, str]]:
     """``CONFIG GET`` of ``names`` on every data node: the master (or the one server) and the
     replicas the sentinels list, or every node of the cluster's slot map. A node that refuses
     ``CONFIG`` (an ACL without it) gives ``{}``, and so does a listed node that does not
-    answer: what we cannot ask may hold the text, or be promoted to hold it (protocol §7).
+    answer (with ``silent_counts``): what we cannot ask may hold the text, or be promoted to
+    hold it (protocol §7). Without ``silent_counts`` a node that does not answer is left out:
+    asked again after a reconnect, it is down or restarting right now, and is asked again
+    when the worker hears it (the next reconnect).
 
     Raises:
         RedisError, RedisClusterException, OSError: the master (or no cluster node at all)
@@ -209,21 +214,25 @@ async def every_node_config(client: Client, names: tuple[str, ...]) -> list[dict
             for i, f in zip(failed, again, strict=True):
                 found[i] = f
         # A node in the map that does not answer may still hold (or come back to hold) slots.
+        if not silent_counts:
+            return [f for f in found if isinstance(f, dict)]
         return [f if isinstance(f, dict) else {} for f in found]
     configs = [await _config(client.execute_command, names)]
     pool = sentinel_pool(client)
     if pool is not None:
         for host, port in await _promotable(pool):
-            configs.append(await _replica_or_nothing(pool, host, port, names))
+            config = await _replica_or_nothing(pool, host, port, names)
+            if config is not None or silent_counts:
+                configs.append(config or {})
     return configs
 
 
 async def _replica_or_nothing(
     pool: SentinelConnectionPool, host: str, port: int, names: tuple[str, ...]
-) -> dict[str, str]:
+) -> dict[str, str] | None:
     """A listed replica's settings, asked twice (one resyncing answers ``LOADING`` for a
-    moment); ``{}`` when it does not answer: listed, so replicating or soon back, it may be
-    promoted. As with a refused CONFIG, what we cannot ask counts as writing to disk."""
+    moment); None when it does not answer (listed, so replicating or soon back, it may be
+    promoted: the caller decides whether that counts as writing to disk)."""
     try:
         return await _replica_config(pool, host, port, names)
     except FAILURES:
@@ -231,7 +240,7 @@ async def _replica_or_nothing(
     try:
         return await _replica_config(pool, host, port, names)
     except FAILURES:
-        return {}
+        return None
 
 
 async def _promotable(pool: SentinelConnectionPool) -> list[tuple[str, int]]:
