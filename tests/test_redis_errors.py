@@ -139,9 +139,14 @@ def logs_hold_nothing(caplog: pytest.LogCaptureFixture, s: Scene) -> None:
     assert lines, "nothing was captured: the check below would prove nothing"
     for secret in (s.room, MARK):
         assert not [line for line in lines if secret in line]
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [
-        formatter.format(r) for r in caplog.records if r.levelno >= logging.ERROR
+    # Hearth's own loggers and the server's: in a shared test process the garbage collector
+    # may report another test's unclosed client (asyncio, "Unclosed ClusterNode") meanwhile.
+    failed = [
+        r
+        for r in caplog.records
+        if r.levelno >= logging.ERROR and r.name.split(".")[0] in {"hearth", "uvicorn"}
     ]
+    assert not failed, [formatter.format(r) for r in failed]
 
 
 def failed_with(caplog: pytest.LogCaptureFixture, kind: str) -> bool:
