@@ -125,6 +125,18 @@ async def decisions_bind(
     assert (await answer(fac, {"t": "remove", "pid": removed.pid}))["code"] == "not_found"
 
 
+async def cast(a: Any, b: Any) -> tuple[dict[str, Any], Client, tuple[Client, Client, Client]]:
+    """A room on A with its facilitator there, and three participants on B: the one to be
+    muted, the one to be removed, and one who stays."""
+    room = await a.room()
+    fac = await a.client()
+    await fac.join(room["room"], key=room["facilitator_key"], name="Fac")
+    muted, removed, other = [await b.client(**at(n)) for n in (2, 3, 4)]
+    for client, name in ((muted, "Muted"), (removed, "Removed"), (other, "Other")):
+        await client.join(room["room"], name=name)
+    return room, fac, (muted, removed, other)
+
+
 async def test_a_worker_that_missed_decisions_enforces_them(own_redis: RedisServer) -> None:
     """Worker B is cut off from Redis while A mutes, removes, locks and sets slow mode; once
     B is back, within 5 s: the muted member cannot talk, the removed one is closed with 4001
@@ -132,12 +144,7 @@ async def test_a_worker_that_missed_decisions_enforces_them(own_redis: RedisServ
     slow mode refuses a quick second say."""
     url_a, url_b = acl_user(own_redis, "wa"), acl_user(own_redis, "wb")
     async with workers(url_a, url_b) as (a, b):
-        room = await a.room()
-        fac = await a.client()
-        await fac.join(room["room"], key=room["facilitator_key"], name="Fac")
-        muted, removed, other = [await b.client(**at(n)) for n in (2, 3, 4)]
-        for client, name in ((muted, "Muted"), (removed, "Removed"), (other, "Other")):
-            await client.join(room["room"], name=name)
+        room, fac, (muted, removed, other) = await cast(a, b)
         # B loses Redis (its pub/sub and command connections) and cannot reconnect.
         own_redis.cli("ACL", "SETUSER", "wb", "off")
         own_redis.cli("CLIENT", "KILL", "USER", "wb")
@@ -155,12 +162,7 @@ async def test_decisions_bind_while_pubsub_connections_keep_dying(own_redis: Red
     itself, so killing A's too would leave nothing to ack."""
     url_a, url_b = acl_user(own_redis, "wa"), acl_user(own_redis, "wb")
     async with workers(url_a, url_b) as (a, b):
-        room = await a.room()
-        fac = await a.client()
-        await fac.join(room["room"], key=room["facilitator_key"], name="Fac")
-        muted, removed, other = [await b.client(**at(n)) for n in (2, 3, 4)]
-        for client, name in ((muted, "Muted"), (removed, "Removed"), (other, "Other")):
-            await client.join(room["room"], name=name)
+        room, fac, (muted, removed, other) = await cast(a, b)
         assert (await answer(other, {"t": "say", "text": "before"}))["t"] == "ack"
         stop = threading.Event()
 
