@@ -51,6 +51,9 @@ range and CI runs the transport tests on both ends of it):
   other (``pause_writing``/``resume_writing``, asyncio's flow-control callbacks, are
   overridden here to drive ``writable`` themselves, so the direct write's backpressure does
   not depend on uvicorn's bodies for them);
+- ``read_paused``, uvicorn's flag for a paused transport, which
+  ``send_receive_event_to_app`` (extended here) reads before it pauses reading and
+  ``receive`` reads before it resumes it;
 - the methods extended by calling ``super()`` first: ``handle_connect``, ``data_received``,
   ``keepalive_timeout``, ``shutdown``, ``connection_lost``, and ``send``, which then sets
   ``handshake_complete`` once a refused handshake's answer is complete.
@@ -78,6 +81,9 @@ PROTOCOL_PATH = "chat.transport:HearthWebSocketProtocol"
 CLOSE_TIMEOUT_STATE = "hearth.close_timeout"
 DEFAULT_CLOSE_TIMEOUT = 5.0
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s
+# Received messages a connection may have waiting for the application before its reading
+# pauses (uvicorn pauses at one); each is at most --max-message-bytes.
+READ_AHEAD = 8
 
 log = logging.getLogger("hearth.transport")
 T = TypeVar("T")
@@ -100,6 +106,9 @@ class Inbox(Generic[T]):
 
     def empty(self) -> bool:
         return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
 
     async def get(self) -> T:
         while not self._items:
@@ -216,6 +225,26 @@ class HearthWebSocketProtocol(WebSocketsSansIOProtocol):
         # connection attempt under a flood.
         if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
             self.handshake_complete = True
+
+    def send_receive_event_to_app(self) -> None:
+        """uvicorn's, but reading pauses only once :data:`READ_AHEAD` messages wait.
+
+        uvicorn pauses the transport after every message it queues and resumes it when the
+        application has taken them all: two changes to the event loop's poller (system calls,
+        batched through io_uring by libuv) for every message a member sends, the one kind of
+        system call Hearth made per message that the baseline does not (issue 13's strace).
+        What one read of the socket holds is parsed and queued either way; the pause only
+        stops the next read, so a sender that floods is still held back, a few messages later.
+        """
+        paused = self.read_paused
+        self.read_paused = True  # uvicorn's body pauses only when this is False
+        try:
+            super().send_receive_event_to_app()
+        finally:
+            self.read_paused = paused
+        if not paused and self.queue.qsize() >= READ_AHEAD:
+            self.read_paused = True
+            self.transport.pause_reading()
 
     def write_now(self, payload: bytes, binary: bool) -> bool:
         """Write one data frame now (a binary one, or a text one of UTF-8) if the connection

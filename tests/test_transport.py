@@ -379,7 +379,7 @@ def test_uvicorn_still_offers_what_the_subclass_relies_on() -> None:
     assert {"config", "server_state", "app_state"} <= set(parameters)
     for method in (
         "handle_connect", "data_received", "keepalive_timeout", "shutdown", "connection_lost",
-        "send", "receive",
+        "send", "receive", "send_receive_event_to_app",
     ):  # fmt: skip
         assert callable(getattr(WebSocketsSansIOProtocol, method)), method
     source = inspect.getsource(WebSocketsSansIOProtocol)
@@ -388,6 +388,16 @@ def test_uvicorn_still_offers_what_the_subclass_relies_on() -> None:
     assert set(re.findall(r"self\.queue\.(\w+)", source)) <= {"put_nowait", "get", "empty"}
     assert set(re.findall(r"self\.writable\.(\w+)", source)) <= {"is_set", "set", "clear", "wait"}
     assert issubclass(HearthWebSocketProtocol, WebSocketsSansIOProtocol)
+    # Reading pauses after a received message only when read_paused is False, and resumes in
+    # receive() when it is True and nothing waits: what READ_AHEAD's override relies on.
+    queued = inspect.getsource(WebSocketsSansIOProtocol.send_receive_event_to_app)
+    assert re.search(
+        r"if not self\.read_paused:\s+self\.read_paused = True\s+"
+        r"self\.transport\.pause_reading\(\)",
+        queued,
+    )
+    resumed = inspect.getsource(WebSocketsSansIOProtocol.receive)
+    assert "self.read_paused and self.queue.empty()" in resumed
 
 
 async def test_inbox_hands_items_over_in_order_and_survives_a_cancelled_get() -> None:
