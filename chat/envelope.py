@@ -67,6 +67,13 @@ class Delivery:
         event = self.event
         return event.wire() if isinstance(event, Event) else event
 
+    def as_map(self) -> Delivery:
+        """The same delivery with its event as a plain map (what crosses the stream)."""
+        event = self.event
+        if not isinstance(event, Event):
+            return self
+        return Delivery(event.wire(), self.to, self.exclude, self.facilitators, self.waiting)
+
     def wire(self) -> list[Any]:
         to = list(self.to) if self.to is not None else None
         return [self.message, to, self.exclude, self.facilitators, self.waiting]

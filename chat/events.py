@@ -65,12 +65,27 @@ class Event:
     def wire(self) -> Message:
         """The message as a map of plain values, ready to encode."""
         out: Message = {"t": self.t}
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if value is None and item.name in self.optional:
+        for name, key, optional in _wire_layout(type(self)):
+            value = getattr(self, name)
+            if value is None and optional:
                 continue
-            out[self.renamed.get(item.name, item.name)] = value
+            out[key] = value
         return out
+
+
+_WIRE_LAYOUT: dict[type[Event], tuple[tuple[str, str, bool], ...]] = {}
+
+
+def _wire_layout(cls: type[Event]) -> tuple[tuple[str, str, bool], ...]:
+    """Each field of an event class as (attribute, wire key, left out when None), worked out
+    once per class: ``dataclasses.fields`` walks the class's whole field table on every call,
+    and a ``msg`` is turned into a map once per message (issue 13's profile)."""
+    layout = _WIRE_LAYOUT.get(cls)
+    if layout is None:
+        layout = _WIRE_LAYOUT[cls] = tuple(
+            (f.name, cls.renamed.get(f.name, f.name), f.name in cls.optional) for f in fields(cls)
+        )
+    return layout
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from dataclasses import replace
 from typing import Any
 
 from chat import metrics
@@ -54,6 +53,8 @@ PENDING_LIMIT = 10_000  # entries buffered behind a gap; beyond, recovery reload
 # staffed pause follows facilitators coming and going, the round loses a speaker who left
 # (protocol §13). Say's entries carry none of them, so the hot path pays nothing.
 _RESHAPING = (RoomSet, MemberAdd, MemberDrop, Admit)
+# Ops the replica does not apply to its state: the room ending, and a restore (it reloads).
+_NOT_APPLIED = (RoomClose, Reset)
 
 
 class Hub:
@@ -190,7 +191,7 @@ class Hub:
         """
         # Events as plain maps once: packed for the stream, and handed as they are to this
         # worker's replica by a backend that delivers in process (Entry.parsed).
-        envelope = Envelope(tuple(ops), [replace(d, event=d.message) for d in out])
+        envelope = Envelope(tuple(ops), [d.as_map() for d in out])
         try:
             position = await self.backend.commit(
                 room.id, envelope.ops, envelope.pack(), message, envelope
@@ -331,15 +332,23 @@ class Hub:
             room.needs_reload = True
             self.recover(room)
             return False
-        ending = any(isinstance(op, RoomClose) for op in envelope.ops)
-        reset = any(isinstance(op, Reset) for op in envelope.ops)
-        reshaping = any(isinstance(op, _RESHAPING) for op in envelope.ops)
+        ops = envelope.ops
+        ending = reset = reshaping = False
+        for op in ops:  # one pass, not a generator per question: this runs for every message
+            if isinstance(op, RoomClose):
+                ending = True
+            elif isinstance(op, Reset):
+                reset = True
+            elif isinstance(op, _RESHAPING):
+                reshaping = True
         before = views(state) if reshaping and not ending else None
-        for op in envelope.ops:
-            if not isinstance(op, RoomClose | Reset):
+        timed = False
+        for op in ops:
+            if not isinstance(op, _NOT_APPLIED):
                 apply(state, op)
-        room.ignoring.touched(envelope.ops)
-        if any(isinstance(op, MemberSet) and op.fields.get("muted_until") for op in envelope.ops):
+                timed = timed or (isinstance(op, MemberSet) and bool(op.fields.get("muted_until")))
+        room.ignoring.touched(ops)
+        if timed:
             self.timers_changed()
         state.off = entry.off
         room.remember(entry)
@@ -358,7 +367,7 @@ class Hub:
         room.fan_out(out, entry.seq)
         if ending:
             self.close_room(room)
-        elif room.reconcile(touched_pids(envelope.ops), envelope.ops):
+        elif room.reconcile(touched_pids(ops), ops):
             self._maybe_release(room)
         room.wake()
         if reset:

@@ -180,7 +180,10 @@ class LocalRoom:
             msg_seq = 0
             if seq and event["t"] == "msg":
                 event["seq"] = msg_seq = seq
-            frames: dict[Encoding, bytes] = {}
+            # Each encoding's frame, made when a recipient first needs it (two locals, not a
+            # dict: an Enum key costs a Python-level __hash__ per recipient).
+            packed: bytes | None = None
+            text: bytes | None = None
             recipients = self._recipients(delivery)
             sender = sender_of(event, delivery.exclude)
             if sender is not None and self.state is not None:
@@ -190,11 +193,14 @@ class LocalRoom:
                     skip = {a.conn for pid in ignorers if (a := self.present.get(pid))}
                     recipients = [conn for conn in recipients if conn not in skip]
             for conn in recipients:
-                encoding = conn.encoding
-                frame = frames.get(encoding)
-                if frame is None:
-                    frame = frames[encoding] = encode(event, encoding)
-                conn.send_frame(frame, msg_seq)
+                if conn.encoding is Encoding.MSGPACK:
+                    if packed is None:
+                        packed = encode(event, Encoding.MSGPACK)
+                    conn.send_frame(packed, msg_seq)
+                else:
+                    if text is None:
+                        text = encode(event, Encoding.JSON)
+                    conn.send_frame(text, msg_seq)
 
     def _recipients(self, delivery: Delivery) -> list[Connection]:
         present = self.present

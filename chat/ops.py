@@ -198,9 +198,8 @@ Op = (
 def _only(fields: Mapping[str, Value], allowed: frozenset[str], what: str) -> None:
     """A change names only what may change: a bug, caught where the op is made (a replica
     applying an entry from a newer version ignores what it does not know instead)."""
-    unknown = set(fields) - allowed
-    if unknown:
-        raise ValueError(f"not a mutable {what}: {sorted(unknown)}")
+    if not allowed.issuperset(fields):
+        raise ValueError(f"not a mutable {what}: {sorted(set(fields) - allowed)}")
 
 
 class Refused(Exception):

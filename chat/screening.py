@@ -134,6 +134,8 @@ _KASHIDA = "\u0640"
 
 def fold(text: str) -> str:
     """The form phrases and messages are compared in: NFKC, case-folded, one apostrophe."""
+    if text.isascii():
+        return text.lower()  # ASCII is its own NFKC, its case folding is lower(), no ’ in it
     folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
     return folded.translate(_APOSTROPHES)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from chat.backend.base import Deliver, Entry, MessageMeta, Position, Reconnected
 from chat.backend.history import MessageHistory
@@ -149,15 +149,17 @@ class MemoryBackend:
         state.off += 1
         if message is not None:
             state.seq += 1
-        entry = Entry(state.epoch, state.off, state.seq if message else 0, envelope)
+        seq = state.seq if message else 0
+        entry = Entry(state.epoch, state.off, seq, envelope, parsed)
         if room in self._rooms:
             if message is not None:  # history keeps the bytes only
-                self._history.add(room, entry, message.mid, message.ts)
+                bare = Entry(entry.epoch, entry.off, seq, envelope)
+                self._history.add(room, bare, message.mid, message.ts)
             if state.members:
                 found.used, found.empty_since_ms = True, 0
             elif not found.empty_since_ms:
                 found.empty_since_ms = _now_ms()
-        self._hand_over(room, replace(entry, parsed=parsed) if parsed is not None else entry)
+        self._hand_over(room, entry)
         return Position(entry.epoch, entry.off, entry.seq)
 
     async def publish(self, room: str, envelope: bytes) -> None:
