@@ -398,6 +398,12 @@ def test_uvicorn_still_offers_what_the_subclass_relies_on() -> None:
     )
     resumed = inspect.getsource(WebSocketsSansIOProtocol.receive)
     assert "self.read_paused and self.queue.empty()" in resumed
+    # The handshake's request and response are dropped after the accept: only these two
+    # methods may touch them.
+    for name, member in inspect.getmembers(WebSocketsSansIOProtocol, inspect.isfunction):
+        if name not in {"handle_connect", "send"}:
+            body = inspect.getsource(member)
+            assert not re.search(r"self\.(request|response)\b", body), name
 
 
 async def test_inbox_hands_items_over_in_order_and_survives_a_cancelled_get() -> None:
