@@ -64,8 +64,9 @@ MID_BYTES = 12
 class _RandomPool:
     """Random bytes from the OS, drawn a few kilobytes at a time.
 
-    A message id is made for every ``say``; ``secrets.token_urlsafe`` asks the kernel each
-    time, a system call per message that showed in issue 13's profile. The pool's bytes are
+    A message id is made for every ``say``, and a pseudonym drawn for every nameless join;
+    ``secrets`` asks the kernel each time, a system call per message or draw that showed in
+    issue 13's profiles. The pool's bytes are
     the same ``os.urandom`` bytes, each handed out once; a forked child starts a pool of its
     own, so two workers never share ids.
     """
@@ -91,6 +92,17 @@ class _RandomPool:
 
 _POOL = _RandomPool()
 os.register_at_fork(after_in_child=_POOL.forget)
+
+
+def _randbelow(n: int) -> int:
+    """A uniform random integer in [0, n) from the pool (n < 2**32): a pseudonym is drawn for
+    every nameless join, several times in a full room, and ``secrets.randbelow`` asks the
+    kernel for each draw (issue 13's join-storm profile: 4.6%)."""
+    limit = (1 << 32) // n * n  # draws at or above it would favour the low values
+    while True:
+        value = int.from_bytes(_POOL.take(4), "big")
+        if value < limit:
+            return value % n
 
 
 def new_mid() -> str:
@@ -262,12 +274,12 @@ def pseudonym(taken: Callable[[str], bool], words: NameWords) -> tuple[str, str]
         The name and its name key.
     """
     for _ in range(50):
-        name = words.name(secrets.randbelow(words.size))
+        name = words.name(_randbelow(words.size))
         key = _word_name_key(name)
         if not taken(key):
             return name, key
     while True:
-        name = f"{words.name(secrets.randbelow(words.size))} {secrets.randbelow(1000)}"
+        name = f"{words.name(_randbelow(words.size))} {_randbelow(1000)}"
         key = name_key(name)
         if not taken(key):
             return name, key
