@@ -6,6 +6,7 @@ bar — with screenshots at 320 px and desktop width, and the axe audit of the n
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.request
 from typing import Any
@@ -122,7 +123,9 @@ def test_the_lobby_opens_on_time(server, new_page, ui, screenshots):
     early.click("#join-btn")
     expect(early.locator("#waiting-view")).to_be_visible()
     expect(early.locator("#waiting-heading")).to_have_text("The group hasn't started yet")
-    expect(early.locator("#waiting-text")).to_contain_text("It opens at")
+    # "at <time>", or "on <day> at <time>" when the opening falls on another day (a run
+    # just before midnight).
+    expect(early.locator("#waiting-text")).to_contain_text(re.compile(r"It opens (at|on) "))
     expect(early.locator("#status-text")).to_have_text("Waiting for the group to open.")
     expect(guide.locator("#waiting-list")).to_contain_text("Early")
     early.screenshot(path=str(screenshots / "lobby-phone.png"))
@@ -152,7 +155,11 @@ def test_the_end_notice_extend_and_close_on_time(server, new_page, ui, screensho
     person.screenshot(path=str(screenshots / "ending-notice-phone.png"))
     guide.select_option("#extend-now-minutes", "5")
     guide.locator("#extend-now").get_by_role("button", name="Extend").click()
-    expect(person.locator("#messages")).to_contain_text("The session now ends at")
+    # "at <time>", or "on <day> at <time>" once the extended end falls on another day: a
+    # run a few minutes before midnight failed on the plain "at" (fresh-clone CI, 2026-12-01).
+    expect(person.locator("#messages")).to_contain_text(
+        re.compile(r"The session now ends (at|on) ")
+    )
     for page in (guide, person):  # six minutes left: the next notice comes at five
         expect(page.locator("#ending-banner")).to_be_hidden()
     expect(guide.locator("#extend-later")).to_be_visible()  # extend stays at hand in the tools
