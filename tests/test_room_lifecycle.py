@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -14,9 +16,10 @@ import redis.asyncio as aioredis
 from chat.backend.memory import MemoryBackend
 from chat.buscrypt import Sealer
 from chat.ops import HeldAdd, HeldDrop, MemberAdd, Refused, RoomSet
-from chat.redis.backend import STREAM_MS
+from chat.redis.backend import STREAM_MS, RedisBackend
 from chat.redis.client import RedisSpace
 from chat.redis.scripts import END_LATE_MS
+from chat.roomstate import RoomState
 from tests.conftest import Server
 from tests.redis_server import RedisServer, redis_server, running_redis
 from tests.test_backend import Inbox, commit, member, new_room, now_ms, redis_backend, say
@@ -237,6 +240,25 @@ async def test_redis_keys_live_no_longer_than_the_room_end(redis_server: RedisSe
         await backend.aclose()
 
 
+@contextlib.asynccontextmanager
+async def _held_room(
+    redis_server: RedisServer, history_seconds: float
+) -> AsyncIterator[tuple[RedisBackend, aioredis.Redis, RoomState, str]]:
+    """A started Redis backend with one new room, a plain client on the same server, and the
+    name of the room's held-messages key."""
+    prefix = "t" + secrets.token_hex(4)
+    backend = redis_backend(redis_server, prefix, history_seconds=history_seconds)
+    await backend.start(Inbox(), lambda: None)
+    client = aioredis.Redis.from_url(redis_server.url)
+    room = new_room()
+    try:
+        await backend.create_room(room)
+        yield backend, client, room, f"{prefix}:{{{room.id}}}:held"
+    finally:
+        await client.aclose()
+        await backend.aclose()
+
+
 def _held(mid: str, ts: int) -> HeldAdd:
     return HeldAdd({"mid": mid, "pid": "p1", "name": "N", "text": "held " + mid, "ts": ts})
 
@@ -266,14 +288,7 @@ async def test_redis_held_messages_go_by_age_in_commit_and_heartbeat(
     with its newest message's age bound (not the idle timeout, however often the heartbeat or
     a commit renews the room) and the heartbeat drops what is past it; a release of one that
     went is refused (§14)."""
-    prefix = "t" + secrets.token_hex(4)
-    backend = redis_backend(redis_server, prefix, history_seconds=0.3)
-    await backend.start(Inbox(), lambda: None)
-    client = aioredis.Redis.from_url(redis_server.url)
-    room = new_room()
-    held = f"{prefix}:{{{room.id}}}:held"
-    try:
-        await backend.create_room(room)
+    async with _held_room(redis_server, history_seconds=0.3) as (backend, client, room, held):
         await commit(backend, room.id, MemberAdd(member("p1")))
         await commit(backend, room.id, _held("old", now_ms() - 1_000))
         assert not await client.exists(held)  # past the age already: not kept
@@ -292,9 +307,6 @@ async def test_redis_held_messages_go_by_age_in_commit_and_heartbeat(
             await commit(backend, room.id, HeldDrop("h2"))
         assert refused.value.reason == "nomsg"
         assert not await client.exists(held)
-    finally:
-        await client.aclose()
-        await backend.aclose()
 
 
 @pytest.mark.redis
@@ -304,14 +316,7 @@ async def test_a_restored_room_keeps_held_messages_no_longer_than_their_age(
     """A restore after Redis lost the room writes back the held messages a worker kept, but
     only those within the history's age, and their key expires with the newest's age bound,
     not the idle timeout (§14)."""
-    prefix = "t" + secrets.token_hex(4)
-    backend = redis_backend(redis_server, prefix, history_seconds=0.5)
-    await backend.start(Inbox(), lambda: None)
-    client = aioredis.Redis.from_url(redis_server.url)
-    room = new_room()
-    held = f"{prefix}:{{{room.id}}}:held"
-    try:
-        await backend.create_room(room)
+    async with _held_room(redis_server, history_seconds=0.5) as (backend, client, room, held):
         await commit(backend, room.id, MemberAdd(member("p1")), _held("h1", now_ms()))
         replica = await backend.snapshot(room.id)
         assert replica is not None and list(replica.held) == ["h1"]
@@ -322,6 +327,3 @@ async def test_a_restored_room_keeps_held_messages_no_longer_than_their_age(
         assert 0 < await client.pttl(held) <= 500
         back = await backend.snapshot(room.id)
         assert back is not None and back.held == {"h1": replica.held["h1"]}
-    finally:
-        await client.aclose()
-        await backend.aclose()

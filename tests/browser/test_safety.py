@@ -23,6 +23,13 @@ def actions(page, name: str) -> None:
     expect(page.locator("#member-dialog")).to_be_visible()
 
 
+def hold(page, ui, name: str) -> None:
+    """Hold a participant's messages for review from the Actions menu (§14)."""
+    actions(page, name)
+    page.click("#member-hold")
+    expect(ui.member(page, name).locator(".tag")).to_have_text("messages held")
+
+
 def test_a_held_message_is_explained_and_released(server, new_page, ui, screenshots):
     """A facilitator holds a participant (with the Actions menu); the participant is told
     calmly; the message waits in the review queue and reaches the room when posted."""
@@ -31,9 +38,7 @@ def test_a_held_message_is_explained_and_released(server, new_page, ui, screensh
     ui.join(guide, server.http + room["facilitator_url"], "Guide")
     ui.join(wren, server.http + room["join_url"], "Wren")
     ui.join(ash, server.http + room["join_url"], "Ash")
-    actions(guide, "Wren")
-    guide.click("#member-hold")
-    expect(ui.member(guide, "Wren").locator(".tag")).to_have_text("messages held")
+    hold(guide, ui, "Wren")
     ui.say(wren, "Can I share something hard?")
     expect(wren.locator("#messages")).to_contain_text("waiting for a facilitator to read it")
     queue = guide.locator("#review-list li.held-item")
@@ -283,9 +288,7 @@ def test_a_held_message_past_the_history_window_leaves_the_queue(own_server, new
     guide, wren = new_page(), new_page(viewport=PHONE)
     ui.join(guide, server.http + room["facilitator_url"], "Guide")
     ui.join(wren, server.http + room["join_url"], "Wren")
-    actions(guide, "Wren")
-    guide.click("#member-hold")
-    expect(ui.member(guide, "Wren").locator(".tag")).to_have_text("messages held")
+    hold(guide, ui, "Wren")
     ui.say(wren, "Is anyone still there?")
     queue = guide.locator("#review-list li.held-item")
     expect(queue).to_have_count(1)
