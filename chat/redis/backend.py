@@ -28,14 +28,14 @@ from typing import Any
 from chat.backend.base import Deliver, Entry, MessageMeta, Position, Reconnected
 from chat.envelope import Envelope
 from chat.errors import Unavailable
-from chat.luascript import Script, ScriptBatch, by_node
+from chat.luascript import FAILURES, Script, ScriptBatch, by_node
 from chat.ops import Op, Refused, Reset, RoomClose
 from chat.protocol import pack_value
 from chat.redis.bus import Bus, parse_frame
 from chat.redis.client import COMMAND_TIMEOUT, RedisSpace
 from chat.redis.history import RoomHistory
 from chat.redis.layout import Layout
-from chat.redis.records import as_bytes, as_text, now_ms, unavailable
+from chat.redis.records import as_bytes, as_text, failed, now_ms, unavailable
 from chat.redis.scripts import (
     COMMIT,
     CREATE,
@@ -295,8 +295,10 @@ class RedisBackend:
             "1" if in_redis else "0",
             self._top_seq.get(room, 0),
         ]
-        async with unavailable():
+        try:  # the batch bounds the call in time (COMMAND_TIMEOUT)
             reply = await self._commit(keys=self._space.keys(room), args=args)
+        except FAILURES as exc:
+            raise failed(exc) from exc
         if int(reply[0]) != 1:
             raise Refused(as_text(reply[1]), int(reply[2]))
         position = Position(int(reply[1]), int(reply[2]), int(reply[3]))

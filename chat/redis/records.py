@@ -90,10 +90,16 @@ async def unavailable() -> AsyncIterator[None]:
         async with asyncio.timeout(COMMAND_TIMEOUT):
             yield
     except FAILURES as exc:
-        kind = error_kind(exc)
-        metrics.REDIS_ERRORS.labels(kind=kind).inc()
-        log.warning("redis command failed", extra={"error": kind})
-        raise Unavailable("redis unavailable") from exc
+        raise failed(exc) from exc
+
+
+def failed(exc: BaseException) -> Unavailable:
+    """Count and log a Redis failure (by its kind only); the ``Unavailable`` to raise for it.
+    For a caller whose exchange is bounded in time already (a batched script call)."""
+    kind = error_kind(exc)
+    metrics.REDIS_ERRORS.labels(kind=kind).inc()
+    log.warning("redis command failed", extra={"error": kind})
+    return Unavailable("redis unavailable")
 
 
 def open_record(
