@@ -114,7 +114,7 @@ async def _join(services: Services, caller: Caller, room: LocalRoom, msg: Join) 
         if wished is not None:
             member.name, member.name_token = wished, name_token(state.salt, wished)
         else:
-            member.name, key = pseudonym(taken, words)
+            member.name, key = pseudonym(taken, words, len(room.current().names()))
             member.name_token = key_token(state.salt, key)
         try:
             await services.hub.commit(room, [*checks, MemberAdd(member)], [_arrival(member)])

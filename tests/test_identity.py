@@ -102,6 +102,24 @@ def test_pseudonyms_avoid_taken_names(lang: str) -> None:
         taken.add(key)
 
 
+def test_a_crowded_room_gets_a_numbered_pseudonym_after_a_few_tries() -> None:
+    """Once the room holds most plain names, a newcomer does not try fifty of them: at most
+    three, then a numbered one. While plain names are plentiful, every one is tried first."""
+    words = shipped_languages().words("en", "en")
+    plain = {name_key(words.name(i)) for i in range(words.size)}
+    asked: list[str] = []
+
+    def all_taken(wanted: str) -> bool:  # every plain name is taken, no numbered one
+        asked.append(wanted)
+        return wanted in plain
+
+    name, _ = pseudonym(all_taken, words, crowd=words.size)
+    assert name.split()[-1].isdigit() and len(asked) == 4  # three plain tries, one numbered
+    asked.clear()
+    name, _ = pseudonym(all_taken, words, crowd=words.size // 2)
+    assert name.split()[-1].isdigit() and len(asked) == 51
+
+
 def test_secrets_are_long_and_hashes_compare() -> None:
     """Room ids carry ≥ 80 bits, keys ≥ 128; only the hash is stored and it verifies."""
     assert len(new_room_id()) >= 16 and len(new_secret()) >= 22
