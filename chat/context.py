@@ -14,7 +14,7 @@ from chat.events import Event
 from chat.hub import Hub
 from chat.localroom import LocalRoom
 from chat.outbox import Outbox
-from chat.protocol import Limits, Message
+from chat.protocol import Encoding, Limits, Message
 from chat.roomstate import MemberState
 from chat.settings import Settings
 
@@ -55,6 +55,7 @@ class Caller(Protocol):
 
     conn_id: str
     address: str
+    encoding: Encoding  # the connection's wire encoding
     phase: Phase
     room: LocalRoom | None  # the room its member is in (waiting or present)
     pid: str

@@ -97,7 +97,7 @@ class Welcome(Event):
     room: Message
     you: Message
     resume: str
-    members: list[Message]
+    members: Any  # list[Message], or kept encoded (chat.protocol.EncodedArray)
     history: list[Message]
     seq: int
     reports: list[Message] | None = None

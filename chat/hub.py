@@ -348,6 +348,7 @@ class Hub:
                 apply(state, op)
                 timed = timed or (isinstance(op, MemberSet) and bool(op.fields.get("muted_until")))
         room.ignoring.touched(ops)
+        room.listing_follows(ops)
         if timed:
             self.timers_changed()
         state.off = entry.off

@@ -35,7 +35,7 @@ from chat.identity import (
 )
 from chat.localroom import LocalRoom, RoomGone, message_event
 from chat.ops import MemberAdd, MemberDrop, MemberSet, Refused
-from chat.protocol import Message
+from chat.protocol import Encoding, Message
 from chat.requests import Join, Leave
 from chat.review import held_list
 from chat.roomstate import FACILITATOR, PARTICIPANT, MemberState, RoomState, Value
@@ -214,7 +214,7 @@ async def _enter(
     if member.waiting:
         return Waiting(lobby.opens_for(state))
     return await with_history(
-        services, room.id, draft_welcome(services, room, member, resume, since)
+        services, room.id, draft_welcome(services, room, member, resume, since, caller.encoding)
     )
 
 
@@ -228,7 +228,12 @@ class Draft:
 
 
 def draft_welcome(
-    services: Services, room: LocalRoom, member: MemberState, resume: str, since: int | None
+    services: Services,
+    room: LocalRoom,
+    member: MemberState,
+    resume: str,
+    since: int | None,
+    encoding: Encoding,
 ) -> Draft:
     """The ``welcome`` (protocol §4, with the facilitator's extras of §6) but its history, and
     the ``seq`` after which its history starts.
@@ -251,7 +256,7 @@ def draft_welcome(
         },
     }
     staff = member.is_facilitator
-    members = [m.listed(staff=staff) for m in state.members.values() if not m.waiting]
+    members = room.listing(staff, encoding)
     seq = state.seq
     reports = list(state.reports.values()) if staff else None
     log_entries = list(state.log) if staff else None

@@ -22,9 +22,9 @@ from chat.envelope import Delivery, Envelope, message_of
 from chat.errors import CloseCode
 from chat.events import Room
 from chat.ignoring import IgnoreIndex, sender_of
-from chat.ops import MemberDrop, Op
-from chat.protocol import Encoding, Message, encode
-from chat.roomstate import MemberState, RoomState
+from chat.ops import Admit, MemberAdd, MemberDrop, MemberSet, Op
+from chat.protocol import EncodedArray, Encoding, Message, encode
+from chat.roomstate import LISTED_FIELDS, MemberState, RoomState
 
 log = logging.getLogger("hearth.room")
 DIGESTS_KEPT = 256  # recent entries whose digest a replica keeps (fork detection)
@@ -38,6 +38,9 @@ CLOSE_FOR = {
     "revoked": (CloseCode.FORBIDDEN, "facilitator key revoked"),
     "full": (CloseCode.ROOM_FULL, "the room is full"),  # §13: beyond the capacity at opening
 }
+
+
+LISTINGS_FROM = 64  # members from which a room keeps its welcome listing encoded
 
 
 class Connection(Protocol):
@@ -95,6 +98,61 @@ class LocalRoom:
     needs_reload: bool = False  # the stream cannot be followed here: reload a snapshot
     past_epochs: set[int] = field(default_factory=set)  # epochs the replica has left behind
     digests: dict[int, int] = field(default_factory=dict)  # off -> hash of the entry applied
+    # The present members as a participant's welcome lists them, kept encoded per encoding
+    # in large rooms (see listing): grown as members join, dropped when a listed member
+    # changes or leaves (listing_follows) and on a reload, then built afresh when next asked.
+    listings: dict[Encoding, EncodedArray] = field(default_factory=dict)
+    listed_pids: set[str] = field(default_factory=set)  # the members those arrays hold
+
+    def listing(self, staff: bool, encoding: Encoding) -> list[Message] | EncodedArray:
+        """The present members as a welcome lists them, as of now.
+
+        A large room keeps the list encoded, and adds each joiner to it: a storm of joiners
+        then costs no member's encoding more than once, where building and encoding the
+        whole room for each joiner is quadratic (a fifth of the server's time in a storm of a
+        thousand, issue 13). A small room, and a facilitator's welcome (which also shows who
+        is held), list afresh: a kept list costs memory in every room that has one.
+        """
+        state = self.current()
+        if staff or len(state.members) < LISTINGS_FROM:
+            return [m.listed(staff=staff) for m in state.members.values() if not m.waiting]
+        found = self.listings.get(encoding)
+        if found is None:
+            present = [m for m in state.members.values() if not m.waiting]
+            found = EncodedArray(encoding, [encode(m.listed(), encoding) for m in present])
+            self.listings[encoding] = found
+            self.listed_pids.update(m.pid for m in present)
+        return found
+
+    def listing_follows(self, ops: Sequence[Op]) -> None:
+        """Keep the encoded listing in step with ops just applied to the replica. A joiner
+        goes at its end, where the replica's member order puts a new member; any other
+        change to a listed member (a mute, a step-out, an admission, a departure) drops it."""
+        if not self.listings:
+            return
+        state = self.state
+        assert state is not None
+        for op in ops:
+            if isinstance(op, MemberAdd):
+                member = state.members.get(op.member.pid)
+                if op.member.pid in self.listed_pids:  # added again: its place may differ
+                    self._drop_listings()
+                    return
+                if member is not None and not member.waiting:
+                    self.listings = {
+                        encoding: array.plus(encode(member.listed(), encoding))
+                        for encoding, array in self.listings.items()
+                    }
+                    self.listed_pids.add(member.pid)
+            elif isinstance(op, MemberDrop | Admit) or (
+                isinstance(op, MemberSet) and not LISTED_FIELDS.isdisjoint(op.fields)
+            ):
+                self._drop_listings()
+                return
+
+    def _drop_listings(self) -> None:
+        self.listings = {}
+        self.listed_pids = set()
 
     def current(self) -> RoomState:
         """The replica, or RoomGone when the room has ended."""
@@ -135,6 +193,7 @@ class LocalRoom:
             self.past_epochs.add(old.epoch)
         self.state = state
         self.digests.clear()
+        self._drop_listings()
         self.needs_reload = False
         self.wake()
 

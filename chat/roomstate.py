@@ -88,6 +88,10 @@ class MemberState:
         return self.muted and (self.muted_until is None or self.muted_until > now_ms)
 
 
+# What listed() reads for a participant's welcome that a MemberSet may change (``held``
+# shows in a facilitator's only): a room that keeps its listing encoded drops it when one
+# of these changes (chat.localroom.LocalRoom.listing_follows).
+LISTED_FIELDS = frozenset({"waiting", "muted", "muted_until", "stepped_out"})
 MEMBER_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(MemberState))
 # Fields a MemberSet may change: identity (pid, name, role, name token) never changes.
 MEMBER_MUTABLE = frozenset(MEMBER_FIELDS) - {"pid", "name", "role", "name_token", "label"}

@@ -131,7 +131,9 @@ class Session:
             # and what follows is held behind it while its history is read.
             self._phase = Phase.PRESENT
             self.out.hold()
-            draft = joining.draft_welcome(self.services, room, member, self._resume, None)
+            draft = joining.draft_welcome(
+                self.services, room, member, self._resume, None, self.encoding
+            )
             self._admitting = asyncio.ensure_future(self._admitted(draft))
 
     # --- the handlers' view (context.Caller) ----------------------------------------------

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from chat.localroom import LISTINGS_FROM
 from tests.client import JSON
 from tests.test_transport import hearth_metric, stalled_socket
 from tests.timing import WAIT, scaled, wait_until
@@ -181,6 +182,45 @@ async def test_idle_room_ends(start_server) -> None:
     await wait_until(gone, what="the idle sweep ended the room")
     client = await server.client()
     assert (await client.join(room["room"]))["code"] == "not_found"
+
+
+async def test_a_large_rooms_welcome_lists_everyone_as_they_are_at_the_join(
+    start_server, encoding
+) -> None:
+    """From LISTINGS_FROM members on, a room keeps each member's welcome entry encoded between
+    welcomes (issue 13). A newcomer still sees everyone as of its own join: a member muted,
+    one who stepped out (§13) and one who left since the previous welcome included."""
+    server = await start_server(max_per_address=LISTINGS_FROM + 10)
+    room = await server.room()
+    host = await server.client(encoding)
+    await host.join(room["room"], key=room["facilitator_key"])
+    people = [await server.client(encoding) for _ in range(LISTINGS_FROM)]
+    names = {}
+    for person in people:
+        names[person.pid] = (await person.join(room["room"]))["you"]["name"]
+    first = await (await server.client(encoding)).join(room["room"])
+    everyone = {host.pid, *(p.pid for p in people), first["you"]["pid"]}
+    assert {m["pid"] for m in first["members"]} == everyone
+    assert all(set(m) == {"pid", "name", "role"} for m in first["members"])
+
+    muted, away, leaving = people[0], people[1], people[2]
+    answer = await host.request({"t": "mute", "pid": muted.pid})
+    assert answer["t"] == "ack", answer
+    answer = await away.request({"t": "away", "on": True})
+    assert answer["t"] == "ack", answer
+    await leaving.send({"t": "leave"})
+    await host.next("muted", pid=muted.pid)
+    await host.next("left", pid=leaving.pid)
+
+    late = await (await server.client(encoding)).join(room["room"])
+    listed = {m["pid"]: m for m in late["members"]}
+    assert set(listed) == (everyone - {leaving.pid}) | {late["you"]["pid"]}
+    assert listed[muted.pid] == {
+        "pid": muted.pid, "name": names[muted.pid], "role": "participant", "muted_until": None
+    }  # fmt: skip
+    assert listed[away.pid]["away"] is True and "muted_until" not in listed[away.pid]
+    assert listed[people[3].pid] == {"pid": people[3].pid, "name": names[people[3].pid],
+                                     "role": "participant"}  # fmt: skip
 
 
 async def test_a_join_storm_is_not_slowness_but_a_stuck_reader_is_closed_4008(

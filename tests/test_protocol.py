@@ -11,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chat.errors import ErrorCode, ProtocolError
-from chat.protocol import Encoding, Limits, batch, decode, encode, text_length
+from chat.protocol import (
+    EncodedArray,
+    Encoding,
+    Limits,
+    batch,
+    decode,
+    encode,
+    text_length,
+)
 from chat.requests import MESSAGE_TYPES, Join, Mute, Say, Slow
 
 LIMITS = Limits()
@@ -264,3 +272,38 @@ def test_random_maps_are_validated(kind: str, body: dict[str, object]) -> None:
 def test_lone_surrogates_are_bad_request(frame: str) -> None:
     """JSON escapes that decode to lone surrogates (not encodable text) answer bad_request."""
     assert code_of(frame) is ErrorCode.BAD_REQUEST
+
+
+@pytest.mark.parametrize("encoding", list(Encoding))
+@pytest.mark.parametrize("members", [0, 1, 15, 16, 70_000])
+@pytest.mark.parametrize("other_keys", [0, 1, 20])
+def test_an_encoded_array_reads_back_as_the_list_it_stands_for(
+    encoding: Encoding, members: int, other_keys: int
+) -> None:
+    """A welcome's member list kept encoded (issue 13), whether built at once or grown one
+    item at a time, decodes as the plain list would: at MessagePack's size boundaries
+    (fixarray/array16/array32, fixmap/map16) and in JSON. A longer one leaves the first as
+    it was: a welcome drafted with it must not change."""
+    listed = [{"pid": f"p{i}", "name": f"Ñame {i}", "role": "participant"} for i in range(members)]
+    items = [encode(item, encoding) for item in listed]
+    grown = EncodedArray(encoding, items[:1])
+    for item in items[1:]:
+        grown = grown.plus(item)
+    arrays = [EncodedArray(encoding, items), grown]
+    others = {f"k{i}": [i, "x"] for i in range(other_keys)}
+    for array in arrays:
+        frame = encode({"t": "welcome", **others, "members": array}, encoding)
+        read = msgpack.unpackb(frame) if encoding is Encoding.MSGPACK else json.loads(frame)
+        assert read == {"t": "welcome", **others, "members": listed}
+    empty = EncodedArray(encoding)
+    assert encode({"members": empty}, encoding) == encode({"members": []}, encoding)
+    one = empty.plus(encode({"a": 1}, encoding))
+    two = one.plus(encode({"b": 2}, encoding))
+    other_two = one.plus(encode({"c": 3}, encoding))  # one grown twice: each reads its own
+    assert encode({"members": empty}, encoding) == encode({"members": []}, encoding)
+    assert encode({"m": one}, encoding) == encode({"m": [{"a": 1}]}, encoding)
+    assert encode({"m": two}, encoding) == encode({"m": [{"a": 1}, {"b": 2}]}, encoding)
+    assert encode({"m": other_two}, encoding) == encode({"m": [{"a": 1}, {"c": 3}]}, encoding)
+    other = Encoding.JSON if encoding is Encoding.MSGPACK else Encoding.MSGPACK
+    with pytest.raises(ValueError):
+        encode({"members": one}, other)
