@@ -28,7 +28,7 @@ from chat.limiter import AddressHasher, RedisConnections
 from chat.ops import MemberAdd, MemberSet
 from chat.redis.backend import RedisBackend
 from chat.redis.client import RedisSpace
-from chat.redis.history import redis_persists
+from chat.redis.history import RECHECK_PAUSE, RoomHistory, redis_persists
 from chat.redis.topology import close_client, command_client
 from tests.client import Client, create_room
 from tests.conftest import Server
@@ -211,6 +211,32 @@ async def test_a_node_that_persists_or_does_not_answer_makes_the_cluster_persist
         assert await redis_persists(client) is False
         own_cluster.nodes[2].kill()
         assert await redis_persists(client) is True
+    finally:
+        await close_client(client)
+
+
+async def test_a_recheck_asks_a_node_that_is_down_until_it_answers(
+    own_cluster: ClusterNodes,
+) -> None:
+    """§7 after a reconnect: the reconnect that starts the check can come (from another
+    node's link, or a new slot map) while a node is still down. The worker asks that node
+    until it answers, and moves history out of Redis when it came back writing snapshots."""
+    client = command_client(worker_settings(own_cluster, "t"))
+    try:
+        space = RedisSpace(client, "t", Sealer(None), 60.0)
+        history = RoomHistory(
+            space, history_messages=10, history_seconds=60.0, allow_persistent=False
+        )
+        assert await history.in_redis()
+        node = own_cluster.nodes[1]
+        node.kill()
+        check = asyncio.create_task(history.recheck())
+        await asyncio.sleep(2 * RECHECK_PAUSE)
+        assert not check.done() and not history.in_worker_memory
+        node.persistent = True
+        await asyncio.to_thread(node.start)
+        await asyncio.wait_for(check, BACK)
+        assert history.in_worker_memory
     finally:
         await close_client(client)
 

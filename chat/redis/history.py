@@ -14,6 +14,7 @@ of a Sentinel set, or one persisting node of a Cluster, makes the deployment per
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -30,26 +31,39 @@ from chat.redis.topology import every_node_config
 
 log = logging.getLogger("hearth.redis")
 
+RECHECK_PAUSE = 1.0  # between asks while a node is silent after a reconnect (restarting)
+RECHECK_TRIES = 60  # a node silent for a minute is left to the next reconnect
 
-async def redis_persists(client: Client, *, silent_counts: bool = True) -> bool:
-    """Whether any data node this worker can reach writes to disk (RDB snapshots or AOF), per
-    ``CONFIG GET`` on each.
 
-    A refused ``CONFIG`` (an ACL user without it, a renamed command), or a listed replica or
-    cluster node that does not answer, counts as persisting: we cannot tell, so message text
-    stays out of it (protocol §7).
+async def node_persistence(client: Client) -> tuple[bool, bool]:
+    """Whether any data node that answers writes to disk (RDB snapshots or AOF), per
+    ``CONFIG GET`` on each, and whether every listed node answered. A refused ``CONFIG`` (an
+    ACL user without it, a renamed command) counts as writing to disk: we cannot tell, so
+    message text stays out of it (protocol §7).
 
     Raises:
         Unavailable: Redis (the master, or every cluster node) cannot be reached.
     """
     async with unavailable():
-        configs = await every_node_config(
-            client, ("save", "appendonly"), silent_counts=silent_counts
-        )
-    return any(
+        configs = await every_node_config(client, ("save", "appendonly"))
+    persists = any(
         not config or config.get("save", "").strip() or config.get("appendonly") == "yes"
         for config in configs
+        if config is not None
     )
+    return persists, None not in configs
+
+
+async def redis_persists(client: Client) -> bool:
+    """Whether any data node this worker can reach writes to disk. A listed replica or
+    cluster node that does not answer counts as writing to disk: it may hold the text, or
+    be promoted to hold it (protocol §7).
+
+    Raises:
+        Unavailable: Redis (the master, or every cluster node) cannot be reached.
+    """
+    persists, everyone = await node_persistence(client)
+    return persists or not everyone
 
 
 async def place_history(client: Client, *, allow_persistent: bool) -> bool:
@@ -103,6 +117,7 @@ class RoomHistory:
         self._allow_persistent = allow_persistent
         self._in_redis: bool | None = None  # decided once Redis answers
         self._rechecking = False  # a persistence check after a reconnect is under way
+        self._recheck_again = False  # a reconnect was heard while it ran
         self.local = MessageHistory(history_messages, history_seconds)
 
     @property
@@ -129,16 +144,31 @@ class RoomHistory:
     async def recheck(self) -> None:
         """After a reconnect: if a node now persists (or refuses to say), keep what comes
         from now on out of Redis, as at a start on a persisting Redis. One way only: what
-        Redis held already stays until its TTL, and only a restart moves history back."""
-        if self._in_redis is not True or self._allow_persistent or self._rechecking:
+        Redis held already stays until its TTL, and only a restart moves history back.
+
+        A node that is restarting does not answer for a moment: not a reason to move history
+        for good, nor to stop asking (the reconnect that brought us here may have come from
+        another node, before that one was back), so it is asked every :data:`RECHECK_PAUSE`
+        until every node answers, for at most :data:`RECHECK_TRIES`. A reconnect heard while
+        a check runs asks for one more round after it."""
+        if self._in_redis is not True or self._allow_persistent:
+            return
+        if self._rechecking:
+            self._recheck_again = True
             return
         self._rechecking = True
         try:
-            # A node that is restarting does not answer for a moment: not a reason to move
-            # history for good. It is asked again at the next reconnect, when it is back.
-            persists = await redis_persists(self._space.client, silent_counts=False)
-        except Unavailable:
-            return  # not reachable yet: asked again at the next reconnect
+            persists, tries = False, 0
+            while not persists and tries < RECHECK_TRIES:
+                self._recheck_again = False
+                try:
+                    persists, everyone = await node_persistence(self._space.client)
+                except Unavailable:
+                    everyone = False
+                if everyone and not self._recheck_again:
+                    break
+                tries += 1
+                await asyncio.sleep(RECHECK_PAUSE)
         finally:
             self._rechecking = False
         if persists and self._in_redis:

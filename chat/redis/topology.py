@@ -177,16 +177,12 @@ async def close_client(client: Client) -> None:
         await sentinels.sentinel_manager.aclose()
 
 
-async def every_node_config(
-    client: Client, names: tuple[str, ...], *, silent_counts: bool = True
-) -> list[dict[str, str]]:
+async def every_node_config(client: Client, names: tuple[str, ...]) -> list[dict[str, str] | None]:
     """``CONFIG GET`` of ``names`` on every data node: the master (or the one server) and the
     replicas the sentinels list, or every node of the cluster's slot map. A node that refuses
-    ``CONFIG`` (an ACL without it) gives ``{}``, and so does a listed node that does not
-    answer (with ``silent_counts``): what we cannot ask may hold the text, or be promoted to
-    hold it (protocol §7). Without ``silent_counts`` a node that does not answer is left out:
-    asked again after a reconnect, it is down or restarting right now, and is asked again
-    when the worker hears it (the next reconnect).
+    ``CONFIG`` (an ACL without it) gives ``{}``; a listed node that does not answer gives None
+    (the caller decides what silence means: at start it counts as writing to disk, protocol §7;
+    after a reconnect it is a node still restarting, asked again until it answers).
 
     Raises:
         RedisError, RedisClusterException, OSError: the master (or no cluster node at all)
@@ -213,17 +209,12 @@ async def every_node_config(
             )
             for i, f in zip(failed, again, strict=True):
                 found[i] = f
-        # A node in the map that does not answer may still hold (or come back to hold) slots.
-        if not silent_counts:
-            return [f for f in found if isinstance(f, dict)]
-        return [f if isinstance(f, dict) else {} for f in found]
-    configs = [await _config(client.execute_command, names)]
+        return [f if isinstance(f, dict) else None for f in found]
+    configs: list[dict[str, str] | None] = [await _config(client.execute_command, names)]
     pool = sentinel_pool(client)
     if pool is not None:
         for host, port in await _promotable(pool):
-            config = await _replica_or_nothing(pool, host, port, names)
-            if config is not None or silent_counts:
-                configs.append(config or {})
+            configs.append(await _replica_or_nothing(pool, host, port, names))
     return configs
 
 
