@@ -55,7 +55,8 @@ range and CI runs the transport tests on both ends of it):
   ``send_receive_event_to_app`` (extended here) reads before it pauses reading and
   ``receive`` reads before it resumes it;
 - ``request`` and ``response``, the handshake's, which uvicorn reads only in
-  ``handle_connect`` and while ``send`` accepts: they are dropped once the accept is out;
+  ``handle_connect`` and while ``send`` accepts: they are dropped once the accept is out
+  (and so is the copy websockets' own parser keeps: :func:`forget_handshake_request`);
 - the methods extended by calling ``super()`` first: ``handle_connect``, ``data_received``,
   ``keepalive_timeout``, ``shutdown``, ``connection_lost``, and ``send``, which then sets
   ``handshake_complete`` once a refused handshake's answer is complete.
@@ -76,7 +77,9 @@ from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 from websockets.http11 import Request
-from websockets.protocol import State
+from websockets.protocol import Protocol, State
+from websockets.server import ServerProtocol
+from websockets.streams import StreamReader
 
 WRITE_EXTENSION = "hearth.write"
 PROTOCOL_PATH = "chat.transport:HearthWebSocketProtocol"
@@ -183,6 +186,34 @@ class _LastFrame:
 _last_frame = _LastFrame()
 
 
+def forget_handshake_request(conn: ServerProtocol) -> None:
+    """Let go of the handshake request that websockets' parser keeps for the connection's life.
+
+    ``ServerProtocol.parse`` is a generator that reads the request into a local, then goes on
+    as the frame parser (``yield from Protocol.parse()``): the request, every header in it,
+    stays referenced from its frame as long as the connection is open. That was 2.2 KiB of an
+    idle member (tracemalloc, the idle bench: ``Headers`` and the header strings).
+
+    When the frame parser waits at the top of its loop for the next frame (``at_eof``, nothing
+    buffered), its state is all in ``conn`` and its reader; a fresh ``Protocol.parse`` started
+    there is the same parser without the request. websockets swaps parsers the same way itself
+    (``discard()`` after a close). Anywhere else (a frame half read), nothing is changed.
+    """
+    handshake = conn.parser
+    frames = getattr(handshake, "gi_yieldfrom", None)
+    waiting = getattr(frames, "gi_yieldfrom", None)
+    if (
+        getattr(frames, "gi_code", None) is not Protocol.parse.__code__
+        or getattr(waiting, "gi_code", None) is not StreamReader.at_eof.__code__
+        or conn.reader.buffer
+    ):
+        return
+    parser = Protocol.parse(conn)
+    next(parser)  # to the same wait for the next frame
+    conn.parser = parser
+    handshake.close()
+
+
 class HearthWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's protocol with a lighter queue and flag, a close timeout, and the
     ``hearth.write`` extension: ``scope["extensions"]["hearth.write"] = {"write": write_now,
@@ -233,6 +264,7 @@ class HearthWebSocketProtocol(WebSocketsSansIOProtocol):
             # is 1.9 KiB of the 19 an idle member cost (issue 13: the idle bench, 5,000
             # connections, 19.26 -> 17.33 KiB; tracemalloc showed where).
             del self.request, self.response
+            forget_handshake_request(self.conn)
 
     def send_receive_event_to_app(self) -> None:
         """uvicorn's, but reading pauses only once :data:`READ_AHEAD` messages wait.
