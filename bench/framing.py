@@ -46,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ import uvloop
 from uvicorn.server import ServerState
 from websockets.protocol import State
 
-from chat.transport import PROTOCOL_PATH, WRITE_EXTENSION, HearthWebSocketProtocol
+from chat.transport import PROTOCOL_PATH, HearthWebSocketProtocol
 
 VARIANTS = ("write_now", "hand-built", "asgi-send")
 
@@ -210,11 +210,12 @@ def _hand_built(protocol: HearthWebSocketProtocol, payload: bytes) -> None:
 
 async def _measure(args: argparse.Namespace) -> float:
     variant, rounds = args.variant, args.rounds
-    protocols, drain, close = await (_open_tcp if args.transport == "tcp" else _open_null)(
-        args.members
+    opener: Callable[[int], Awaitable[Opened]] = (
+        _open_tcp if args.transport == "tcp" else _open_null
     )
+    protocols, drain, close = await opener(args.members)
     payload = os.urandom(args.payload)
-    make = {
+    make: Callable[[], bytes] = {
         "same": lambda: payload,
         "equal": lambda: bytes(bytearray(payload)),
         "distinct": lambda: os.urandom(args.payload),
@@ -225,7 +226,7 @@ async def _measure(args: argparse.Namespace) -> float:
     gc.set_threshold(20_000, 50, 100)  # as chat.app.tune_garbage_collector
     elapsed = 0.0
     if variant == "write_now":
-        writes = [p.scope["extensions"][WRITE_EXTENSION]["write"] for p in protocols]
+        writes = [p.write_now for p in protocols]  # what the extension hands the app
         for _ in range(rounds):
             start = time.perf_counter()
             for write, data in zip(writes, payloads, strict=True):
@@ -245,7 +246,7 @@ async def _measure(args: argparse.Namespace) -> float:
         for _ in range(rounds):
             start = time.perf_counter()
             for protocol, message in zip(protocols, messages, strict=True):
-                await protocol.send(message)  # type: ignore[arg-type]
+                await protocol.send(message)
             elapsed += time.perf_counter() - start
             drain()
     close()
