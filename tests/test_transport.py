@@ -26,6 +26,7 @@ from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from chat.transport import (
@@ -399,6 +400,7 @@ async def test_an_open_connection_keeps_none_of_its_handshake_headers(server: Se
     peer = SilentPeer(server.port, path="/ws", header=("X-Hearth-Test", marker))
     try:
         await peer.open()
+        assert peer.protocol.state is State.OPEN  # accepted (101), not refused
         gc.collect()
         kept_requests = [
             o for o in gc.get_objects()
