@@ -29,9 +29,13 @@ from chat.redis.topology import close_client, limits_client
 from chat.screening import crisis_list
 from chat.session import Session
 from chat.settings import Settings
+from chat.tasks import end
 from chat.transport import CLOSE_TIMEOUT_STATE, WRITE_EXTENSION
 
 log = logging.getLogger("hearth.app")
+
+# Seconds a departure or a room's timer under way at shutdown may take to finish: one commit.
+BACKGROUND_GRACE = 2.0
 
 SECURITY_HEADERS = [
     (
@@ -113,12 +117,13 @@ def create_app(settings: Settings) -> ASGIApp:
                 CLOSE_TIMEOUT_STATE: settings.close_timeout,
             }
         finally:
-            janitor.cancel()
-            vouching.cancel()
-            watching.cancel()
-            clock.cancel()
+            # Nothing may still be talking to Redis when the hub closes the client: a command
+            # cut off by the close would be logged as a Redis failure on every restart. The
+            # loops stop at once; a departure or a room's timer already under way may finish.
             for handle in services.departures.values():
                 handle.cancel()
+            await end([janitor, vouching, watching, clock])
+            await services.tasks.finish(BACKGROUND_GRACE)
             await services.hub.aclose()
             await guard.aclose()
             if limits is not None:

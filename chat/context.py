@@ -17,6 +17,7 @@ from chat.outbox import Outbox
 from chat.protocol import Encoding, Limits, Message
 from chat.roomstate import MemberState
 from chat.settings import Settings
+from chat.tasks import TaskSet
 
 
 @dataclass(slots=True)
@@ -29,13 +30,11 @@ class Services:
     outbox: Outbox = field(default_factory=Outbox)
     departures: dict[tuple[str, str], asyncio.TimerHandle] = field(default_factory=dict)
     connections: int = 0  # open WebSocket connections on this worker
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    tasks: TaskSet = field(default_factory=TaskSet)  # departures and timers that fired
 
     def background(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` as a task the worker keeps a reference to until it is done."""
-        task = asyncio.ensure_future(work)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.tasks.spawn(work)
 
 
 class Phase(Enum):

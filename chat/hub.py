@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from chat import metrics
@@ -42,9 +42,11 @@ from chat.ops import (
     touched_pids,
 )
 from chat.roomstate import MemberState
+from chat.tasks import TaskSet, end
 
 log = logging.getLogger("hearth.hub")
 
+UNSUBSCRIBE_GRACE = 1.0  # seconds an unsubscription under way at shutdown may take to finish
 RELEASE_AFTER = 1.0  # seconds a room stays subscribed after its last local member (§12: ≤ 5)
 NUDGE_AFTER = 0.5  # seconds a commit waits for its own entry before recovery looks for it
 CATCH_UP_LIMIT = 5.0  # seconds a commit waits for its entry at most (then: unavailable)
@@ -72,17 +74,21 @@ class Hub:
         # Wakes the room clock (chat.schedule installs it): an entry set a timed mute, which
         # may end before the clock's next look.
         self.timers_changed: Callable[[], None] = lambda: None
+        self._tasks = TaskSet()  # unsubscriptions of released rooms
 
     async def start(self) -> None:
         await self.backend.start(self.deliver, self._reconnected)
 
     async def aclose(self) -> None:
+        """Close the backend once nothing of the hub's is talking to it any more: loads and
+        recoveries are cancelled, unsubscriptions already under way may finish."""
+        loads: list[asyncio.Future[Any]] = []
         for room in self.rooms.values():
-            for task in (room.loading, room.recovery):
-                if task is not None:
-                    task.cancel()
+            loads += [task for task in (room.loading, room.recovery) if task is not None]
             if room.release is not None:
                 room.release.cancel()
+        await end(loads)
+        await self._tasks.finish(UNSUBSCRIBE_GRACE)
         await self.backend.aclose()
         self.rooms.clear()
         metrics.ROOMS.set(0)
@@ -163,7 +169,7 @@ class Hub:
             if task is not None:
                 task.cancel()
         room.closed = True
-        self._background(self._unsubscribe(room.id))
+        self._tasks.spawn(self._unsubscribe(room.id))
 
     async def _unsubscribe(self, room_id: str) -> None:
         if room_id in self.rooms:
@@ -389,11 +395,3 @@ class Hub:
         for room in list(self.rooms.values()):
             if room.state is not None:
                 self.recover(room)
-
-    def _background(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(work)
-        _TASKS.add(task)
-        task.add_done_callback(_TASKS.discard)
-
-
-_TASKS: set[asyncio.Task[None]] = set()

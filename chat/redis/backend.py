@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from chat.backend.base import Deliver, Entry, MessageMeta, Position, Reconnected
@@ -49,6 +49,7 @@ from chat.redis.scripts import (
 )
 from chat.redis.topology import close_client
 from chat.roomstate import RoomState
+from chat.tasks import TaskSet
 
 log = logging.getLogger("hearth.redis")
 
@@ -113,7 +114,7 @@ class RedisBackend:
         # room -> (epoch, highest offset) seen here: the store must never be behind it.
         self._seen: dict[str, tuple[int, int]] = {}
         self._top_seq: dict[str, int] = {}  # room -> highest seq seen here, any epoch
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()  # history rechecks, unsubscriptions after a linger
 
     @property
     def ready(self) -> bool:
@@ -129,7 +130,7 @@ class RedisBackend:
         def on_reconnected() -> None:
             # A failover (+switch-master, a new slot map) may have put a node that writes to
             # disk where the text goes: ask again (protocol §7, §16).
-            self._spawn(self._history.recheck())
+            self._tasks.spawn(self._history.recheck())
             reconnected()
 
         await self._bus.start(self._on_entry, on_reconnected)
@@ -143,8 +144,7 @@ class RedisBackend:
         for handle in self._lingering.values():
             handle.cancel()
         self._lingering.clear()
-        for task in list(self._tasks):
-            task.cancel()
+        await self._tasks.finish()
         await self._bus.aclose()
         await self._commit.aclose()
         # A client built on our own pool does not close the pool by itself.
@@ -177,9 +177,7 @@ class RedisBackend:
         handle = self._lingering.pop(room, None)
         if handle is not None:
             handle.cancel()  # when the room closed before the linger was over
-        task = asyncio.create_task(self._unsubscribe_now(room))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._unsubscribe_now(room))
 
     async def _unsubscribe_now(self, room: str) -> None:
         self._closed.discard(room)
@@ -424,10 +422,3 @@ class RedisBackend:
             )
             await self._client.zadd(self._rooms_key, {room: int(expires)}, xx=True)
         return [as_text(pid) for pid in lapsed]
-
-    # --- helpers -------------------------------------------------------------------------
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
