@@ -31,6 +31,19 @@ async def started(backend: RedisBackend, inbox: Inbox | None = None, **kwargs: A
     return inbox
 
 
+async def test_commands_are_written_without_a_socket_timeout(redis_server: RedisServer) -> None:
+    """Our callers bound every command with asyncio.timeout; a socket_timeout would also send
+    each write through asyncio.wait_for, a task per command on Python 3.11 that can lose a
+    cancellation, and redis-py 8 sets one (5 s) unless told None."""
+    client = connect(redis_server.url)
+    try:
+        conn = client.connection_pool.make_connection()
+        assert conn.socket_timeout is None
+        assert conn.socket_connect_timeout  # connecting stays bounded
+    finally:
+        await client.aclose(close_connection_pool=True)
+
+
 async def test_commits_of_one_turn_share_one_pipeline(redis_server: RedisServer) -> None:
     """Commits made together go out as one pipeline, in order; a flushed script reloads."""
     backend = redis_backend(redis_server, "t" + secrets.token_hex(4))

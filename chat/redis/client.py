@@ -65,7 +65,10 @@ def connect(
         socket_connect_timeout=CONNECT_TIMEOUT,
         # No socket_timeout: with one set, redis-py wraps every command's write in
         # asyncio.wait_for, a task per command on Python 3.11 (py-spy: a quarter of a busy
-        # worker). Our callers bound each command with asyncio.timeout(COMMAND_TIMEOUT).
+        # worker), which can also lose a cancellation (CPython gh-86296). Our callers bound
+        # each command with asyncio.timeout(COMMAND_TIMEOUT). Said explicitly: redis-py 8
+        # sets 5 s when the argument is left out.
+        socket_timeout=None,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=0,
         client_name=name,
