@@ -117,13 +117,14 @@ def create_app(settings: Settings) -> ASGIApp:
                 CLOSE_TIMEOUT_STATE: settings.close_timeout,
             }
         finally:
-            # Nothing may still be talking to Redis when the hub closes the client: a command
-            # cut off by the close would be logged as a Redis failure on every restart. The
-            # loops stop at once; a departure or a room's timer already under way may finish.
+            # Nothing of the worker's own may still be talking to Redis when the hub closes the
+            # client: a command cut off by the close would be logged as a Redis failure on
+            # every restart. The loops stop at once; a departure or a room's timer already
+            # under way may finish. (Sessions are over: uvicorn waited for them.)
             for handle in services.departures.values():
                 handle.cancel()
             await end([janitor, vouching, watching, clock])
-            await services.tasks.finish(BACKGROUND_GRACE)
+            await services.tasks.end(BACKGROUND_GRACE)
             await services.hub.aclose()
             await guard.aclose()
             if limits is not None:

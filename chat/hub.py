@@ -82,13 +82,16 @@ class Hub:
     async def aclose(self) -> None:
         """Close the backend once nothing of the hub's is talking to it any more: loads and
         recoveries are cancelled, unsubscriptions already under way may finish."""
+        # No recovery may start from here on (an entry delivered meanwhile that shows a gap,
+        # a reconnect): nothing would end it before the backend closes under it.
+        self.recover = lambda room: None
         loads: list[asyncio.Future[Any]] = []
         for room in self.rooms.values():
             loads += [task for task in (room.loading, room.recovery) if task is not None]
             if room.release is not None:
                 room.release.cancel()
         await end(loads)
-        await self._tasks.finish(UNSUBSCRIBE_GRACE)
+        await self._tasks.end(UNSUBSCRIBE_GRACE)
         await self.backend.aclose()
         self.rooms.clear()
         metrics.ROOMS.set(0)

@@ -14,9 +14,11 @@ from collections.abc import Awaitable, Iterable
 from typing import Any
 
 # Seconds cancelled tasks may take to end; a task that is still running is cancelled again
-# every RECANCEL_EVERY. Python 3.11's asyncio.wait_for can lose a cancellation that arrives as
-# its operation completes (CPython gh-86296), and redis-py writes through wait_for: such a
-# task would go on to its next command as if never cancelled.
+# every RECANCEL_EVERY. A cancellation can be lost: Python 3.11's asyncio.wait_for drops one
+# that arrives as its operation completes (CPython gh-86296), and redis-py writes through
+# wait_for whenever a connection has a socket timeout (the sentinels' do); such a task goes on
+# to its next command as if never cancelled. The price: cleanup that awaits after its
+# CancelledError is cut short after RECANCEL_EVERY.
 CANCELLED_WAIT = 1.0
 RECANCEL_EVERY = 0.05
 
@@ -36,7 +38,7 @@ class TaskSet:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def finish(self, grace: float = 0.0) -> None:
+    async def end(self, grace: float = 0.0) -> None:
         """End every task held now: see :func:`end`."""
         await end(self._tasks, grace)
 

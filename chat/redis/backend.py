@@ -144,7 +144,7 @@ class RedisBackend:
         for handle in self._lingering.values():
             handle.cancel()
         self._lingering.clear()
-        await self._tasks.finish()
+        await self._tasks.end()
         await self._bus.aclose()
         await self._commit.aclose()
         # A client built on our own pool does not close the pool by itself.

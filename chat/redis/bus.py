@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
@@ -45,6 +45,7 @@ from chat.redis.link import Link
 from chat.redis.sentinel import MasterWatch
 from chat.redis.shards import Shards
 from chat.redis.topology import sentinel_pool
+from chat.tasks import TaskSet
 
 log = logging.getLogger("hearth.bus")
 
@@ -100,7 +101,7 @@ class Bus:
             if isinstance(self._client, RedisCluster)
             else None
         )
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()  # (un)subscriptions sent on the side, the master watch
 
     @property
     def ready(self) -> bool:
@@ -139,7 +140,7 @@ class Bus:
         pool = sentinel_pool(self._client)
         if pool is not None:
             watch = MasterWatch(pool, self._master_switched)
-            self._spawn(watch.run())
+            self._tasks.spawn(watch.run())
         try:
             async with asyncio.timeout(wait):
                 await self._became_ready.wait()
@@ -152,11 +153,7 @@ class Bus:
             await self._shards.aclose()
         for link in list(self._links.values()):
             await link.aclose()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        await self._tasks.end()
 
     async def subscribe(self, room: str) -> None:
         """Subscribe this worker to the room and wait for Redis to confirm it.
@@ -181,7 +178,7 @@ class Bus:
             self._rooms.pop(channel, None)
             home = self._home.pop(channel, None)
             if home is not None:  # a reconnect meanwhile may have subscribed it
-                self._spawn(home.drop(channel))
+                self._tasks.spawn(home.drop(channel))
             raise
 
     async def unsubscribe(self, room: str) -> None:
@@ -214,7 +211,7 @@ class Bus:
         for name, link in list(self._links.items()):
             if name not in owners and not link.channels:
                 del self._links[name]
-                self._spawn(link.aclose())
+                self._tasks.spawn(link.aclose())
         if self.ready:
             self._became_ready.set()
 
@@ -228,14 +225,14 @@ class Bus:
             if target is None or (home is not None and home.name == target):
                 continue
             if home is not None:
-                self._spawn(home.drop(channel))
+                self._tasks.spawn(home.drop(channel))
             link = self.link(target)
             self._carry(link, channel)
             if link.ready:  # otherwise its (re)connect subscribes it, and says so when up
                 moved.setdefault(link, []).append(channel)
         for link, channels in moved.items():
             self._moving.update(channels)
-            self._spawn(self._resubscribe(link, channels))
+            self._tasks.spawn(self._resubscribe(link, channels))
 
     def _carry(self, link: Link, channel: bytes) -> None:
         link.channels.add(channel)
@@ -264,11 +261,6 @@ class Bus:
                 waiters.remove(waiter)
                 if not waiters:
                     del self._waiters[channel]
-
-    def _spawn(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # --- what the links ask and tell (chat.redis.link.Owner) ------------------------------
 

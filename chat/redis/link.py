@@ -28,6 +28,7 @@ from redis.crc import key_slot
 from redis.exceptions import AskError, ResponseError
 
 from chat.luascript import FAILURES
+from chat.tasks import TaskSet
 
 log = logging.getLogger("hearth.bus")
 
@@ -93,7 +94,7 @@ class Link:
         self._echoed = False  # the health probe came back (before ready)
         self._stale = False
         self._retry = asyncio.Event()  # cuts a reconnect's backoff short
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()  # health probes and node checks
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"hearth-redis-link-{self.name}")
@@ -104,14 +105,13 @@ class Link:
             task.cancel()
             # asyncio.wait, not await: the task's CancelledError is its own; ours propagates.
             await asyncio.wait([task])
-        for child in list(self._tasks):
-            child.cancel()
+        await self._tasks.end()  # a probe sent on the command client, a node check
 
     def recheck(self) -> None:
         """The node may have changed (the sentinels named a new master): check now whether
         this link talks to the right one, or, while it is down, retry at once."""
         if self.ready:
-            self._spawn(self._check())
+            self._tasks.spawn(self._check())
         else:
             self._retry.set()
 
@@ -242,13 +242,13 @@ class Link:
                 next_probe = now + self.owner.health_interval
             if self.ready and now >= next_check:
                 next_check = now + CHECK_EVERY
-                self._spawn(self._check())
+                self._tasks.spawn(self._check())
 
     def _send_probe(self, now: float) -> None:
         # The probe goes out on the command connection and must come back on this one.
         token = secrets.token_bytes(8)
         self._probe, self._probe_sent = token, now
-        self._spawn(self._publish_probe(token))
+        self._tasks.spawn(self._publish_probe(token))
 
     async def _publish_probe(self, token: bytes) -> None:
         try:
@@ -262,11 +262,6 @@ class Link:
             self._stale = self._stale or await self.owner.stale(self)
         except FAILURES:
             return  # could not tell: the health probe still watches the connection
-
-    def _spawn(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def _moved(self, slot: int) -> None:
         """A subscription went to a node that does not hold its slot (it moved)."""
