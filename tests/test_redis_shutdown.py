@@ -23,8 +23,10 @@ async def test_sigterm_with_a_heartbeat_under_way_logs_no_redis_failure(
     own_redis: RedisServer, tmp_path: Path
 ) -> None:
     """The presence heartbeat's vouch is held inside Redis (CLIENT PAUSE WRITE) when the
-    worker gets SIGTERM: the worker ends the heartbeat before it closes its client, so the
-    vouch is cancelled, not failed, and the log holds no Redis failure."""
+    worker gets SIGTERM: the shutdown neither waits for it nor ends it as a logged failure.
+    (The race that did log one needed a busy shutdown: thousands of members leaving while the
+    heartbeat went through hundreds of rooms, as in the bench's idle runs; tests/test_tasks.py
+    covers the mechanism that ends it.)"""
     worker = ServerProcess(
         "--redis-url", own_redis.url, "--resume-grace", "0.8", output=tmp_path / "worker.log"
     ).start()
