@@ -22,7 +22,6 @@ asks for them (:mod:`chat.luascript`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -34,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from chat.luascript import FAILURES, Client, Script, ScriptBatch
+from chat.tasks import end
 
 log = logging.getLogger("hearth.limiter")
 T = TypeVar("T")
@@ -329,11 +329,12 @@ class RedisConnections:
             self._stale.add(key)  # the heartbeat writes the true count
 
     async def aclose(self) -> None:
-        """Stop the heartbeat; this worker's counts then lapse within one lease."""
+        """Stop the heartbeat, and let the batches already sent come back before the client
+        closes; this worker's counts then lapse within one lease."""
         if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
+            await end([self._heartbeat])
+        await self._acquire.aclose()
+        await self._release.aclose()
 
     async def _beat(self) -> None:
         while True:

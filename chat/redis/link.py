@@ -28,7 +28,7 @@ from redis.crc import key_slot
 from redis.exceptions import AskError, ResponseError
 
 from chat.luascript import FAILURES
-from chat.tasks import TaskSet
+from chat.tasks import TaskSet, end
 
 log = logging.getLogger("hearth.bus")
 
@@ -102,9 +102,7 @@ class Link:
     async def aclose(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            # asyncio.wait, not await: the task's CancelledError is its own; ours propagates.
-            await asyncio.wait([task])
+            await end([task])  # not await task: its CancelledError is its own
         await self._tasks.end()  # a probe sent on the command client, a node check
 
     def recheck(self) -> None:

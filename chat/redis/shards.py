@@ -27,6 +27,7 @@ from redis.event import AsyncAfterSlotsCacheRefreshEvent, AsyncEventListenerInte
 
 from chat.luascript import FAILURES
 from chat.redis.client import COMMAND_TIMEOUT
+from chat.tasks import end
 
 if TYPE_CHECKING:
     from chat.redis.bus import Bus
@@ -79,8 +80,7 @@ class Shards:
             events.unregister_listeners({AsyncAfterSlotsCacheRefreshEvent: [self._listener]})
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
+            await end([task])
 
     def request(self, *, refresh: bool) -> None:
         """Look at the map again soon; ``refresh``: ask the cluster first."""
