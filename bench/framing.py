@@ -39,15 +39,11 @@ import base64
 import contextlib
 import gc
 import os
-import re
 import socket
 import struct
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -55,6 +51,7 @@ import uvloop
 from uvicorn.server import ServerState
 from websockets.protocol import State
 
+from bench.callgrind import instructions
 from chat.transport import PROTOCOL_PATH, HearthWebSocketProtocol
 
 VARIANTS = ("write_now", "hand-built", "asgi-send")
@@ -262,21 +259,13 @@ def _callgrind(args: argparse.Namespace) -> None:
     """Instructions per frame: (Ir with --rounds) - (Ir with 0 rounds), per frame."""
     totals = []
     for rounds in (args.rounds, 0):
-        with tempfile.NamedTemporaryFile(suffix=".callgrind") as out:
-            command = [
-                "valgrind", "--tool=callgrind", f"--callgrind-out-file={out.name}",
-                sys.executable, "-m", "bench.framing", "--variant", args.variant,
-                "--members", str(args.members), "--payload", str(args.payload),
-                "--rounds", str(rounds), "--transport", args.transport, "--repeat", "1",
-                "--payloads", args.payloads,
-            ]  # fmt: skip
-            env = {**os.environ, "PYTHONHASHSEED": "0"}
-            subprocess.run(command, check=True, env=env, capture_output=True)
-            text = Path(out.name).read_text(encoding="utf-8")
-            match = re.search(r"^(?:summary|totals): (\d+)", text, re.MULTILINE)
-            if match is None:
-                raise RuntimeError("no instruction total in callgrind's output")
-            totals.append(int(match.group(1)))
+        command = [
+            sys.executable, "-m", "bench.framing", "--variant", args.variant,
+            "--members", str(args.members), "--payload", str(args.payload),
+            "--rounds", str(rounds), "--transport", args.transport, "--repeat", "1",
+            "--payloads", args.payloads,
+        ]  # fmt: skip
+        totals.append(instructions(command))
     frames = args.rounds * args.members
     per_frame = (totals[0] - totals[1]) / frames
     print(f"{_label(args)}: {per_frame:,.0f} instructions per frame")
