@@ -9,7 +9,8 @@ callback's arguments. So a library's record is never formatted with its argument
 carries the format template (code, not data) and the place that logged it. A library record
 with no arguments may hold a string formatted beforehand, so only a short plain sentence
 passes; anything else is withheld. Exceptions, ours included, show their type and stack, never
-their message (a ``KeyError`` names its key). Python warnings, uncaught exceptions and
+their message (a ``KeyError`` names its key); an ``OSError`` adds the system's words for its
+error number, which hold no data. Python warnings, uncaught exceptions and
 "unraisable" ones are routed through the same formatter.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -55,7 +57,7 @@ def event_text(record: logging.LogRecord) -> str:
         category = _WARNING_CATEGORY.search(str(record.msg))  # the whole warning, formatted
         return f"python warning: {category.group(1) if category else 'Warning'}"
     if not isinstance(record.msg, str):
-        return f"(a {type(record.msg).__name__}, withheld)"
+        return f"({_kind(record.msg)}, withheld)"
     if record.args:
         return record.msg  # a template from the library's code; its arguments are not shown
     first = record.msg.strip().split("\n", 1)[0]
@@ -82,9 +84,23 @@ def exception_text(
     return "".join(lines).rstrip("\n")
 
 
+def _kind(value: object) -> str:
+    """What an object logged in place of a message is: its type, and for an ``OSError`` the
+    system's own words for its error number. An operator whose worker cannot bind its port
+    then reads "Address already in use" where uvicorn logged the exception itself. The words
+    come from ``os.strerror``, never from the exception: uvicorn's spells out the address."""
+    kind = f"a {type(value).__name__}"
+    errno = value.errno if isinstance(value, OSError) else None
+    return f"{kind}: {os.strerror(errno)}" if isinstance(errno, int) else kind
+
+
 def _type_line(exc: BaseException) -> str:
     kind = type(exc)
-    line = f"{kind.__module__}.{kind.__qualname__} (message withheld)\n"
+    errno = exc.errno if isinstance(exc, OSError) else None
+    said = (
+        f"{os.strerror(errno)}; message withheld" if isinstance(errno, int) else "message withheld"
+    )
+    line = f"{kind.__module__}.{kind.__qualname__} ({said})\n"
     if isinstance(exc, BaseExceptionGroup):
         inner = ", ".join(sorted({type(e).__qualname__ for e in exc.exceptions}))
         line += f"  holding: {inner}\n"

@@ -3,8 +3,13 @@ addresses (protocol §11): the formatter's rules, then a whole session against a
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,6 +62,38 @@ def test_exceptions_show_type_and_stack_not_message() -> None:
     assert MARK not in json.dumps(said)
     assert "builtins.KeyError" in said["exc"] and "builtins.RuntimeError" in said["exc"]
     assert "test_exceptions_show_type_and_stack_not_message" in said["exc"]
+
+
+def test_an_os_error_says_what_failed_not_where() -> None:
+    """uvicorn logs a failed bind as the OSError itself, whose text holds the address: the
+    line says what the system says of its error number, and withholds the rest."""
+    bind = OSError(errno.EADDRINUSE, f"error while attempting to bind on address ('{PEER}', 80)")
+    said = json.loads(line("uvicorn.error", bind))
+    assert said["event"] == f"(a OSError: {os.strerror(errno.EADDRINUSE)}, withheld)"
+    refused = ConnectionRefusedError(errno.ECONNREFUSED, f"connecting to {PEER}:6379")
+    traced = json.loads(line("hearth.app", "redis unreachable", exc=refused))
+    assert f"({os.strerror(errno.ECONNREFUSED)}; message withheld)" in traced["exc"]
+    assert PEER not in json.dumps(said) + json.dumps(traced)
+
+
+def test_a_worker_that_cannot_bind_its_port_says_so(tmp_path: Path) -> None:
+    """A real worker started on a port another process holds: it exits, and its log says the
+    address is in use (the operator's first question), without the address."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "chat", "serve", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode != 0
+    said = done.stdout + done.stderr
+    assert os.strerror(errno.EADDRINUSE) in said
+    assert f":{port}" not in said and "attempting to bind" not in said
 
 
 @pytest.fixture
