@@ -84,22 +84,25 @@ def exception_text(
     return "".join(lines).rstrip("\n")
 
 
-def _kind(value: object) -> str:
-    """What an object logged in place of a message is: its type, and for an ``OSError`` the
-    system's own words for its error number. An operator whose worker cannot bind its port
-    then reads "Address already in use" where uvicorn logged the exception itself. The words
-    come from ``os.strerror``, never from the exception: uvicorn's spells out the address."""
-    kind = f"a {type(value).__name__}"
+def _system_words(value: object) -> str | None:
+    """For an ``OSError``, the system's own words for its error number: an operator whose
+    worker cannot bind its port reads "Address already in use". They come from
+    ``os.strerror``, never from the exception's text: uvicorn's spells out the address."""
     errno = value.errno if isinstance(value, OSError) else None
-    return f"{kind}: {os.strerror(errno)}" if isinstance(errno, int) else kind
+    return os.strerror(errno) if isinstance(errno, int) else None
+
+
+def _kind(value: object) -> str:
+    """What an object logged in place of a message is (uvicorn logs a failed bind so)."""
+    words = _system_words(value)
+    kind = f"a {type(value).__name__}"
+    return f"{kind}: {words}" if words else kind
 
 
 def _type_line(exc: BaseException) -> str:
     kind = type(exc)
-    errno = exc.errno if isinstance(exc, OSError) else None
-    said = (
-        f"{os.strerror(errno)}; message withheld" if isinstance(errno, int) else "message withheld"
-    )
+    words = _system_words(exc)
+    said = f"{words}; message withheld" if words else "message withheld"
     line = f"{kind.__module__}.{kind.__qualname__} ({said})\n"
     if isinstance(exc, BaseExceptionGroup):
         inner = ", ".join(sorted({type(e).__qualname__ for e in exc.exceptions}))
