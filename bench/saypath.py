@@ -83,7 +83,6 @@ class Member:
         self.accepted = asyncio.Event()
         self.welcomed = asyncio.Event()  # its first frame: the answer to its join
         self.tally = tally
-        self.frames = 0
         self.task: asyncio.Task[None] | None = None
 
     async def receive(self) -> ASGIMessage:
@@ -103,7 +102,6 @@ class Member:
         pass
 
     def _counted(self) -> None:
-        self.frames += 1
         self.welcomed.set()
         self.tally.count()
 
@@ -244,7 +242,7 @@ async def measure(args: argparse.Namespace) -> float:
         burst=1000,
         max_per_address=100_000,
         room_create_rate=100_000,
-        redis_url=getattr(args, "redis_url", None),
+        redis_url=args.redis_url,
     )
     async with running(settings) as (app, state):
         tallies = [Tally() for _ in range(args.rooms)]
